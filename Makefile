@@ -1,0 +1,60 @@
+# langbench: every target sets up what it needs. `make` alone lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PARAMS ?= parameters/quick.yaml
+RUN ?=
+RUN_ID ?=
+
+## help: list the targets
+help:
+	@awk 'BEGIN{FS=": "} /^## /{sub(/^## /,""); split($$0,a,": "); printf "  make %-8s %s\n", a[1], substr($$0, length(a[1])+3)}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+## setup: venv with pinned packages, ollama binary, Gemma 3 270M, Rust agent (idempotent)
+setup: $(VENV)/.installed
+	$(PY) -m langbench setup
+
+## report: sweep PARAMS (default parameters/quick.yaml) on the embedded Ollama, then render the HTML report
+report: setup
+	$(PY) -m langbench report $(PARAMS) $(if $(RUN_ID),--run-id $(RUN_ID))
+
+## render: re-render a stored run's notebooks and HTML from its records: make render RUN=outputs/<run>
+render: setup
+	@test -n "$(RUN)" || { echo "make render needs RUN=outputs/<run>" >&2; exit 2; }
+	$(PY) -m langbench render $(RUN)
+
+## test: unit, contract, integration (real Ollama), notebook and browser tests
+test: setup browser
+	$(PY) -m pytest
+
+## lab: JupyterLab on notebooks/
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/
+
+## browser: Debian's chromium for the HTML tests (installed with apt-get when missing)
+browser:
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian's chromium for the browser tests" >&2; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q chromium >/dev/null; }; }
+
+## clean: remove the venv and every run under outputs/ (the per-user cache stays)
+clean:
+	rm -rf $(VENV) .pytest_cache
+	find outputs -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+
+## clean-cache: remove the per-user cache (ollama build, model, Rust agent build)
+clean-cache:
+	rm -rf "$${XDG_CACHE_HOME:-$$HOME/.cache}/langbench"
+
+.PHONY: help setup report render test lab browser clean clean-cache

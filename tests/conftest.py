@@ -1,0 +1,33 @@
+"""Shared fixtures: one real embedded Ollama for the whole session."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from langbench import paths, server
+
+
+@pytest.fixture(scope="session")
+def ollama(tmp_path_factory) -> server.Server:
+    """The real embedded Ollama serving the embedded default model; stopped at the end."""
+    log = tmp_path_factory.mktemp("ollama") / "ollama.log"
+    with server.ollama_server("embedded", log_path=log) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def agent_commands() -> dict[str, list[str]]:
+    """How to launch each agent, as the sweep does."""
+    return {
+        "python": [sys.executable, str(paths.PYTHON_AGENT)],
+        "rust": [str(paths.rust_agent_bin())],
+    }
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "ollama" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.server)

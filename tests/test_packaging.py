@@ -1,0 +1,23 @@
+"""The project's own files agree with each other."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import yaml
+
+from langbench import paths
+
+
+def test_environment_yml_pins_the_same_packages_as_pyproject():
+    pyproject = tomllib.loads((paths.ROOT / "pyproject.toml").read_text())
+    pinned = set(pyproject["project"]["dependencies"])
+    env = yaml.safe_load((paths.ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert {p for p in pip if "==" in p} == pinned
+    assert all(re.fullmatch(r"[\w.-]+==[\w.]+", p) for p in pinned)
+
+
+def test_ci_runs_make_test():
+    assert "make test" in (paths.ROOT / ".ci" / "run").read_text()
