@@ -20,6 +20,7 @@ import sys
 import time
 from importlib.metadata import version
 
+import httpx  # ollama's own transport: already loaded by it
 import ollama
 
 AGENT_VERSION = f"0.1.0+ollama-python-{version('ollama')}"
@@ -27,6 +28,9 @@ SERVER_FIELDS = (
     "total_duration", "load_duration", "prompt_eval_count",
     "prompt_eval_duration", "eval_count", "eval_duration",
 )
+
+TOP_KEYS = {"schema_version", "model", "prompts", "raw", "timeout_s", "runs"}
+RUN_KEYS = {"run_id", "prompt", "options", "keep_alive", "warmup"}
 
 
 class JobsError(ValueError):
@@ -42,6 +46,8 @@ def load_jobs(path: str) -> dict:
     except json.JSONDecodeError as e:
         raise JobsError(f"{path}: not valid JSON: {e}") from None
     _check(path, jobs, "", dict)
+    for key in jobs.keys() - TOP_KEYS:
+        raise JobsError(f"{path}: unknown field '{key}'")
     for key, kind in (("model", str), ("prompts", list), ("runs", list)):
         if key not in jobs:
             raise JobsError(f"{path}: missing field '{key}'")
@@ -57,6 +63,8 @@ def load_jobs(path: str) -> dict:
     for i, run in enumerate(jobs["runs"]):
         where = f"runs[{i}]"
         _check(path, run, where, dict)
+        for key in run.keys() - RUN_KEYS:
+            raise JobsError(f"{path}: unknown field '{where}.{key}'")
         for key, kind in (("run_id", str), ("prompt", int), ("options", dict),
                           ("keep_alive", (int, str)), ("warmup", bool)):
             if key not in run:
@@ -116,13 +124,18 @@ def run_one(client: ollama.Client, jobs: dict, run: dict) -> dict:
                 t_last = now
                 final = chunk
                 break
-    except ollama.ResponseError as e:
-        error = {"kind": "server_error" if e.status_code in (-1, 200) else f"http_{e.status_code}",
-                 "message": str(e.error)}
-    except ConnectionError as e:
+    # Error kinds are the Rust agent's (agents/rust/src/client.rs), one for one.
+    except ollama.ResponseError as e:  # an HTTP error status, or an {"error": ...} line after 200
+        kind = "server_error" if e.status_code in (-1, 200) else f"http_{e.status_code}"
+        error = {"kind": kind, "message": str(e.error)}
+    except (httpx.ConnectError, ConnectionError) as e:  # the client wraps it when not streaming
         error = {"kind": "connect", "message": str(e)}
-    except Exception as e:  # httpx transport errors: the server died or timed out mid-stream
-        error = {"kind": type(e).__name__, "message": str(e) or repr(e)}
+    except httpx.TimeoutException as e:
+        error = {"kind": "timeout", "message": str(e) or repr(e)}
+    except httpx.HTTPError as e:  # the server closed or died mid-stream
+        error = {"kind": "stream_interrupted", "message": str(e) or repr(e)}
+    except ValueError as e:  # a line that is not JSON
+        error = {"kind": "bad_chunk", "message": str(e)}
 
     if final is not None:
         outcome = "ok"

@@ -35,7 +35,17 @@ fn default_timeout() -> f64 {
 pub fn load(path: &Path) -> Result<Jobs, Error> {
     let p = path.display();
     let text = std::fs::read_to_string(path).map_err(|e| Error::BadJobs(format!("{p}: cannot read jobs file: {e}")))?;
-    let jobs: Jobs = serde_json::from_str(&text).map_err(|e| Error::BadJobs(format!("{p}: {e}")))?;
+    // serde_path_to_error names the field: "runs[0].prompt: invalid type: ..."
+    let de = &mut serde_json::Deserializer::from_str(&text);
+    let jobs: Jobs = serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        if field == "." {
+            Error::BadJobs(format!("{p}: {inner}"))
+        } else {
+            Error::BadJobs(format!("{p}: field '{field}': {inner}"))
+        }
+    })?;
     if jobs.schema_version != 1 {
         return Err(Error::BadJobs(format!("{p}: field 'schema_version' must be 1")));
     }

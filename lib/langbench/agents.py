@@ -1,0 +1,106 @@
+"""Launching an agent process and measuring it from the outside (DESIGN.md, "The agent
+contract": wall time, user and system CPU, peak RSS, start-up)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from langbench import paths
+
+AGENTS = ("python", "rust")
+
+
+def command(agent: str) -> list[str]:
+    if agent == "python":
+        return [sys.executable, str(paths.PYTHON_AGENT)]
+    if agent == "rust":
+        return [str(paths.rust_agent_bin())]
+    raise ValueError(f"unknown agent {agent!r}: expected one of {', '.join(AGENTS)}")
+
+
+@dataclass
+class ProcessStats:
+    agent: str
+    exit_code: int
+    wall_s: float
+    user_cpu_s: float
+    system_cpu_s: float
+    peak_rss_bytes: int
+    startup_ms: float | None  # spawn → t0 of the first run
+    records: int
+    timed_out: bool
+    stderr_tail: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def run(agent: str, host: str, jobs: Path, out: Path, timeout: float | None = None) -> ProcessStats:
+    """Run one agent process to completion; measure it with wait4 (exact rusage of that child)."""
+    before = _count_lines(out)
+    err_path = out.with_suffix(out.suffix + ".stderr")
+    with open(err_path, "wb") as err:
+        spawn_unix = time.time()
+        spawn = time.perf_counter()
+        proc = subprocess.Popen([*command(agent), "--host", host, "--jobs", str(jobs),
+                                 "--out", str(out)], stdout=subprocess.DEVNULL, stderr=err,
+                                stdin=subprocess.DEVNULL)
+        timed_out = threading.Event()
+
+        def kill() -> None:
+            timed_out.set()
+            proc.kill()
+
+        watchdog = threading.Timer(timeout, kill) if timeout else None
+        if watchdog:
+            watchdog.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            if watchdog:
+                watchdog.cancel()
+        wall = time.perf_counter() - spawn
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    first_t0 = _first_t0(out, before)
+    return ProcessStats(
+        agent=agent, exit_code=proc.returncode, wall_s=wall,
+        user_cpu_s=usage.ru_utime, system_cpu_s=usage.ru_stime,
+        peak_rss_bytes=usage.ru_maxrss * 1024,
+        startup_ms=None if first_t0 is None else (first_t0 - spawn_unix) * 1e3,
+        records=_count_lines(out) - before, timed_out=timed_out.is_set(),
+        stderr_tail=_tail(err_path),
+    )
+
+
+def _count_lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.endswith(b"\n"))
+
+
+def _first_t0(path: Path, skip: int) -> float | None:
+    if not path.exists():
+        return None
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if i == skip and line.endswith("\n"):
+                try:
+                    return json.loads(line)["t0_unix"]
+                except (ValueError, KeyError):
+                    return None
+    return None
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

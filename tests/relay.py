@@ -1,0 +1,59 @@
+"""A recording relay in front of the real Ollama, for the agents' contract tests.
+
+It forwards every request unchanged to the real server, keeps each request body, and
+re-chunks the streamed response into tiny writes so that NDJSON lines arrive split across
+network reads. It serves nothing of its own: the answers are the real server's.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+
+
+class Relay:
+    def __init__(self, upstream: str, piece: int = 7):
+        self.upstream = upstream
+        self.piece = piece
+        self.bodies: list[dict] = []
+        relay = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                relay.bodies.append(json.loads(body))
+                with httpx.Client(timeout=120) as client, client.stream(
+                        "POST", relay.upstream + self.path, content=body,
+                        headers={"Content-Type": "application/json"}) as r:
+                    self.send_response(r.status_code)
+                    self.send_header("Content-Type", r.headers.get("content-type", "application/json"))
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    for data in r.iter_bytes():
+                        for i in range(0, len(data), relay.piece):
+                            part = data[i:i + relay.piece]
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                            self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> "Relay":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join()
