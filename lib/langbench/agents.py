@@ -32,7 +32,7 @@ class ProcessStats:
     wall_s: float
     user_cpu_s: float
     system_cpu_s: float
-    peak_rss_bytes: int
+    peak_rss_bytes: int | None  # VmHWM of the agent's own address space, polled
     startup_ms: float | None  # spawn → t0 of the first run
     records: int
     timed_out: bool
@@ -61,9 +61,11 @@ def run(agent: str, host: str, jobs: Path, out: Path, timeout: float | None = No
         watchdog = threading.Timer(timeout, kill) if timeout else None
         if watchdog:
             watchdog.start()
+        peak = _PeakRss(proc.pid)
         try:
             _, status, usage = os.wait4(proc.pid, 0)
         finally:
+            peak.stop()
             if watchdog:
                 watchdog.cancel()
         wall = time.perf_counter() - spawn
@@ -72,11 +74,42 @@ def run(agent: str, host: str, jobs: Path, out: Path, timeout: float | None = No
     return ProcessStats(
         agent=agent, exit_code=proc.returncode, wall_s=wall,
         user_cpu_s=usage.ru_utime, system_cpu_s=usage.ru_stime,
-        peak_rss_bytes=usage.ru_maxrss * 1024,
+        peak_rss_bytes=peak.bytes,
         startup_ms=None if first_t0 is None else (first_t0 - spawn_unix) * 1e3,
         records=_count_lines(out) - before, timed_out=timed_out.is_set(),
         stderr_tail=_tail(err_path),
     )
+
+
+class _PeakRss(threading.Thread):
+    """Polls /proc/PID/status VmHWM (the peak RSS of the process's own address space).
+
+    Not wait4's ru_maxrss: Linux carries the forking parent's high-water mark across exec,
+    so every agent would report at least the runner's own RSS. VmHWM only grows, so the last
+    reading before exit is the peak, short of what the final few milliseconds add.
+    """
+
+    def __init__(self, pid: int, every: float = 0.01):
+        super().__init__(daemon=True)
+        self.path, self.every, self.bytes = f"/proc/{pid}/status", every, None
+        self._done = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            try:
+                with open(self.path) as f:
+                    for line in f:
+                        if line.startswith("VmHWM:"):
+                            self.bytes = max(self.bytes or 0, int(line.split()[1]) * 1024)
+                            break
+            except (OSError, ValueError):
+                return  # the process has been reaped
+            self._done.wait(self.every)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
 
 
 def _count_lines(path: Path) -> int:

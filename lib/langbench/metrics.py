@@ -1,0 +1,103 @@
+"""Records → a tidy table with the derived metrics of DESIGN.md (never computed in agents).
+
+- throughput (the seed's) = eval_count / eval_duration, tok/s
+- client decode rate = (eval_count − 1) / decode_ms, tok/s
+- server TTFT = load + prompt_eval (prompt_eval runs until the first token is sampled)
+- client overhead = ttft_ms − server TTFT
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from langbench import storage
+
+NS_PER_MS = 1e6
+
+
+def frame(records: list[dict]) -> pd.DataFrame:
+    """One row per record: config keys become columns, itl_ms becomes itl_p50 … itl_max."""
+    rows = []
+    for rec in records:
+        row = {k: v for k, v in rec.items() if k not in ("itl_ms", "config", "options", "error")}
+        for q, v in (rec.get("itl_ms") or {}).items():
+            row[f"itl_{q}_ms"] = v
+        for k, v in (rec.get("config") or {}).items():
+            row[k] = v
+        err = rec.get("error") or {}
+        row["error_kind"], row["error_message"] = err.get("kind"), err.get("message")
+        rows.append(row)
+    return derive(pd.DataFrame(rows))
+
+
+def derive(df: pd.DataFrame) -> pd.DataFrame:
+    if df.empty:
+        return df
+    df = df.copy()
+    num = lambda c: pd.to_numeric(df[c], errors="coerce") if c in df else pd.Series(np.nan, index=df.index)
+    eval_count, eval_ns = num("eval_count"), num("eval_duration")
+    df["throughput_tps"] = eval_count / (eval_ns / 1e9)
+    df["client_decode_tps"] = (eval_count - 1) / (num("decode_ms") / 1e3)
+    df["load_ms"] = num("load_duration") / NS_PER_MS
+    df["prompt_eval_ms"] = num("prompt_eval_duration") / NS_PER_MS
+    df["server_ttft_ms"] = df["load_ms"].fillna(0) + df["prompt_eval_ms"]
+    df["client_overhead_ms"] = num("ttft_ms") - df["server_ttft_ms"]
+    df["decode_rate_ratio"] = df["client_decode_tps"] / df["throughput_tps"]
+    df = df.replace([np.inf, -np.inf], np.nan)
+    return df
+
+
+def final_attempts(df: pd.DataFrame) -> pd.DataFrame:
+    """The last attempt of each run (earlier failed attempts stay in the file as data)."""
+    if df.empty or "attempt" not in df:
+        return df
+    return df.sort_values("attempt").groupby("run_id", sort=False).tail(1).sort_values("order_key")
+
+
+def load_run(run_dir: str | Path) -> pd.DataFrame:
+    """The records of a run directory as a derived table, final attempts only."""
+    records = storage.read_jsonl(Path(run_dir) / "records.jsonl")
+    df = frame(records)
+    if df.empty:
+        return df
+    df["order_key"] = range(len(df))
+    return final_attempts(df)
+
+
+def warm(df: pd.DataFrame) -> pd.DataFrame:
+    """Measured repetitions that completed: what warm statistics are computed on."""
+    return df[(df["phase"] == "measured") & (df["outcome"] == "ok")]
+
+
+def cold(df: pd.DataFrame) -> pd.DataFrame:
+    return df[(df["phase"] == "cold") & (df["outcome"] == "ok")]
+
+
+def summary(df: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
+    """One row per agent × config × mode (the seed's rust_vs_python_sweep_summary.csv)."""
+    keys = ["agent", "config_id", *factors, "mode"]
+    w = warm(df)
+    g = w.groupby(keys, sort=True)
+    out = g.agg(
+        n=("throughput_tps", "size"),
+        throughput_mean=("throughput_tps", "mean"),
+        throughput_median=("throughput_tps", "median"),
+        throughput_std=("throughput_tps", "std"),
+        ttft_ms_mean=("ttft_ms", "mean"),
+        ttft_ms_median=("ttft_ms", "median"),
+        server_ttft_ms_mean=("server_ttft_ms", "mean"),
+        client_overhead_ms_median=("client_overhead_ms", "median"),
+        client_decode_tps_mean=("client_decode_tps", "mean"),
+        e2e_ms_mean=("e2e_ms", "mean"),
+        itl_p99_ms_median=("itl_p99_ms", "median"),
+    )
+    out["throughput_cv_pct"] = 100 * out["throughput_std"] / out["throughput_mean"]
+    c = cold(df).groupby(keys)
+    out = out.join(c["ttft_ms"].mean().rename("cold_ttft_ms")).join(
+        c["load_ms"].mean().rename("cold_load_ms"))
+    failed = df[df["outcome"] != "ok"].groupby(keys).size().rename("failed_runs")
+    out = out.join(failed).fillna({"failed_runs": 0})
+    return out.reset_index()

@@ -1,0 +1,90 @@
+"""Parameter files (YAML): loaded strictly, so a mistake stops the sweep before it starts.
+
+Every problem is a ParamsError naming the file and the key; the CLI turns it into exit 2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from langbench import schemas
+
+
+class ParamsError(ValueError):
+    """The parameter file cannot be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Params:
+    path: Path
+    raw: dict  # the document as loaded, defaults filled in
+    prompts: tuple[str, ...]
+
+    def __getattr__(self, key):  # params.model, params.matrix, ...
+        try:
+            return self.raw[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def digest(self) -> str:
+        """Identity of what the sweep runs: a resumed run must have the same."""
+        doc = json.dumps({"raw": self.raw, "prompts": self.prompts}, sort_keys=True)
+        return hashlib.sha256(doc.encode()).hexdigest()
+
+
+DEFAULTS = {"baseline": {}, "warmups": 1, "retries": 1}
+
+
+def load(path: str | Path) -> Params:
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ParamsError(f"{path}: cannot read parameter file: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(doc, dict):
+        raise ParamsError(f"{path}: must be a mapping of keys, got {type(doc).__name__}")
+    problems = schemas.problems("parameters", doc)
+    if problems:
+        raise ParamsError(f"{path}: " + "; ".join(_friendly(p) for p in problems))
+    for key, value in DEFAULTS.items():
+        doc.setdefault(key, value)
+    doc["fixed"].setdefault("keep_alive", -1)
+    doc["fixed"].setdefault("raw", False)
+    doc.setdefault("order", {}).setdefault("seed", 0)
+    doc["order"].setdefault("shuffle", True)
+    doc.setdefault("timeouts", {}).setdefault("run_s", 600)
+    doc["timeouts"].setdefault("batch_s", 3600)
+    clash = set(doc["matrix"]) & {"num_predict", "seed"}
+    if clash:
+        raise ParamsError(f"{path}: matrix.{sorted(clash)[0]}: set it under fixed, not in the matrix")
+    return Params(path=path, raw=doc, prompts=tuple(_prompt(path, i, p) for i, p in enumerate(doc["prompts"])))
+
+
+def _prompt(path: Path, i: int, entry: dict) -> str:
+    if "text" in entry:
+        return entry["text"]
+    file = (path.parent / entry["file"]).resolve()
+    try:
+        text = file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ParamsError(f"{path}: prompts[{i}].file: cannot read {file}: "
+                          f"{getattr(e, 'strerror', None) or e}") from None
+    if not text:
+        raise ParamsError(f"{path}: prompts[{i}].file: {file} is empty")
+    return text
+
+
+def _friendly(problem: str) -> str:
+    """jsonschema's "a/b/0: msg" → "a.b[0]: msg" (the key as a person writes it)."""
+    where, _, msg = problem.partition(": ")
+    parts = [f"[{p}]" if p.isdigit() else f".{p}" for p in where.split("/")] if where != "<top>" else []
+    key = "".join(parts).lstrip(".") or "<top>"
+    msg = msg.replace("Additional properties are not allowed", "unknown key")
+    return f"{key}: {msg}"

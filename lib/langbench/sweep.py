@@ -1,0 +1,256 @@
+"""The sweep runner: plan → agent processes → records, resumable at any point.
+
+    run_dir = run_sweep("parameters/quick.yaml")             # a new run
+    run_dir = run_sweep("parameters/quick.yaml", "quick-1")  # resume (or start) that run id
+
+Nothing lost, nothing twice. Each agent appends its records (flushed per run) to its own raw
+file under jobs/; the runner merges them into records.jsonl keyed by (run_id, attempt), at the
+end of each batch and again at the start of a resume, so a runner killed at any point loses no
+record that an agent wrote and duplicates none. A run is finished when it has an `ok` record
+or has failed 1 + retries times; only unfinished runs are run again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from langbench import agents, metrics, paths, plan, provenance, server, storage
+from langbench.params import Params, ParamsError, load
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def new_run_id(params: Params) -> str:
+    return f"{params.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+@dataclass
+class RunState:
+    """What records.jsonl says about each planned run."""
+    ok: set[str] = field(default_factory=set)
+    failures: dict[str, int] = field(default_factory=dict)
+    attempts: dict[str, int] = field(default_factory=dict)  # batch_id → last attempt number
+    keys: set[tuple[str, int]] = field(default_factory=set)  # (run_id, attempt) merged
+
+    def add(self, rec: dict) -> None:
+        self.keys.add((rec["run_id"], rec["attempt"]))
+        self.attempts[rec["batch_id"]] = max(self.attempts.get(rec["batch_id"], 0), rec["attempt"])
+        if rec["phase"] == "resume":
+            return
+        if rec["outcome"] == "ok":
+            self.ok.add(rec["run_id"])
+        else:
+            self.failures[rec["run_id"]] = self.failures.get(rec["run_id"], 0) + 1
+
+    def pending(self, batch: plan.Batch, retries: int) -> list[plan.Run]:
+        return [r for r in batch.runs
+                if r.run_id not in self.ok and self.failures.get(r.run_id, 0) <= retries]
+
+
+class Keeper:
+    """Keeps a server answering: an embedded one that died is restarted (and counted)."""
+
+    def __init__(self, srv: server.Server, run_dir: Path):
+        self.srv, self.run_dir, self.restarts = srv, run_dir, 0
+
+    def ensure(self) -> str:
+        alive = server.server_version(self.srv.url) is not None
+        if alive or not self.srv.embedded:
+            return self.srv.url
+        tail = self.srv.log_tail(5)
+        server.stop(self.srv)
+        self.srv = server.start_embedded(log_path=self.run_dir / "ollama.log")
+        self.restarts += 1
+        tqdm.write(f"sweep: the embedded Ollama had died; restarted at {self.srv.url}\n{tail}",
+                   file=sys.stderr)
+        return self.srv.url
+
+
+class Sweep:
+    def __init__(self, params: Params, run_dir: Path):
+        self.params, self.run_dir = params, run_dir
+        self.batches = plan.build(params)
+        self.records_path = run_dir / "records.jsonl"
+        self.processes_path = run_dir / "processes.jsonl"
+        self.events_path = run_dir / "events.jsonl"
+        self.jobs_dir = run_dir / "jobs"
+        self.state = RunState()
+        self.warm_loads: list[float] = []
+
+    # --- records -------------------------------------------------------------------------
+    def load_state(self) -> None:
+        for rec in storage.read_jsonl(self.records_path, repair=True):
+            self.state.add(rec)
+        by_id = {b.batch_id: b for b in self.batches}
+        for raw in sorted(self.jobs_dir.glob("*.records.jsonl")):
+            batch_id, attempt = raw.name.removesuffix(".records.jsonl").rsplit("-a", 1)
+            self.merge(by_id[batch_id], int(attempt), raw)
+
+    def merge(self, batch: plan.Batch, attempt: int, raw: Path) -> list[dict]:
+        """Append the raw file's records not yet in records.jsonl, with the plan's fields."""
+        phases = {r.run_id: r for r in batch.runs}
+        new = []
+        for rec in storage.read_jsonl(raw):
+            if (rec["run_id"], attempt) in self.state.keys:
+                continue
+            run = phases.get(rec["run_id"])
+            rec.update(batch_id=batch.batch_id, order=batch.order, config_id=batch.config_id,
+                       config=batch.config, mode=batch.mode, attempt=attempt,
+                       phase=run.phase if run else "resume",
+                       reload_expected=batch.reload_expected)
+            new.append(rec)
+        storage.append_jsonl(self.records_path, new)
+        for rec in new:
+            self.state.add(rec)
+        return new
+
+    # --- running -------------------------------------------------------------------------
+    def run_batch(self, batch: plan.Batch, keeper: Keeper, bar: tqdm) -> None:
+        retries = self.params.retries
+        while todo := self.state.pending(batch, retries):
+            attempt = self.state.attempts.get(batch.batch_id, 0) + 1
+            runs = list(todo)
+            if todo[0].phase != "cold":  # resuming mid-batch: pay the reload before measuring
+                runs.insert(0, plan.Run(f"{batch.batch_id}-resume{attempt}", "resume", 0, 0))
+            stem = f"{batch.batch_id}-a{attempt}"
+            jobs = self.jobs_dir / f"{stem}.json"
+            storage.write_json(jobs, plan.jobs_document(self.params, batch, runs))
+            raw = self.jobs_dir / f"{stem}.records.jsonl"
+            host = keeper.ensure()
+            stats = agents.run(batch.agent, host, jobs, raw, timeout=self.params.timeouts["batch_s"])
+            new = self.merge(batch, attempt, raw)
+            self.state.attempts[batch.batch_id] = attempt
+            storage.append_jsonl(self.processes_path, [{
+                "batch_id": batch.batch_id, "attempt": attempt, "config_id": batch.config_id,
+                "mode": batch.mode, "runs": len(runs), **stats.as_dict()}])
+            self.check_reloads(new)
+            left = len(self.state.pending(batch, retries))
+            bar.update(len(todo) - left)
+            for rec in new:
+                if rec["outcome"] != "ok":
+                    tqdm.write(f"sweep: {rec['run_id']} attempt {attempt}: {rec['outcome']} "
+                               f"({rec['error']['kind']}: {rec['error']['message'][:120]})",
+                               file=sys.stderr)
+            if stats.exit_code not in (0, 1):
+                tqdm.write(f"sweep: {batch.agent} agent exited {stats.exit_code}"
+                           f"{' (timed out)' if stats.timed_out else ''}: {stats.stderr_tail}",
+                           file=sys.stderr)
+
+    def check_reloads(self, new: list[dict]) -> None:
+        """Log a reload where none was expected: load_duration far above the warm median."""
+        events = []
+        for rec in new:
+            load = rec.get("load_duration")
+            if rec["phase"] not in ("measured", "warmup") or load is None:
+                continue
+            load_ms = load / 1e6
+            if len(self.warm_loads) >= 5:
+                median = statistics.median(self.warm_loads)
+                if load_ms > max(5 * median, median + 250):
+                    events.append({"event": "unexpected_reload", "run_id": rec["run_id"],
+                                   "load_ms": load_ms, "warm_median_load_ms": median, "at": _now()})
+                    tqdm.write(f"sweep: unexpected reload in {rec['run_id']}: load {load_ms:.0f} ms "
+                               f"vs warm median {median:.0f} ms", file=sys.stderr)
+            self.warm_loads.append(load_ms)
+        storage.append_jsonl(self.events_path, events)
+
+    def planned_runs(self) -> int:
+        return sum(len(b.runs) for b in self.batches)
+
+    def finished_runs(self) -> int:
+        return sum(len(b.runs) - len(self.state.pending(b, self.params.retries)) for b in self.batches)
+
+
+def prepare(params_path: str | Path, run_id: str | None = None,
+            outputs: Path = paths.OUTPUTS) -> tuple[Params, Path]:
+    """Validate everything before anything is written; a bad file raises ParamsError."""
+    params = load(params_path)
+    run_id = run_id or new_run_id(params)
+    if not run_id.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ParamsError(f"--run-id {run_id!r}: use letters, digits, '-', '_' and '.' only")
+    run_dir = Path(outputs) / run_id
+    manifest = run_dir / "manifest.json"
+    if manifest.exists():
+        stored = storage.read_json(manifest)
+        if stored.get("parameters_digest") != params.digest():
+            raise ParamsError(f"{params.path}: run {run_id} exists with other parameters "
+                              f"({manifest}); choose another --run-id")
+    return params, run_dir
+
+
+def run_sweep(params_path: str | Path, run_id: str | None = None,
+              outputs: Path = paths.OUTPUTS, progress: bool = True) -> Path:
+    params, run_dir = prepare(params_path, run_id, outputs)
+    fresh = not run_dir.exists()
+    try:
+        return _run(params, run_dir, progress)
+    except server.ServerError:
+        if fresh:  # nothing was measured: leave no half-made run behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _run(params: Params, run_dir: Path, progress: bool) -> Path:
+    sweep = Sweep(params, run_dir)
+    sweep.jobs_dir.mkdir(parents=True, exist_ok=True)
+    storage.write_json(run_dir / "plan.json", {"batches": [b.as_dict() for b in sweep.batches]})
+    sweep.load_state()
+    manifest_path = run_dir / "manifest.json"
+    manifest = storage.read_json(manifest_path) if manifest_path.exists() else {
+        "schema_version": 1, "run_id": run_dir.name, "parameters_file": str(params.path),
+        "parameters": params.raw, "prompts": list(params.prompts),
+        "parameters_digest": params.digest(), "started_at": _now(), "sessions": []}
+
+    total, done = sweep.planned_runs(), sweep.finished_runs()
+    if done < total:
+        with server.ollama_server(params.server["host"], params.model,
+                                  log_path=run_dir / "ollama.log") as srv:
+            session = {"started_at": _now(), "resumed_from_runs": done}
+            manifest["sessions"].append(session)
+            manifest.update(
+                git=provenance.git_commit(), ollama_version=provenance.ollama_version(srv.url),
+                server={"url": srv.url, "embedded": srv.embedded, "host_setting": params.server["host"]},
+                model=provenance.model_details(srv.url, params.model), host=provenance.host_info(),
+                packages=provenance.package_versions(),
+                agents={a: agents.command(a) for a in params.agents})
+            storage.write_json(manifest_path, manifest)
+            keeper = Keeper(srv, run_dir)
+            with tqdm(total=total, initial=done, unit="run", desc=f"sweep {run_dir.name}",
+                      disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
+                try:
+                    for batch in sweep.batches:
+                        bar.set_postfix_str(batch.batch_id)
+                        sweep.run_batch(batch, keeper, bar)
+                    manifest["loaded_models"] = provenance.loaded_models(keeper.srv.url)
+                finally:
+                    server.stop(keeper.srv)  # a restarted server is not the context's
+                    session["ended_at"] = _now()
+                    session["server_restarts"] = keeper.restarts
+                    storage.write_json(manifest_path, manifest)
+    finish(sweep, manifest, manifest_path)
+    return run_dir
+
+
+def finish(sweep: Sweep, manifest: dict, manifest_path: Path) -> None:
+    df = metrics.load_run(sweep.run_dir)
+    failed = df[df["outcome"] != "ok"] if not df.empty else df
+    manifest.update(
+        ended_at=_now(),
+        complete=sweep.finished_runs() == sweep.planned_runs(),
+        counts={"planned_runs": sweep.planned_runs(),
+                "records": len(storage.read_jsonl(sweep.records_path)),
+                "failed_runs": int(len(failed)),
+                "failed_by_kind": failed["error_kind"].value_counts().to_dict() if len(failed) else {},
+                "unexpected_reloads": len(storage.read_jsonl(sweep.events_path))})
+    if not df.empty:
+        metrics.summary(df, list(sweep.params.matrix)).to_csv(sweep.run_dir / "summary.csv", index=False)
+    storage.write_json(manifest_path, manifest)

@@ -1,0 +1,255 @@
+"""The sweep: plan, validation, resume after SIGKILL, a killed Ollama, manifest."""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from langbench import params as params_mod
+from langbench import plan, storage, sweep
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TINY = FIXTURES / "tiny.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_doc() -> dict:
+    return yaml.safe_load(TINY.read_text())
+
+
+def write_params(tmp_path: Path, doc: dict, name: str = "p.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+# --- plan ---------------------------------------------------------------------------------
+
+def test_quick_plan_is_the_seeds_18_configs_for_both_agents_and_modes():
+    p = params_mod.load(ROOT / "parameters" / "quick.yaml")
+    batches = plan.build(p)
+    assert len(plan.configs(p)) == 18
+    assert len(batches) == 18 * 2 * 2
+    assert len({(b.config_id, b.mode, b.agent) for b in batches}) == 72
+
+
+def test_plan_is_deterministic_for_a_seed_and_changes_with_it(tmp_path):
+    doc = tiny_doc()
+    a = plan.build(params_mod.load(write_params(tmp_path, doc, "a.yaml")))
+    b = plan.build(params_mod.load(write_params(tmp_path, doc, "b.yaml")))
+    assert [x.batch_id for x in a] == [x.batch_id for x in b]
+    quick = params_mod.load(ROOT / "parameters" / "quick.yaml")
+    orders = set()
+    for seed in range(5):
+        quick.raw["order"]["seed"] = seed
+        orders.add(tuple(x.config_id for x in plan.build(quick)[::4]))
+    assert len(orders) > 1
+
+
+def test_plan_is_balanced_abba_within_each_config():
+    p = params_mod.load(ROOT / "parameters" / "quick.yaml")
+    batches = plan.build(p)
+    by_config = collections.defaultdict(list)
+    for b in batches:
+        by_config[b.config_id].append(b)
+    first_agent, first_mode = collections.Counter(), collections.Counter()
+    for cells in by_config.values():
+        agents = [c.agent for c in cells]
+        modes = [c.mode for c in cells]
+        assert agents[0] == agents[3] != agents[1] == agents[2]  # A B B A
+        assert modes[0] == modes[1] != modes[2] == modes[3]
+        first_agent[agents[0]] += 1
+        first_mode[modes[0]] += 1
+    assert first_agent["python"] == first_agent["rust"] == 9
+    assert first_mode["baseline"] == first_mode["chimera"] == 9
+    assert [b.order for b in batches] == list(range(len(batches)))
+
+
+def test_batches_start_cold_then_warmups_then_measured_with_exact_options():
+    p = params_mod.load(TINY)
+    for b in plan.build(p):
+        phases = [r.phase for r in b.runs]
+        assert phases == ["cold"] + ["warmup"] * p.warmups + ["measured"] * p.repetitions
+        fixed = {"num_predict": 4, "seed": 7}
+        assert b.options == (fixed if b.mode == "baseline" else {**b.config, **fixed})
+        jobs = plan.jobs_document(p, b, list(b.runs))
+        assert [r["warmup"] for r in jobs["runs"]] == [True, True, False, False]
+
+
+# --- validation ---------------------------------------------------------------------------
+
+def _mutate(doc, path, value):
+    *parents, last = path
+    node = doc
+    for key in parents:
+        node = node[key]
+    if value is KeyError:
+        del node[last]
+    else:
+        node[last] = value
+    return doc
+
+
+BAD = {
+    "unknown_top_key": (["colour"], "blue", "colour"),
+    "unknown_nested_key": (["fixed", "num_predcit"], 5, "num_predcit"),
+    "wrong_type": (["repetitions"], "three", "repetitions"),
+    "negative_value": (["warmups"], -1, "warmups"),
+    "empty_matrix": (["matrix"], {}, "matrix"),
+    "empty_axis": (["matrix", "num_ctx"], [], "matrix.num_ctx"),
+    "unknown_agent": (["agents"], ["python", "go"], "agents[1]"),
+    "missing_key": (["model"], KeyError, "model"),
+    "bad_host": (["server", "host"], "ftp://x", "server.host"),
+    "prompt_file_missing": (["prompts"], [{"file": "no/such/prompt.txt"}], "prompts[0].file"),
+    "seed_in_matrix": (["matrix", "seed"], [1, 2], "matrix.seed"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_parameter_file_exits_2_naming_file_and_key(case, tmp_path):
+    path_, value, key = BAD[case]
+    bad = write_params(tmp_path, _mutate(tiny_doc(), path_, value))
+    outputs = tmp_path / "outputs"
+    done = subprocess.run([sys.executable, "-m", "langbench", "sweep", str(bad), "--run-id", "x"],
+                          capture_output=True, text=True, env={**os.environ, "LANGBENCH_OUTPUTS": str(outputs)})
+    assert done.returncode == 2, done.stderr
+    assert str(bad) in done.stderr and key in done.stderr, done.stderr
+    assert not outputs.exists()
+    assert not (ROOT / "outputs" / "x").exists()
+
+
+def test_not_yaml_and_not_a_mapping_exit_2(tmp_path):
+    for text in ("a: [1, 2\n", "- just\n- a list\n"):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        with pytest.raises(params_mod.ParamsError, match=str(bad)):
+            params_mod.load(bad)
+
+
+def test_resuming_a_run_id_with_other_parameters_is_refused(tmp_path):
+    run_dir = tmp_path / "r1"
+    run_dir.mkdir()
+    storage.write_json(run_dir / "manifest.json", {"parameters_digest": "something else"})
+    with pytest.raises(params_mod.ParamsError, match="exists with other parameters"):
+        sweep.prepare(TINY, "r1", tmp_path)
+
+
+# --- against the real Ollama --------------------------------------------------------------
+
+def _run_cli(run_id: str, outputs: Path, params: Path = TINY) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "langbench", "sweep", str(params), "--run-id", run_id],
+                            env={**os.environ, "LANGBENCH_OUTPUTS": str(outputs)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _ok_run_ids(run_dir: Path) -> list[str]:
+    return [r["run_id"] for r in storage.read_jsonl(run_dir / "records.jsonl")
+            if r["outcome"] == "ok" and r["phase"] != "resume"]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory) -> Path:
+    """An uninterrupted tiny sweep."""
+    outputs = tmp_path_factory.mktemp("ref")
+    proc = _run_cli("ref", outputs)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    return outputs / "ref"
+
+
+def test_uninterrupted_sweep_writes_every_planned_run_and_the_manifest(reference_run):
+    p = params_mod.load(TINY)
+    planned = [r.run_id for b in plan.build(p) for r in b.runs]
+    assert sorted(_ok_run_ids(reference_run)) == sorted(planned)
+    manifest = storage.read_json(reference_run / "manifest.json")
+    for key in ("parameters", "git", "ollama_version", "model", "host", "packages",
+                "started_at", "ended_at", "counts", "sessions"):
+        assert manifest.get(key) is not None, key
+    assert manifest["model"]["gguf_sha256"] and manifest["model"]["quantization_level"] == "Q4_K_M"
+    assert manifest["host"]["cpu_model"] and manifest["complete"] is True
+    assert manifest["counts"]["failed_runs"] == 0
+    procs = storage.read_jsonl(reference_run / "processes.jsonl")
+    assert len(procs) == len(plan.build(p))
+    for r in procs:
+        assert r["startup_ms"] > 0 and r["user_cpu_s"] + r["system_cpu_s"] > 0
+        assert 1e6 < r["peak_rss_bytes"] < 1e9
+    rss = {a: max(r["peak_rss_bytes"] for r in procs if r["agent"] == a) for a in ("python", "rust")}
+    assert rss["rust"] < rss["python"], rss  # the runner's own RSS is not counted in either
+    summary = (reference_run / "summary.csv").read_text().splitlines()
+    assert len(summary) == 1 + 2 * 2 * 2  # header + agent × config × mode
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_of_the_runner_loses_no_record_and_repeats_none(reference_run, tmp_path):
+    """Kill the runner (and its whole process group) at random points, resume each time."""
+    rng = random.Random(112)
+    kills = 0
+    for attempt in range(12):
+        proc = subprocess.Popen([sys.executable, "-m", "langbench", "sweep", str(TINY), "--run-id", "r"],
+                                env={**os.environ, "LANGBENCH_OUTPUTS": str(tmp_path)},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        try:
+            proc.wait(timeout=rng.uniform(2.0, 7.0))
+            break  # finished before the kill
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            time.sleep(0.5)  # the embedded server dies with its parent (PDEATHSIG)
+    assert kills >= 2
+    if proc.returncode != 0:
+        proc = _run_cli("r", tmp_path)
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+    got = _ok_run_ids(tmp_path / "r")
+    assert len(got) == len(set(got)), "a run was recorded twice"
+    assert sorted(got) == sorted(_ok_run_ids(reference_run))
+    keys = [(r["run_id"], r["attempt"]) for r in storage.read_jsonl(tmp_path / "r" / "records.jsonl")]
+    assert len(keys) == len(set(keys)), "a record was merged twice"
+    manifest = storage.read_json(tmp_path / "r" / "manifest.json")
+    assert manifest["complete"] is True and len(manifest["sessions"]) >= 2
+
+
+@pytest.mark.slow
+def test_killed_ollama_mid_sweep_is_recorded_and_the_sweep_finishes(reference_run, tmp_path):
+    proc = _run_cli("k", tmp_path)
+    records = tmp_path / "k" / "records.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(storage.read_jsonl(records)) < 6:
+        time.sleep(0.1)
+    runner = psutil.Process(proc.pid)
+    while time.monotonic() < deadline:  # kill while an agent is mid-batch
+        children = runner.children()
+        agent = [c for c in children if "agent" in " ".join(c.cmdline())]
+        serve = [c for c in children if c.cmdline()[1:2] == ["serve"]]
+        if agent and serve:
+            os.killpg(serve[0].pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    else:
+        pytest.fail("no agent process seen")
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert "restarted" in err
+    manifest = storage.read_json(tmp_path / "k" / "manifest.json")
+    assert manifest["sessions"][-1]["server_restarts"] >= 1
+    failed = [r for r in storage.read_jsonl(records) if r["outcome"] != "ok"]
+    assert failed, "the runs in flight when Ollama died are recorded as failures"
+    assert manifest["counts"]["records"] == len(storage.read_jsonl(records))
+    # every planned run is finished: retried to ok, or recorded failed after its retries
+    got = set(_ok_run_ids(tmp_path / "k"))
+    planned = {r.run_id for b in plan.build(params_mod.load(TINY)) for r in b.runs}
+    fails = collections.Counter(r["run_id"] for r in failed if r["phase"] != "resume")
+    assert all(rid in got or fails[rid] == 2 for rid in planned)
