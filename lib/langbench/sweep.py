@@ -251,6 +251,6 @@ def finish(sweep: Sweep, manifest: dict, manifest_path: Path) -> None:
                 "failed_runs": int(len(failed)),
                 "failed_by_kind": failed["error_kind"].value_counts().to_dict() if len(failed) else {},
                 "unexpected_reloads": len(storage.read_jsonl(sweep.events_path))})
-    if not df.empty:
-        metrics.summary(df, list(sweep.params.matrix)).to_csv(sweep.run_dir / "summary.csv", index=False)
     storage.write_json(manifest_path, manifest)
+    from langbench.report import write_summary
+    write_summary(sweep.run_dir)

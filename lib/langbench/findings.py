@@ -1,0 +1,413 @@
+"""The report's sections: each builds its table, its figure and its sentence from a run's data.
+
+Notebooks call these and display what they return; every number in a sentence comes from the
+data, and every claim says which test backs it ("not significant" when none does).
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from langbench import metrics, plots, stats, storage
+
+HIGHER, LOWER = "higher", "lower"
+
+
+def p_text(p: float) -> str:
+    if p is None or not np.isfinite(p):
+        return "p = n/a"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+@dataclass
+class Section:
+    title: str
+    sentence: str
+    table: pd.DataFrame | None = None
+    figure: object | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def show(self) -> None:
+        from IPython.display import HTML, display
+        text = "".join(f"<p>{html.escape(s)}</p>" for s in [self.sentence, *self.notes] if s)
+        display(HTML(f"<h3>{html.escape(self.title)}</h3>{text}"))
+        if self.table is not None:
+            display(self.table.style.format(precision=3, na_rep="–", escape="html").hide(axis="index"))
+        if self.figure is not None:
+            display(self.figure)
+            import matplotlib.pyplot as plt
+            plt.close(self.figure)
+
+
+@dataclass
+class Run:
+    """A run directory, loaded once: all records (final attempts) and the warm subset."""
+    run_dir: Path
+    manifest: dict
+    df: pd.DataFrame
+    processes: pd.DataFrame
+    factors: list[str]
+    alpha: float = stats.ALPHA
+    margin_rel: float = 0.02
+
+    @classmethod
+    def load(cls, run_dir: str | Path, alpha: float = stats.ALPHA, margin_rel: float = 0.02) -> "Run":
+        run_dir = Path(run_dir)
+        manifest = storage.read_json(run_dir / "manifest.json")
+        df = metrics.load_run(run_dir)
+        if df.empty:
+            raise ValueError(f"{run_dir}: no records: run the sweep first")
+        factors = list(manifest["parameters"]["matrix"])
+        procs = pd.DataFrame(storage.read_jsonl(run_dir / "processes.jsonl"))
+        return cls(run_dir, manifest, df, procs, factors, alpha, margin_rel)
+
+    @property
+    def warm(self) -> pd.DataFrame:
+        return metrics.warm(self.df)
+
+    @property
+    def agents(self) -> list[str]:
+        return sorted(self.df["agent"].unique())
+
+    def header(self) -> Section:
+        m = self.manifest
+        model, host = m.get("model", {}), m.get("host", {})
+        gpus = ", ".join(g["name"] for g in host.get("gpus", [])) or "no GPU"
+        sentence = (f"Run {m['run_id']}: {model.get('name')} ({model.get('parameter_size')}, "
+                    f"{model.get('quantization_level')}) on Ollama {m.get('ollama_version')}, "
+                    f"{host.get('cpu_model')} with {host.get('cpu_logical')} logical cores, {gpus}. "
+                    f"{m.get('counts', {}).get('planned_runs')} runs planned, "
+                    f"{m.get('counts', {}).get('failed_runs')} failed.")
+        notes = []
+        if not host.get("gpus"):
+            notes.append("These numbers come from a CPU-only host: num_gpu only forces a reload "
+                         "here, and a small model on a few cores is not the seed's GPU setting. "
+                         "Read the differences, not the absolute speeds.")
+        return Section("What was measured", sentence, notes=notes)
+
+
+# --- sweep ------------------------------------------------------------------------------------
+
+def sweep_overview(run: Run) -> Section:
+    t = run.df.groupby(["phase", "outcome"]).size().unstack(fill_value=0).reset_index()
+    counts = run.df["outcome"].value_counts()
+    sentence = (f"{len(run.df)} runs recorded: {counts.get('ok', 0)} ok, "
+                f"{counts.get('error', 0)} errors, {counts.get('truncated', 0)} truncated, over "
+                f"{run.df['config_id'].nunique()} configs × {run.df['mode'].nunique()} modes × "
+                f"{run.df['agent'].nunique()} agents.")
+    return Section("What ran", sentence, t, plots.timeline(run.df))
+
+
+def failures(run: Run) -> Section:
+    bad = run.df[run.df["outcome"] != "ok"]
+    if bad.empty:
+        return Section("Failures", "No run failed.")
+    t = (bad.groupby(["config_id", *run.factors, "mode", "agent", "outcome", "error_kind"])
+         .agg(runs=("run_id", "size"), message=("error_message", "first")).reset_index())
+    t["message"] = t["message"].str.slice(0, 160)
+    cells = bad.groupby(["config_id", "mode"]).size()
+    sentence = (f"{len(bad)} runs failed in {len(cells)} config × mode cells; the commonest cause "
+                f"is {bad['error_kind'].value_counts().index[0]} "
+                f"({bad['error_kind'].value_counts().iloc[0]} runs). Cells without measured runs "
+                f"drop out of the comparisons that need them.")
+    return Section("Failures", sentence, t)
+
+
+# --- throughput -------------------------------------------------------------------------------
+
+def _by_agent(run: Run, value: str, data: pd.DataFrame | None = None) -> pd.DataFrame:
+    data = run.warm if data is None else data
+    return stats.describe_by(data, value, ["agent"])
+
+
+LABELS = {"throughput_tps": "throughput", "ttft_ms": "TTFT", "client_overhead_ms": "client overhead",
+          "e2e_ms": "end-to-end latency", "itl_p99_ms": "ITL p99"}
+
+
+def _language_claim(run: Run, value: str, unit: str, better: str, data=None) -> tuple[stats.Comparison, str]:
+    data = run.warm if data is None else data
+    label = LABELS.get(value, value)
+    py, rs = (data.loc[data["agent"] == a, value] for a in ("python", "rust"))
+    c = stats.compare(py, rs, value, ("python", "rust"), run.margin_rel, run.alpha)
+    tests = (f"Welch t {p_text(c.welch_p)}, Mann–Whitney {p_text(c.mw_p)}, Hedges' g = {c.hedges_g:.2f}; "
+             f"TOST within ±{100 * run.margin_rel:.0f}% ({c.margin:.2f} {unit}) {p_text(c.tost_p)}")
+    if c.verdict == "equivalent":
+        claim = (f"Python and Rust are statistically equivalent on {label}: "
+                 f"{c.mean_a:.2f} vs {c.mean_b:.2f} {unit}")
+    elif c.verdict == "not significant":
+        claim = (f"Python ({c.mean_a:.2f} {unit}) and Rust ({c.mean_b:.2f} {unit}) differ by "
+                 f"{c.diff:+.2f} {unit}, which is not significant, nor shown equivalent")
+    elif c.verdict == "not enough data":
+        return c, f"Not enough data to compare {label} between the agents."
+    else:
+        winner = c.verdict.split()[0]
+        if better == LOWER:
+            winner = "rust" if winner == "python" else "python"
+        claim = (f"{winner.capitalize()} is better on {label}: {c.mean_a:.2f} (Python) vs "
+                 f"{c.mean_b:.2f} (Rust) {unit}, difference {c.diff:+.2f} "
+                 f"[{c.diff_ci_low:+.2f}, {c.diff_ci_high:+.2f}]")
+    return c, f"{claim} ({tests})."
+
+
+def throughput_overall(run: Run) -> Section:
+    t = _by_agent(run, "throughput_tps")
+    _, sentence = _language_claim(run, "throughput_tps", "tok/s", HIGHER)
+    return Section("3.1–3.2 Throughput by language (warm runs, both modes)", sentence, t,
+                   plots.distribution(run.warm, "throughput_tps", "throughput (tok/s)"))
+
+
+def throughput_top(run: Run, k: int = 5) -> Section:
+    s = run.warm.groupby(["agent", "config_id", *run.factors, "mode"])["throughput_tps"].mean()
+    t = s.sort_values(ascending=False).head(2 * k).reset_index()
+    t.insert(0, "rank", range(1, len(t) + 1))
+    top = t.head(k)
+    sentence = (f"The fastest cell is {top.iloc[0]['agent']} at {top.iloc[0]['config_id']} "
+                f"({top.iloc[0]['mode']}, {top.iloc[0]['throughput_tps']:.2f} tok/s); of the top {k}, "
+                f"{(top['agent'] == 'python').sum()} are Python and {(top['agent'] == 'rust').sum()} Rust. "
+                "Ranks this close are within run-to-run noise unless the tests above separate them.")
+    return Section(f"3.3 Top {2 * k} cells by mean throughput", sentence, t)
+
+
+def improvement(run: Run, value: str = "throughput_tps", better: str = HIGHER, label: str = "throughput") -> Section:
+    d = stats.deltas(run.warm, value, run.factors, run.alpha)
+    sign = 1 if better == HIGHER else -1
+    rows = []
+    for agent, g in d.groupby("agent"):
+        g = g.dropna(subset=["delta_pct"])
+        good = (sign * g["delta_pct"] > 0).sum()
+        sig = ((g["delta_ci_low_pct"] > 0) if better == HIGHER else (g["delta_ci_high_pct"] < 0)).sum()
+        rows.append({"agent": agent, "configs": len(g), "naive_improved": int(good),
+                     "significant_improved": int(sig), "mean_delta_pct": g["delta_pct"].mean(),
+                     "best_delta_pct": (g["delta_pct"].max() if better == HIGHER else g["delta_pct"].min()),
+                     "worst_delta_pct": (g["delta_pct"].min() if better == HIGHER else g["delta_pct"].max()),
+                     "delta_std_pct": g["delta_pct"].std()})
+    t = pd.DataFrame(rows)
+    parts = [f"{r.agent}: {r.naive_improved}/{r.configs} configs improve naively (delta "
+             f"{'>' if better == HIGHER else '<'} 0), {r.significant_improved}/{r.configs} with a 95% CI "
+             f"that excludes 0, mean delta {r.mean_delta_pct:+.2f}%" for r in t.itertuples()]
+    return Section(f"Chimera vs baseline: {label} delta per config", "; ".join(parts) + ".", t,
+                   plots.delta_heatmap(d, run.factors, label))
+
+
+# --- TTFT -------------------------------------------------------------------------------------
+
+def ttft_warm(run: Run) -> Section:
+    t = _by_agent(run, "ttft_ms")
+    _, sentence = _language_claim(run, "ttft_ms", "ms", LOWER)
+    return Section("4.1 Warm TTFT by language (same instrument in both agents)", sentence, t,
+                   plots.distribution(run.warm, "ttft_ms", "TTFT (ms)"))
+
+
+def ttft_cold(run: Run) -> Section:
+    cold = metrics.cold(run.df)
+    t = stats.describe_by(cold, "ttft_ms", ["agent", "reload_expected"]) if not cold.empty else None
+    _, sentence = _language_claim(run, "ttft_ms", "ms", LOWER, data=cold)
+    return Section("4.1b Cold TTFT (first run of each agent process, reported apart)",
+                   sentence + " Cold runs pay the model reload whenever a load option changed.", t)
+
+
+def ttft_phases(run: Run) -> Section:
+    data = run.df[run.df["outcome"] == "ok"].copy()
+    data["kind"] = np.where(data["phase"] == "cold", "cold", np.where(data["phase"] == "measured", "warm", "other"))
+    data = data[data["kind"] != "other"]
+    t = (data.groupby(["agent", "kind"])[["load_ms", "prompt_eval_ms", "server_ttft_ms", "ttft_ms", "client_overhead_ms"]]
+         .median().reset_index())
+    w = t[t["kind"] == "warm"].set_index("agent")
+    parts = [f"{a}: server {w.loc[a, 'server_ttft_ms']:.1f} ms (load {w.loc[a, 'load_ms']:.1f} + prompt "
+             f"{w.loc[a, 'prompt_eval_ms']:.1f}) of a client TTFT of {w.loc[a, 'ttft_ms']:.1f} ms"
+             for a in w.index]
+    if {"python", "rust"} <= set(w.index):
+        ratio = w.loc["rust", "ttft_ms"] / w.loc["python", "ttft_ms"]
+        parts.append(f"Rust/Python median warm TTFT ratio {ratio:.2f}× (the seed reported 2.69×)")
+    return Section("4.2 Where TTFT goes: server phases beside client TTFT (medians)",
+                   "Warm medians — " + "; ".join(parts) + ".", t, plots.ttft_phases(t))
+
+
+# --- success patterns -------------------------------------------------------------------------
+
+def success_rates(run: Run) -> tuple[Section, pd.DataFrame]:
+    d = stats.deltas(run.warm, "throughput_tps", run.factors, run.alpha).dropna(subset=["delta_pct"])
+    rows, tests = [], []
+    for kind in ("naive_success", "significant_success"):
+        counts = {a: (int(d.loc[d["agent"] == a, kind].sum()), int((d["agent"] == a).sum())) for a in ("rust", "python")}
+        r = stats.compare_rates(*counts["rust"], *counts["python"])
+        tests.append({"success": kind, "rust": r["a"], "python": r["b"], **{k: r[k] for k in ("odds_ratio", "fisher_p", "chi2_yates", "chi2_p")}})
+    t = pd.DataFrame(tests)
+    n = t.iloc[0]
+    sig = "significant" if n["fisher_p"] < run.alpha else "not significant"
+    sentence = (f"Naive success (delta > 0): Rust {n['rust']} vs Python {n['python']}, odds ratio "
+                f"{n['odds_ratio']:.2f}, Fisher {p_text(n['fisher_p'])}, chi-square (Yates) "
+                f"{p_text(n['chi2_p'])}: {sig} at α = {run.alpha}. With the CI rule, Rust "
+                f"{t.iloc[1]['rust']} vs Python {t.iloc[1]['python']} (Fisher {p_text(t.iloc[1]['fisher_p'])}). "
+                "For comparison, the seed's 13/18 vs 7/18 gives Fisher "
+                f"{p_text(stats.compare_rates(13, 18, 7, 18)['fisher_p'])}, not p < 0.01.")
+    return Section("5.1 Optimization success rate by language", sentence, t), d
+
+
+def best_configs(d: pd.DataFrame, factors: list[str]) -> Section:
+    idx = d.groupby("agent")["delta_pct"].idxmax()
+    t = d.loc[idx, ["agent", "config_id", *factors, "delta_pct", "delta_ci_low_pct", "delta_ci_high_pct", "significant_success"]]
+    parts = [f"{r.agent}: {r.config_id} {r.delta_pct:+.2f}% [{r.delta_ci_low_pct:+.2f}, {r.delta_ci_high_pct:+.2f}]"
+             f" ({'CI excludes 0' if r.significant_success else 'CI includes 0'})" for r in t.itertuples()]
+    return Section("5.2 Best config per language", "; ".join(parts) + ".", t)
+
+
+def delta_variance(d: pd.DataFrame) -> Section:
+    groups = {a: g["delta_pct"].to_numpy() for a, g in d.groupby("agent")}
+    t = pd.DataFrame([{"agent": a, "delta_std_pct": np.std(v, ddof=1), "configs": len(v)} for a, v in groups.items()])
+    ev = stats.equal_variance(groups)
+    sentence = (f"Spread of the deltas: " + ", ".join(f"{r.agent} {r.delta_std_pct:.2f}%" for r in t.itertuples())
+                + f"; Brown–Forsythe {p_text(ev['brown_forsythe_p'])} "
+                f"({'different' if ev['brown_forsythe_p'] < stats.ALPHA else 'not significantly different'}).")
+    return Section("5.3 Variance in improvements", sentence, t)
+
+
+def success_by(d: pd.DataFrame, factor: str, alpha: float = stats.ALPHA) -> Section:
+    rows = []
+    for level, g in d.groupby(factor):
+        r, p = g[g["agent"] == "rust"], g[g["agent"] == "python"]
+        test = stats.compare_rates(int(r["naive_success"].sum()), len(r), int(p["naive_success"].sum()), len(p))
+        rows.append({factor: level, "rust_success_pct": 100 * r["naive_success"].mean(),
+                     "python_success_pct": 100 * p["naive_success"].mean(),
+                     "rust_significant": int(r["significant_success"].sum()),
+                     "python_significant": int(p["significant_success"].sum()),
+                     "fisher_p": test["fisher_p"],
+                     "winner": ("tie" if not test["fisher_p"] < alpha else
+                                ("rust" if r["naive_success"].mean() > p["naive_success"].mean() else "python"))})
+    t = pd.DataFrame(rows)
+    ties = (t["winner"] == "tie").sum()
+    sentence = (f"By {factor}: {ties} of {len(t)} levels show no significant difference in naive success "
+                f"rate between the languages (Fisher's exact test, α = {alpha}); smallest p: "
+                f"{p_text(t['fisher_p'].min())}.")
+    return Section(f"6 Success rate by {factor}", sentence, t)
+
+
+def overlap(d: pd.DataFrame, factors: list[str]) -> Section:
+    w = d.pivot_table(index=["config_id", *factors], columns="agent", values="naive_success", aggfunc="first")
+    both = w[(w.get("python") == True) & (w.get("rust") == True)].reset_index()  # noqa: E712
+    sig = d.pivot_table(index="config_id", columns="agent", values="significant_success", aggfunc="first")
+    both_sig = int(((sig.get("python") == True) & (sig.get("rust") == True)).sum())  # noqa: E712
+    sentence = (f"{len(both)} configs improve in both languages by the naive rule, {both_sig} by the CI rule.")
+    return Section("6.4 Configuration overlap", sentence, both)
+
+
+# --- decision matrix --------------------------------------------------------------------------
+
+def decision_matrix(run: Run) -> Section:
+    warm, cold = run.warm, metrics.cold(run.df)
+    rows = []
+
+    def add(criterion, data, value, better, unit):
+        c = stats.compare(data.loc[data["agent"] == "rust", value], data.loc[data["agent"] == "python", value],
+                          value, ("rust", "python"), run.margin_rel, run.alpha)
+        if c.verdict.endswith("higher"):
+            hi = c.verdict.split()[0]
+            winner = hi if better == HIGHER else ("python" if hi == "rust" else "rust")
+        else:
+            winner = "tie" if c.verdict in ("equivalent", "not significant") else "n/a"
+        rows.append({"criterion": criterion, "rust": c.mean_a, "python": c.mean_b, "unit": unit,
+                     "test": f"Welch {p_text(c.welch_p)}; TOST {p_text(c.tost_p)}", "verdict": c.verdict,
+                     "winner": winner})
+
+    add("Throughput (warm)", warm, "throughput_tps", HIGHER, "tok/s")
+    add("TTFT warm", warm, "ttft_ms", LOWER, "ms")
+    add("TTFT cold", cold, "ttft_ms", LOWER, "ms")
+    add("Client overhead", warm, "client_overhead_ms", LOWER, "ms")
+    add("End-to-end latency", warm, "e2e_ms", LOWER, "ms")
+    add("ITL p99", warm, "itl_p99_ms", LOWER, "ms")
+    # consistency: per-config CV of throughput, compared as distributions
+    cv = (warm.groupby(["agent", "config_id", "mode"])["throughput_tps"]
+          .agg(lambda x: 100 * x.std(ddof=1) / x.mean()).rename("cv_pct").reset_index())
+    add("Throughput consistency (per-cell CV)", cv, "cv_pct", LOWER, "%")
+    procs = run.processes.copy()
+    if not procs.empty:
+        procs["cpu_s_per_run"] = (procs["user_cpu_s"] + procs["system_cpu_s"]) / procs["runs"]
+        procs["peak_rss_mib"] = procs["peak_rss_bytes"] / 2**20
+        add("Peak RSS", procs, "peak_rss_mib", LOWER, "MiB")
+        add("Start-up (spawn → first request)", procs, "startup_ms", LOWER, "ms")
+        add("CPU per run", procs, "cpu_s_per_run", LOWER, "s")
+    d = stats.deltas(warm, "throughput_tps", run.factors, run.alpha).dropna(subset=["delta_pct"])
+    r, p = d[d["agent"] == "rust"], d[d["agent"] == "python"]
+    rate = stats.compare_rates(int(r["naive_success"].sum()), len(r), int(p["naive_success"].sum()), len(p))
+    rows.append({"criterion": "Optimization success rate (naive)", "rust": 100 * r["naive_success"].mean(),
+                 "python": 100 * p["naive_success"].mean(), "unit": "%",
+                 "test": f"Fisher {p_text(rate['fisher_p'])}", "verdict": "",
+                 "winner": "tie" if not rate["fisher_p"] < run.alpha else
+                 ("rust" if r["naive_success"].mean() > p["naive_success"].mean() else "python")})
+    t = pd.DataFrame(rows)
+    wins = t["winner"].value_counts()
+    sentence = (f"Computed winners: Rust {wins.get('rust', 0)}, Python {wins.get('python', 0)}, "
+                f"tie {wins.get('tie', 0)} of {len(t)} criteria; a criterion is a tie unless its test "
+                f"separates the languages at α = {run.alpha}. Deployment, iteration speed and "
+                "dependencies are not measured here and are left out (the seed scored them by opinion).")
+    return Section("7.1 Decision matrix", sentence, t)
+
+
+def appendix_b(run: Run) -> Section:
+    c, sentence = _language_claim(run, "throughput_tps", "tok/s", HIGHER)
+    return Section("Appendix B: the seed's tests, redone", sentence + " A p-value above α alone "
+                   "does not make two languages indistinguishable: only TOST can say equivalent.",
+                   pd.DataFrame([c.as_dict()]))
+
+
+def anova(run: Run, value: str, label: str) -> Section:
+    table, r2 = stats.factor_anova(run.warm, value, run.factors)
+    t = table.reset_index(names="term")
+    sig = t[(t["PR(>F)"] < run.alpha)]["term"].tolist()
+    sentence = (f"OLS of {label} on language × mode plus {', '.join(run.factors)} (R² = {r2:.2f}); "
+                f"terms significant at α = {run.alpha}: {', '.join(sig) if sig else 'none'}.")
+    return Section(f"Factors behind {label} (type-II ANOVA)", sentence, t)
+
+
+# --- validity ---------------------------------------------------------------------------------
+
+def client_vs_server(run: Run) -> Section:
+    w = run.warm
+    t = (w.groupby("agent").agg(overhead_median_ms=("client_overhead_ms", "median"),
+                                overhead_p95_ms=("client_overhead_ms", lambda x: x.quantile(0.95)),
+                                decode_ratio_median=("decode_rate_ratio", "median"),
+                                itl_p50_ms=("itl_p50_ms", "median"), itl_p99_ms=("itl_p99_ms", "median"),
+                                itl_max_ms=("itl_max_ms", "max")).reset_index())
+    _, diff = _language_claim(run, "client_overhead_ms", "ms", LOWER)
+    parts = [f"{r.agent} adds a median {r.overhead_median_ms:.2f} ms (p95 {r.overhead_p95_ms:.2f}) to the "
+             f"server's TTFT and sees {r.decode_ratio_median:.3f}× the server's decode rate" for r in t.itertuples()]
+    return Section("Client vs server timing (Appendix C answered)", "; ".join(parts) + ". " + diff, t,
+                   plots.overhead(w))
+
+
+def drift(run: Run) -> Section:
+    from scipy import stats as sps
+    rows = []
+    for agent, g in run.warm.groupby("agent"):
+        res = sps.linregress(g["order"], g["throughput_tps"])
+        rows.append({"agent": agent, "slope_tps_per_batch": res.slope, "p": res.pvalue, "r": res.rvalue})
+    t = pd.DataFrame(rows)
+    parts = [f"{r.agent} {r.slope_tps_per_batch:+.4f} tok/s per batch ({p_text(r.p)})" for r in t.itertuples()]
+    return Section("Drift over run order", "Throughput trend over the sweep: " + "; ".join(parts) +
+                   ". The balanced order keeps any drift from lining up with language or mode.", t,
+                   plots.drift(run.warm))
+
+
+def footprint(run: Run) -> Section:
+    p = run.processes.copy()
+    if p.empty:
+        return Section("Process footprint", "No process measurements in this run.")
+    p["cpu_s_per_run"] = (p["user_cpu_s"] + p["system_cpu_s"]) / p["runs"]
+    p["peak_rss_mib"] = p["peak_rss_bytes"] / 2**20
+    t = p.groupby("agent")[["peak_rss_mib", "startup_ms", "cpu_s_per_run", "wall_s"]].median().reset_index()
+    parts = [f"{r.agent}: peak RSS {r.peak_rss_mib:.1f} MiB, start-up {r.startup_ms:.1f} ms, "
+             f"{1e3 * r.cpu_s_per_run:.1f} ms CPU per run" for r in t.itertuples()]
+    return Section("Process footprint (medians per agent process)", "; ".join(parts) + ".", t)
+
+
+def reloads(run: Run) -> Section:
+    ev = pd.DataFrame(storage.read_jsonl(run.run_dir / "events.jsonl"))
+    if ev.empty:
+        return Section("Unexpected reloads", "No warm run paid a reload (load_duration stayed near the warm median).")
+    return Section("Unexpected reloads", f"{len(ev)} warm runs paid a reload where none was expected; "
+                   "they are in the warm statistics and explain outliers there.", ev)

@@ -1,0 +1,82 @@
+"""Figures (seaborn/matplotlib). Each returns a Figure; the caller displays and closes it."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+PALETTE = {"python": "#3572A5", "rust": "#DEA584"}
+sns.set_theme(style="whitegrid", context="notebook")
+
+
+def distribution(df: pd.DataFrame, value: str, label: str):
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    sns.boxplot(data=df, x="mode", y=value, hue="agent", palette=PALETTE, ax=ax, showfliers=False)
+    sns.stripplot(data=df, x="mode", y=value, hue="agent", palette=PALETTE, ax=ax, dodge=True,
+                  size=3, alpha=0.5, legend=False)
+    ax.set(ylabel=label, xlabel="")
+    fig.tight_layout()
+    return fig
+
+
+def delta_heatmap(d: pd.DataFrame, factors: list[str], label: str):
+    d = d.copy()
+    d["config"] = d[factors].astype(str).agg(" / ".join, axis=1)
+    grid = d.pivot_table(index="config", columns="agent", values="delta_pct")
+    fig, ax = plt.subplots(figsize=(4.5, 0.3 * len(grid) + 1.2))
+    sns.heatmap(grid, annot=True, fmt=".1f", center=0, cmap="RdBu", ax=ax, cbar_kws={"label": "delta %"})
+    ax.set(title=f"chimera vs baseline, {label} (%)", ylabel=" / ".join(factors), xlabel="")
+    fig.tight_layout()
+    return fig
+
+
+def ttft_phases(t: pd.DataFrame):
+    t = t.copy()
+    t["label"] = t["agent"] + " " + t["kind"]
+    fig, ax = plt.subplots(figsize=(7, 3))
+    left = pd.Series(0.0, index=t.index)
+    for col, color in (("load_ms", "#8da0cb"), ("prompt_eval_ms", "#66c2a5"), ("client_overhead_ms", "#fc8d62")):
+        ax.barh(t["label"], t[col].clip(lower=0), left=left, color=color, label=col.removesuffix("_ms"))
+        left += t[col].clip(lower=0)
+    ax.set(xscale="log", xlabel="ms (median, log scale)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def timeline(df: pd.DataFrame):
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ok = df[df["outcome"] == "ok"]
+    sns.scatterplot(data=ok, x="t0_unix", y="throughput_tps", hue="agent", style="phase",
+                    palette=PALETTE, s=14, ax=ax)
+    bad = df[df["outcome"] != "ok"]
+    if not bad.empty:
+        ax.scatter(bad["t0_unix"], [ok["throughput_tps"].min()] * len(bad), marker="x", color="red", label="failed")
+        ax.legend(fontsize=7)
+    ax.set(xlabel="time (unix s)", ylabel="throughput (tok/s)")
+    fig.tight_layout()
+    return fig
+
+
+def overhead(df: pd.DataFrame):
+    fig, ax = plt.subplots(figsize=(7, 3))
+    sns.ecdfplot(data=df, x="client_overhead_ms", hue="agent", palette=PALETTE, ax=ax)
+    ax.set(xlabel="client TTFT − server TTFT (ms)")
+    fig.tight_layout()
+    return fig
+
+
+def drift(df: pd.DataFrame):
+    fig, ax = plt.subplots(figsize=(8, 3))
+    sns.regplot(data=df[df["agent"] == "python"], x="order", y="throughput_tps", ax=ax, color=PALETTE["python"],
+                scatter_kws={"s": 8}, label="python")
+    sns.regplot(data=df[df["agent"] == "rust"], x="order", y="throughput_tps", ax=ax, color=PALETTE["rust"],
+                scatter_kws={"s": 8}, label="rust")
+    ax.set(xlabel="batch order", ylabel="throughput (tok/s)")
+    ax.legend()
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,169 @@
+"""Statistics, from scipy and statsmodels: distributions, language differences, consistency,
+success rates, factor models. No hand-written formulas."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import statsmodels.formula.api as smf
+from scipy import stats as sps
+from statsmodels.stats.anova import anova_lm
+from statsmodels.stats.meta_analysis import effectsize_smd
+from statsmodels.stats.weightstats import CompareMeans, DescrStatsW, ttost_ind
+
+ALPHA = 0.05
+BOOT = 2000
+
+
+def _cv(x, axis=-1):
+    return sps.variation(x, axis=axis, ddof=1) * 100
+
+
+def _boot_ci(x: np.ndarray, statistic, seed: int = 0) -> tuple[float, float]:
+    if len(x) < 3 or np.ptp(x) == 0:
+        v = float(statistic(x, axis=-1)) if len(x) >= 2 else float("nan")
+        return (v, v)
+    res = sps.bootstrap((x,), statistic, n_resamples=BOOT, confidence_level=0.95,
+                        method="percentile", rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def describe(values) -> dict:
+    """n, mean, median, min, max, range, std, CV %, quartiles, IQR, bootstrap 95% CIs."""
+    x = np.asarray(pd.Series(values).dropna(), dtype=float)
+    if len(x) == 0:
+        return {"n": 0}
+    d = sps.describe(x, ddof=1) if len(x) > 1 else None
+    q1, med, q3 = np.percentile(x, [25, 50, 75])
+    std = float(np.sqrt(d.variance)) if d else float("nan")
+    mean_ci = _boot_ci(x, np.mean)
+    cv_ci = _boot_ci(x, _cv)
+    return {"n": len(x), "mean": float(x.mean()), "median": float(med), "min": float(x.min()),
+            "max": float(x.max()), "range": float(np.ptp(x)), "std": std,
+            "cv_pct": float(_cv(x)) if len(x) > 1 else float("nan"),
+            "q1": float(q1), "q3": float(q3), "iqr": float(sps.iqr(x)),
+            "mean_ci_low": mean_ci[0], "mean_ci_high": mean_ci[1],
+            "cv_ci_low": cv_ci[0], "cv_ci_high": cv_ci[1]}
+
+
+def describe_by(df: pd.DataFrame, value: str, by: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({k if isinstance(k, tuple) else (k,): describe(g[value])
+                         for k, g in df.groupby(by)}).T.rename_axis(by).reset_index()
+
+
+@dataclass
+class Comparison:
+    """a vs b on one metric: what the tests say, and the verdict they allow."""
+    metric: str
+    a: str
+    b: str
+    n_a: int
+    n_b: int
+    mean_a: float
+    mean_b: float
+    diff: float  # mean_a − mean_b
+    diff_ci_low: float
+    diff_ci_high: float
+    welch_t: float
+    welch_p: float
+    mw_u: float
+    mw_p: float
+    hedges_g: float
+    margin: float  # equivalence margin, absolute, ± around 0
+    tost_p: float
+    verdict: str  # "<a> higher", "<b> higher", "equivalent", "not significant"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def compare(a, b, metric: str, names=("a", "b"), margin_rel: float = 0.02,
+            alpha: float = ALPHA) -> Comparison:
+    """Welch t, Mann–Whitney U, Hedges' g, and TOST within ±margin_rel × mean(b)."""
+    x = np.asarray(pd.Series(a).dropna(), dtype=float)
+    y = np.asarray(pd.Series(b).dropna(), dtype=float)
+    nan = float("nan")
+    if len(x) < 2 or len(y) < 2:
+        return Comparison(metric, *names, len(x), len(y), nan, nan, nan, nan, nan, nan, nan,
+                          nan, nan, nan, nan, nan, "not enough data")
+    welch = sps.ttest_ind(x, y, equal_var=False)
+    mw = sps.mannwhitneyu(x, y, alternative="two-sided")
+    g, _ = effectsize_smd(x.mean(), x.std(ddof=1), len(x), y.mean(), y.std(ddof=1), len(y))
+    ci = CompareMeans(DescrStatsW(x), DescrStatsW(y)).tconfint_diff(alpha=alpha, usevar="unequal")
+    margin = float(abs(margin_rel * y.mean()))
+    tost_p = ttost_ind(x, y, -margin, margin, usevar="unequal")[0] if margin > 0 else nan
+    if welch.pvalue < alpha:
+        verdict = f"{names[0]} higher" if x.mean() > y.mean() else f"{names[1]} higher"
+    elif tost_p < alpha:
+        verdict = "equivalent"
+    else:
+        verdict = "not significant"
+    return Comparison(metric, names[0], names[1], len(x), len(y), float(x.mean()), float(y.mean()),
+                      float(x.mean() - y.mean()), float(ci[0]), float(ci[1]), float(welch.statistic),
+                      float(welch.pvalue), float(mw.statistic), float(mw.pvalue), float(g), margin,
+                      float(tost_p), verdict)
+
+
+def equal_variance(groups: dict[str, np.ndarray]) -> dict:
+    """Brown–Forsythe (Levene centred on the median) and classic Levene."""
+    data = [np.asarray(pd.Series(v).dropna(), dtype=float) for v in groups.values()]
+    bf = sps.levene(*data, center="median")
+    lev = sps.levene(*data, center="mean")
+    return {"brown_forsythe_W": float(bf.statistic), "brown_forsythe_p": float(bf.pvalue),
+            "levene_W": float(lev.statistic), "levene_p": float(lev.pvalue)}
+
+
+def deltas(df: pd.DataFrame, value: str, factors: list[str], alpha: float = ALPHA) -> pd.DataFrame:
+    """Optimization delta per agent × config: (chimera − baseline) / baseline of the means, with
+    the Welch 95% CI of chimera − baseline scaled the same way. `naive_success` is the seed's
+    delta > 0; `significant_success` needs the CI above 0."""
+    rows = []
+    for (agent, config_id), g in df.groupby(["agent", "config_id"]):
+        base = g.loc[g["mode"] == "baseline", value].dropna().to_numpy(float)
+        chim = g.loc[g["mode"] == "chimera", value].dropna().to_numpy(float)
+        row = {"agent": agent, "config_id": config_id,
+               **{f: g[f].iloc[0] for f in factors}, "n_baseline": len(base), "n_chimera": len(chim)}
+        if len(base) >= 2 and len(chim) >= 2:
+            lo, hi = CompareMeans(DescrStatsW(chim), DescrStatsW(base)).tconfint_diff(
+                alpha=alpha, usevar="unequal")
+            bm = base.mean()
+            row.update(baseline_mean=bm, chimera_mean=chim.mean(),
+                       delta_pct=100 * (chim.mean() - bm) / bm,
+                       delta_ci_low_pct=100 * lo / bm, delta_ci_high_pct=100 * hi / bm)
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if "delta_pct" not in out:
+        out["delta_pct"] = np.nan
+        out["delta_ci_low_pct"] = out["delta_ci_high_pct"] = np.nan
+    out["naive_success"] = out["delta_pct"] > 0
+    out["significant_success"] = out["delta_ci_low_pct"] > 0
+    out["significant_loss"] = out["delta_ci_high_pct"] < 0
+    return out
+
+
+def compare_rates(success_a: int, n_a: int, success_b: int, n_b: int) -> dict:
+    """Two success rates: Fisher's exact test (odds ratio) and chi-square with Yates' correction."""
+    table = np.array([[success_a, n_a - success_a], [success_b, n_b - success_b]])
+    fisher = sps.fisher_exact(table)
+    if (table.sum(axis=0) == 0).any() or (table.sum(axis=1) == 0).any():
+        chi2, chi_p = float("nan"), float("nan")
+    else:
+        chi2, chi_p, _, _ = sps.chi2_contingency(table, correction=True)
+    return {"a": f"{success_a}/{n_a}", "b": f"{success_b}/{n_b}",
+            "odds_ratio": float(fisher.statistic), "fisher_p": float(fisher.pvalue),
+            "chi2_yates": float(chi2), "chi2_p": float(chi_p)}
+
+
+def factor_anova(df: pd.DataFrame, value: str, factors: list[str]) -> tuple[pd.DataFrame, float]:
+    """OLS of `value` on agent × mode plus every matrix factor (categorical); type-II ANOVA.
+    Returns the ANOVA table (with partial eta²) and the model's R²."""
+    data = df[[value, "agent", "mode", *factors]].dropna()
+    terms = ["C(agent) * C(mode)"] + [f"C({f})" for f in factors if data[f].nunique() > 1]
+    model = smf.ols(f"{value} ~ {' + '.join(terms)}", data=data).fit()
+    table = anova_lm(model, typ=2)
+    resid = table.loc["Residual", "sum_sq"]
+    table["partial_eta_sq"] = table["sum_sq"] / (table["sum_sq"] + resid)
+    table.loc["Residual", "partial_eta_sq"] = np.nan
+    return table, float(model.rsquared)

@@ -1,0 +1,137 @@
+"""Known-answer tests: synthetic runs with planted effects, each checked against scipy or
+statsmodels called directly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+from statsmodels.stats.weightstats import CompareMeans, DescrStatsW, ttost_ind
+
+from langbench import findings, metrics, stats
+from synthetic import make_run
+
+
+@pytest.fixture(scope="module")
+def planted_gpu80(tmp_path_factory):
+    """Chimera +5% throughput at num_gpu=80 only, in both languages."""
+    return findings.Run.load(make_run(tmp_path_factory.mktemp("g") / "gpu80", chimera_gain_at_gpu80=0.05, seed=1))
+
+
+@pytest.fixture(scope="module")
+def planted_variance(tmp_path_factory):
+    """Rust with three times Python's standard deviation, same mean."""
+    return findings.Run.load(make_run(tmp_path_factory.mktemp("v") / "var", sd=1.0, sd_ratio_rust=3.0, seed=2))
+
+
+@pytest.fixture(scope="module")
+def no_difference(tmp_path_factory):
+    """The two agents drawn from one distribution."""
+    return findings.Run.load(make_run(tmp_path_factory.mktemp("n") / "null", sd=1.0, seed=3,
+                                      overhead_ms=(1.0, 1.0)))
+
+
+def test_derived_metrics_follow_the_design_definitions(planted_gpu80):
+    r = planted_gpu80.df.iloc[0]
+    assert r["throughput_tps"] == pytest.approx(r["eval_count"] / (r["eval_duration"] / 1e9))
+    assert r["client_decode_tps"] == pytest.approx((r["eval_count"] - 1) / (r["decode_ms"] / 1e3))
+    assert r["server_ttft_ms"] == pytest.approx((r["load_duration"] + r["prompt_eval_duration"]) / 1e6)
+    assert r["client_overhead_ms"] == pytest.approx(r["ttft_ms"] - r["server_ttft_ms"])
+
+
+def test_warm_statistics_exclude_cold_and_warmup_runs(planted_gpu80):
+    warm = planted_gpu80.warm
+    assert set(warm["phase"]) == {"measured"}
+    assert len(warm) == 18 * 2 * 2 * 8
+
+
+def test_describe_matches_numpy_and_scipy():
+    x = np.random.default_rng(0).normal(50, 5, 40)
+    d = stats.describe(x)
+    assert d["mean"] == pytest.approx(x.mean()) and d["std"] == pytest.approx(x.std(ddof=1))
+    assert d["cv_pct"] == pytest.approx(100 * x.std(ddof=1) / x.mean())
+    assert d["iqr"] == pytest.approx(sps.iqr(x)) and d["range"] == pytest.approx(np.ptp(x))
+    assert d["mean_ci_low"] < x.mean() < d["mean_ci_high"]
+    assert d["cv_ci_low"] < d["cv_pct"] < d["cv_ci_high"]
+
+
+def test_planted_gain_at_num_gpu_80_is_found_there_and_only_there(planted_gpu80):
+    d = stats.deltas(planted_gpu80.warm, "throughput_tps", planted_gpu80.factors)
+    at80, rest = d[d["num_gpu"] == 80], d[d["num_gpu"] != 80]
+    assert at80["significant_success"].all() and len(at80) == 12
+    assert at80["delta_pct"].between(3, 7).all()
+    assert rest["significant_success"].sum() <= 1
+    # direct statsmodels computation for one cell
+    w = planted_gpu80.warm
+    cell = w[(w["agent"] == "rust") & (w["config_id"] == at80.iloc[0]["config_id"])]
+    ch = cell.loc[cell["mode"] == "chimera", "throughput_tps"]
+    ba = cell.loc[cell["mode"] == "baseline", "throughput_tps"]
+    lo, hi = CompareMeans(DescrStatsW(ch), DescrStatsW(ba)).tconfint_diff(usevar="unequal")
+    row = at80[at80["agent"] == "rust"].iloc[0]
+    assert row["delta_ci_low_pct"] == pytest.approx(100 * lo / ba.mean())
+    assert row["delta_ci_high_pct"] == pytest.approx(100 * hi / ba.mean())
+
+
+def test_anova_attributes_the_planted_gain_to_num_gpu_and_mode_not_language(planted_gpu80):
+    table, r2 = stats.factor_anova(planted_gpu80.warm, "throughput_tps", planted_gpu80.factors)
+    p = table["PR(>F)"]
+    assert p["C(num_gpu)"] < 0.001 and p["C(mode)"] < 0.001
+    assert p["C(agent)"] > 0.05 and p["C(agent):C(mode)"] > 0.05
+    assert 0 < r2 < 1
+
+
+def test_triple_variance_is_detected_by_brown_forsythe_and_cv(planted_variance):
+    w = planted_variance.warm
+    py, rs = (w.loc[w["agent"] == a, "throughput_tps"].to_numpy() for a in ("python", "rust"))
+    ev = stats.equal_variance({"python": py, "rust": rs})
+    assert ev["brown_forsythe_p"] == pytest.approx(sps.levene(py, rs, center="median").pvalue)
+    assert ev["brown_forsythe_p"] < 0.001
+    ratio = stats.describe(rs)["cv_pct"] / stats.describe(py)["cv_pct"]
+    assert 2.4 < ratio < 3.6
+    row = findings.decision_matrix(planted_variance).table.set_index("criterion").loc[
+        "Throughput consistency (per-cell CV)"]
+    assert row["winner"] == "python"
+
+
+def test_no_difference_is_called_equivalent_and_no_test_calls_a_winner(no_difference):
+    w = no_difference.warm
+    py, rs = (w.loc[w["agent"] == a, "throughput_tps"].to_numpy() for a in ("python", "rust"))
+    c = stats.compare(py, rs, "throughput_tps", ("python", "rust"), margin_rel=0.02)
+    assert c.verdict == "equivalent"
+    assert c.welch_p == pytest.approx(sps.ttest_ind(py, rs, equal_var=False).pvalue)
+    assert c.mw_p == pytest.approx(sps.mannwhitneyu(py, rs).pvalue)
+    assert c.tost_p == pytest.approx(ttost_ind(py, rs, -c.margin, c.margin, usevar="unequal")[0])
+    assert abs(c.hedges_g) < 0.2
+    matrix = findings.decision_matrix(no_difference).table.set_index("criterion")
+    for criterion in ("Throughput (warm)", "TTFT warm", "TTFT cold", "Client overhead",
+                      "Throughput consistency (per-cell CV)", "Optimization success rate (naive)"):
+        assert matrix.loc[criterion, "winner"] == "tie", criterion
+
+
+def test_a_real_difference_is_not_called_equivalent():
+    rng = np.random.default_rng(4)
+    c = stats.compare(rng.normal(105, 1, 30), rng.normal(100, 1, 30), "tps", ("python", "rust"))
+    assert c.verdict == "python higher" and c.hedges_g > 2 and c.diff_ci_low > 0
+
+
+def test_the_seeds_success_rate_claim_is_not_significant():
+    r = stats.compare_rates(13, 18, 7, 18)
+    table = np.array([[13, 5], [7, 11]])
+    assert r["fisher_p"] == pytest.approx(sps.fisher_exact(table).pvalue)
+    assert r["chi2_p"] == pytest.approx(sps.chi2_contingency(table, correction=True)[1])
+    assert r["fisher_p"] > 0.05 and r["chi2_p"] > 0.05  # the seed said p < 0.01
+    assert r["odds_ratio"] == pytest.approx(13 * 11 / (5 * 7))
+
+
+def test_failed_runs_are_kept_out_of_warm_statistics_and_counted(tmp_path):
+    run = findings.Run.load(make_run(tmp_path / "f", failures=3, seed=5))
+    assert (run.df["outcome"] == "error").sum() == 3
+    assert (run.warm["outcome"] == "ok").all()
+    section = findings.failures(run)
+    assert "3 runs failed" in section.sentence and len(section.table) == 1
+
+
+def test_summary_has_one_row_per_agent_config_mode(planted_gpu80):
+    s = metrics.summary(planted_gpu80.df, planted_gpu80.factors)
+    assert len(s) == 2 * 18 * 2
+    assert (s["n"] == 8).all()
