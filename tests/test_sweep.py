@@ -253,3 +253,28 @@ def test_killed_ollama_mid_sweep_is_recorded_and_the_sweep_finishes(reference_ru
     planned = {r.run_id for b in plan.build(params_mod.load(TINY)) for r in b.runs}
     fails = collections.Counter(r["run_id"] for r in failed if r["phase"] != "resume")
     assert all(rid in got or fails[rid] == 2 for rid in planned)
+
+
+def test_an_agent_killed_by_the_batch_timeout_is_recorded_failed_and_the_sweep_ends(tmp_path):
+    doc = tiny_doc()
+    doc["matrix"] = {"num_ctx": [512]}
+    doc["agents"] = ["python"]
+    doc["timeouts"] = {"run_s": 30, "batch_s": 0.05}  # killed before its first request
+    proc = _run_cli("t", tmp_path, write_params(tmp_path, doc))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    records = storage.read_jsonl(tmp_path / "t" / "records.jsonl")
+    planned = [r.run_id for b in plan.build(params_mod.load(write_params(tmp_path, doc, "q.yaml"))) for r in b.runs]
+    assert {r["run_id"] for r in records} == set(planned)
+    assert all(r["outcome"] == "error" and r["error"]["kind"] == "agent_exit" for r in records)
+    assert len(records) == 2 * len(planned)  # the first attempt and its one retry
+    manifest = storage.read_json(tmp_path / "t" / "manifest.json")
+    assert manifest["counts"]["failed_runs"] == len(planned) and manifest["complete"] is True
+
+
+def test_missing_rust_agent_is_a_clear_error_before_anything_is_written(tmp_path, monkeypatch):
+    from langbench import agents, paths
+    monkeypatch.setattr(paths, "rust_agent_bin", lambda: tmp_path / "no-such-agent")
+    with pytest.raises(agents.AgentMissing, match="make setup"):
+        sweep.prepare(TINY, "m", tmp_path)
+    assert list(tmp_path.iterdir()) == []

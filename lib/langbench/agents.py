@@ -17,12 +17,39 @@ from langbench import paths
 AGENTS = ("python", "rust")
 
 
+class AgentMissing(RuntimeError):
+    """An agent cannot be launched; the message says how to get it."""
+
+
 def command(agent: str) -> list[str]:
     if agent == "python":
         return [sys.executable, str(paths.PYTHON_AGENT)]
     if agent == "rust":
         return [str(paths.rust_agent_bin())]
     raise ValueError(f"unknown agent {agent!r}: expected one of {', '.join(AGENTS)}")
+
+
+def check(agent: str) -> None:
+    exe = Path(command(agent)[-1])
+    if not exe.exists():
+        raise AgentMissing(f"the {agent} agent is missing ({exe}): run `make setup`")
+
+
+def failure_record(agent: str, run_id: str, model: str, options: dict, warmup: bool,
+                   stats: "ProcessStats") -> dict:
+    """What the runner records for a run the agent process never wrote (it crashed, was
+    killed, or timed out): an `error` record in the agents' schema."""
+    why = "timed out and was killed" if stats.timed_out else f"exited {stats.exit_code}"
+    return {"schema_version": 1, "run_id": run_id, "agent": agent, "agent_version": "unknown",
+            "model": model, "options": options, "warmup": warmup, "t0_unix": time.time(),
+            "ttft_ms": None, "e2e_ms": None, "decode_ms": None, "chunks": 0,
+            "itl_ms": {"p50": None, "p95": None, "p99": None, "max": None},
+            "total_duration": None, "load_duration": None, "prompt_eval_count": None,
+            "prompt_eval_duration": None, "eval_count": None, "eval_duration": None,
+            "done_reason": None, "response_chars": 0,
+            "response_sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            "outcome": "error",
+            "error": {"kind": "agent_exit", "message": f"the agent {why} before this run: {stats.stderr_tail[-500:]}"}}
 
 
 @dataclass

@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
 
+    from langbench.agents import AgentMissing
     from langbench.params import ParamsError
     from langbench.server import ServerError
     try:
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     except ParamsError as e:
         print(f"langbench: bad input: {e}", file=sys.stderr)
         return 2
-    except ServerError as e:
+    except (ServerError, AgentMissing) as e:
         print(f"langbench: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

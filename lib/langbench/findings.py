@@ -44,6 +44,14 @@ class Section:
             plt.close(self.figure)
 
 
+def newest_run() -> Path:
+    from langbench import paths
+    runs = sorted((p.parent for p in paths.OUTPUTS.glob("*/manifest.json")), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise FileNotFoundError(f"no run under {paths.OUTPUTS}: run `make report` first")
+    return runs[-1]
+
+
 @dataclass
 class Run:
     """A run directory, loaded once: all records (final attempts) and the warm subset."""
@@ -56,8 +64,9 @@ class Run:
     margin_rel: float = 0.02
 
     @classmethod
-    def load(cls, run_dir: str | Path, alpha: float = stats.ALPHA, margin_rel: float = 0.02) -> "Run":
-        run_dir = Path(run_dir)
+    def load(cls, run_dir: str | Path = "", alpha: float = stats.ALPHA, margin_rel: float = 0.02) -> "Run":
+        """`run_dir` empty: the newest run under outputs/ (what JupyterLab users usually want)."""
+        run_dir = Path(run_dir) if str(run_dir) else newest_run()
         manifest = storage.read_json(run_dir / "manifest.json")
         df = metrics.load_run(run_dir)
         if df.empty:

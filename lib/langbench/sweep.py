@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: it warns in a kernel without ipywidgets
 
 from langbench import agents, metrics, paths, plan, provenance, server, storage
 from langbench.params import Params, ParamsError, load
@@ -127,6 +127,11 @@ class Sweep:
             raw = self.jobs_dir / f"{stem}.records.jsonl"
             host = keeper.ensure()
             stats = agents.run(batch.agent, host, jobs, raw, timeout=self.params.timeouts["batch_s"])
+            written = {r["run_id"] for r in storage.read_jsonl(raw, repair=True)}
+            lost = [agents.failure_record(batch.agent, r.run_id, self.params.model, batch.options,
+                                          r.phase != "measured", stats)
+                    for r in runs if r.run_id not in written]
+            storage.append_jsonl(raw, lost)  # the agent is gone: the raw file is ours now
             new = self.merge(batch, attempt, raw)
             self.state.attempts[batch.batch_id] = attempt
             storage.append_jsonl(self.processes_path, [{
@@ -174,6 +179,8 @@ def prepare(params_path: str | Path, run_id: str | None = None,
             outputs: Path = paths.OUTPUTS) -> tuple[Params, Path]:
     """Validate everything before anything is written; a bad file raises ParamsError."""
     params = load(params_path)
+    for agent in params.agents:
+        agents.check(agent)
     run_id = run_id or new_run_id(params)
     if not run_id.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ParamsError(f"--run-id {run_id!r}: use letters, digits, '-', '_' and '.' only")
@@ -254,3 +261,11 @@ def finish(sweep: Sweep, manifest: dict, manifest_path: Path) -> None:
     storage.write_json(manifest_path, manifest)
     from langbench.report import write_summary
     write_summary(sweep.run_dir)
+
+
+def run_into(params_file: str | Path, run_dir: str | Path = "") -> str:
+    """The sweep notebook's entry: run or resume `params_file` into `run_dir` (a new run id
+    under outputs/ when empty); returns the run directory."""
+    if str(run_dir):
+        return str(run_sweep(params_file, Path(run_dir).name, outputs=Path(run_dir).parent))
+    return str(run_sweep(params_file))
