@@ -66,6 +66,13 @@ def test_findings_are_sentences_built_from_numbers(rendered):
     assert "Computed winners: Rust" in index
 
 
+def test_figures_are_rendered_as_images(rendered):
+    for name in ("throughput", "ttft", "validity"):
+        page = (rendered / "html" / f"{name}-nocode.html").read_text()
+        assert page.count("data:image/png;base64") >= 2, name
+        assert "<Figure size" not in page and "&lt;Figure size" not in page, name
+
+
 def test_model_and_server_text_is_escaped_in_html(rendered):
     page = (rendered / "html" / "sweep-nocode.html").read_text()
     assert "runner &lt;crashed&gt;" in page

@@ -38,10 +38,15 @@ class Section:
         display(HTML(f"<h3>{html.escape(self.title)}</h3>{text}"))
         if self.table is not None:
             display(self.table.style.format(precision=3, na_rep="–", escape="html").hide(axis="index"))
-        if self.figure is not None:
-            display(self.figure)
+        if self.figure is not None:  # as PNG bytes: independent of the kernel's backend
+            import io
+
             import matplotlib.pyplot as plt
+            from IPython.display import Image
+            buf = io.BytesIO()
+            self.figure.savefig(buf, format="png", dpi=110, bbox_inches="tight")
             plt.close(self.figure)
+            display(Image(data=buf.getvalue(), format="png"))
 
 
 def newest_run() -> Path:

@@ -140,11 +140,11 @@ class Sweep:
             self.check_reloads(new)
             left = len(self.state.pending(batch, retries))
             bar.update(len(todo) - left)
-            for rec in new:
-                if rec["outcome"] != "ok":
-                    tqdm.write(f"sweep: {rec['run_id']} attempt {attempt}: {rec['outcome']} "
-                               f"({rec['error']['kind']}: {rec['error']['message'][:120]})",
-                               file=sys.stderr)
+            bad = [r for r in new if r["outcome"] != "ok"]
+            if bad:  # one line per batch: the first failure stands for the others
+                err = bad[0]["error"]
+                tqdm.write(f"sweep: {batch.batch_id} attempt {attempt}: {len(bad)}/{len(new)} runs "
+                           f"failed ({err['kind']}: {err['message'][:160]})", file=sys.stderr)
             if stats.exit_code not in (0, 1):
                 tqdm.write(f"sweep: {batch.agent} agent exited {stats.exit_code}"
                            f"{' (timed out)' if stats.timed_out else ''}: {stats.stderr_tail}",
