@@ -129,7 +129,23 @@ def failures(run: Run) -> Section:
                 f"is {bad['error_kind'].value_counts().index[0]} "
                 f"({bad['error_kind'].value_counts().iloc[0]} runs). Cells without measured runs "
                 f"drop out of the comparisons that need them.")
-    return Section("Failures", sentence, t)
+    return Section("Failures", sentence, t, notes=[_failure_pattern(run, bad)])
+
+
+def _failure_pattern(run: Run, bad: pd.DataFrame) -> str:
+    """A factor whose failing levels never succeed and whose other levels never fail, if any."""
+    for mode, in_mode in run.df.groupby("mode"):
+        failed = bad[bad["mode"] == mode]
+        if failed.empty:
+            continue
+        for f in run.factors:
+            failing = set(failed[f])
+            clean = set(in_mode[f]) - failing
+            ok_at_failing = in_mode[(in_mode[f].isin(failing)) & (in_mode["outcome"] == "ok")]
+            if clean and ok_at_failing.empty:
+                return (f"Every {mode} run with {f} ∈ {sorted(failing)} failed and no {mode} run with "
+                        f"{f} ∈ {sorted(clean)} did: the failure follows {f}.")
+    return ""
 
 
 # --- throughput -------------------------------------------------------------------------------
@@ -205,7 +221,7 @@ def improvement(run: Run, value: str = "throughput_tps", better: str = HIGHER, l
              f"{'>' if better == HIGHER else '<'} 0), {r.significant_improved}/{r.configs} with a 95% CI "
              f"that excludes 0, mean delta {r.mean_delta_pct:+.2f}%" for r in t.itertuples()]
     return Section(f"Chimera vs baseline: {label} delta per config", "; ".join(parts) + ".", t,
-                   plots.delta_heatmap(d, run.factors, label))
+                   plots.delta_heatmap(d, run.factors, label, lower_is_better=better == LOWER))
 
 
 # --- TTFT -------------------------------------------------------------------------------------

@@ -23,12 +23,14 @@ def distribution(df: pd.DataFrame, value: str, label: str):
     return fig
 
 
-def delta_heatmap(d: pd.DataFrame, factors: list[str], label: str):
+def delta_heatmap(d: pd.DataFrame, factors: list[str], label: str, lower_is_better: bool = False):
     d = d.copy()
     d["config"] = d[factors].astype(str).agg(" / ".join, axis=1)
     grid = d.pivot_table(index="config", columns="agent", values="delta_pct")
     fig, ax = plt.subplots(figsize=(4.5, 0.3 * len(grid) + 1.2))
-    sns.heatmap(grid, annot=True, fmt=".1f", center=0, cmap="RdBu", ax=ax, cbar_kws={"label": "delta %"})
+    # blue = better for the user: a gain in throughput, a drop in latency
+    sns.heatmap(grid, annot=True, fmt=".1f", center=0, cmap="RdBu_r" if lower_is_better else "RdBu",
+                ax=ax, cbar_kws={"label": "delta %"})
     ax.set(title=f"chimera vs baseline, {label} (%)", ylabel=" / ".join(factors), xlabel="")
     fig.tight_layout()
     return fig
@@ -42,7 +44,7 @@ def ttft_phases(t: pd.DataFrame):
     for col, color in (("load_ms", "#8da0cb"), ("prompt_eval_ms", "#66c2a5"), ("client_overhead_ms", "#fc8d62")):
         ax.barh(t["label"], t[col].clip(lower=0), left=left, color=color, label=col.removesuffix("_ms"))
         left += t[col].clip(lower=0)
-    ax.set(xscale="log", xlabel="ms (median, log scale)")
+    ax.set(xlabel="ms (median)")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig
