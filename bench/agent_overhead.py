@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -23,6 +25,20 @@ import pandas as pd
 from langbench import agents, metrics, paths, server, storage
 
 TARGETS = "median overhead <= 2 ms each; |python - rust| medians <= 1 ms; decode ratio in [0.98, 1.02]"
+
+
+def curl_floor(url: str, prompt: str, options: dict, tmp: Path, n: int = 20) -> list[float]:
+    """The same request through curl (C, no parsing): the overhead no client goes below."""
+    body = json.dumps({"model": paths.EMBEDDED_MODEL, "prompt": prompt, "raw": True, "stream": True,
+                       "keep_alive": -1, "options": options})
+    out, floor = tmp / "curl.out", []
+    for i in range(n + 2):
+        ttfb = subprocess.run(["curl", "-sN", "-o", str(out), "-w", "%{time_starttransfer}",
+                               f"{url}/api/generate", "-d", body], capture_output=True, text=True).stdout
+        last = json.loads(out.read_text().strip().splitlines()[-1])
+        if i >= 2:  # the first two settle the runner
+            floor.append(float(ttfb) * 1e3 - (last["load_duration"] + last["prompt_eval_duration"]) / 1e6)
+    return floor
 
 
 def main() -> int:
@@ -50,6 +66,7 @@ def main() -> int:
                 procs.append({**stats.as_dict(), "runs": len(runs)})
                 records += storage.read_jsonl(out)
                 print(f"round {r + 1}/{args.rounds} {agent}: exit {stats.exit_code}", file=sys.stderr)
+        floor = curl_floor(srv.url, prompt, options, tmp) if shutil.which("curl") else []
     df = metrics.frame(records)
     df = df[(~df["warmup"]) & (df["outcome"] == "ok")]
     p = pd.DataFrame(procs)
@@ -79,6 +96,10 @@ def main() -> int:
         "decode ratio in [0.98, 1.02] (python)": 0.98 <= table["decode_ratio_median"].get("python", np.nan) <= 1.02,
         "decode ratio in [0.98, 1.02] (rust)": 0.98 <= table["decode_ratio_median"].get("rust", np.nan) <= 1.02,
     }
+    if floor:
+        print(f"\nfloor: curl's time to first byte − server TTFT, same jobs: median {np.median(floor):.2f} ms, "
+              f"min {min(floor):.2f} ms (n={len(floor)}): what the server adds outside load + prompt_eval "
+              "(serve → runner proxy hop, detokenising, JSON), which no agent can remove")
     print(f"\ntargets ({TARGETS}):")
     for name, ok in checks.items():
         print(f"  {'met ' if ok else 'MISS'} {name}")

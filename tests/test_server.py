@@ -148,3 +148,12 @@ def test_provenance_describes_server_model_and_host(ollama):
 def test_lib_is_tracked_by_git():
     done = subprocess.run(["git", "ls-files", "lib"], cwd=paths.ROOT, capture_output=True, text=True)
     assert "lib/langbench/server.py" in done.stdout
+
+
+def test_server_that_dies_during_start_reports_its_log_tail(tmp_path):
+    """An error-path unit test: a stand-in binary that fails the way a broken build would."""
+    fake = tmp_path / "ollama"
+    fake.write_text("#!/bin/sh\necho 'Error: listen tcp: cannot bind, planted' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    with pytest.raises(server.ServerError, match=r"(?s)exited with code 3 during start.*cannot bind, planted"):
+        server.start_embedded(binary=fake, log_path=tmp_path / "log")

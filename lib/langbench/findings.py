@@ -203,7 +203,8 @@ def throughput_top(run: Run, k: int = 5) -> Section:
     return Section(f"3.3 Top {2 * k} cells by mean throughput", sentence, t)
 
 
-def improvement(run: Run, value: str = "throughput_tps", better: str = HIGHER, label: str = "throughput") -> Section:
+def improvement(run: Run, value: str = "throughput_tps", better: str = HIGHER, label: str = "throughput",
+                number: str = "") -> Section:
     d = stats.deltas(run.warm, value, run.factors, run.alpha)
     sign = 1 if better == HIGHER else -1
     rows = []
@@ -220,7 +221,7 @@ def improvement(run: Run, value: str = "throughput_tps", better: str = HIGHER, l
     parts = [f"{r.agent}: {r.naive_improved}/{r.configs} configs improve naively (delta "
              f"{'>' if better == HIGHER else '<'} 0), {r.significant_improved}/{r.configs} with a 95% CI "
              f"that excludes 0, mean delta {r.mean_delta_pct:+.2f}%" for r in t.itertuples()]
-    return Section(f"Chimera vs baseline: {label} delta per config", "; ".join(parts) + ".", t,
+    return Section(f"{number} Chimera vs baseline: {label} delta per config".strip(), "; ".join(parts) + ".", t,
                    plots.delta_heatmap(d, run.factors, label, lower_is_better=better == LOWER))
 
 
@@ -231,6 +232,21 @@ def ttft_warm(run: Run) -> Section:
     _, sentence = _language_claim(run, "ttft_ms", "ms", LOWER)
     return Section("4.1 Warm TTFT by language (same instrument in both agents)", sentence, t,
                    plots.distribution(run.warm, "ttft_ms", "TTFT (ms)"))
+
+
+def ttft_by_config(run: Run) -> Section:
+    """The seed's 4.2: best and worst config per language, and the typical range."""
+    cells = run.warm.groupby(["agent", "config_id", *run.factors, "mode"])["ttft_ms"].mean().reset_index()
+    rows = []
+    for agent, g in cells.groupby("agent"):
+        best, worst = g.loc[g["ttft_ms"].idxmin()], g.loc[g["ttft_ms"].idxmax()]
+        rows.append({"agent": agent, "best_cell": f"{best['config_id']} {best['mode']}", "best_ms": best["ttft_ms"],
+                     "worst_cell": f"{worst['config_id']} {worst['mode']}", "worst_ms": worst["ttft_ms"],
+                     "p25_ms": g["ttft_ms"].quantile(0.25), "p75_ms": g["ttft_ms"].quantile(0.75)})
+    t = pd.DataFrame(rows)
+    parts = [f"{r.agent}: best {r.best_ms:.1f} ms ({r.best_cell}), typical {r.p25_ms:.1f}–{r.p75_ms:.1f} ms "
+             f"(middle half of cells), worst {r.worst_ms:.1f} ms ({r.worst_cell})" for r in t.itertuples()]
+    return Section("4.2 Warm TTFT by config: best, typical, worst", "; ".join(parts) + ".", t)
 
 
 def ttft_cold(run: Run) -> Section:
@@ -254,7 +270,7 @@ def ttft_phases(run: Run) -> Section:
     if {"python", "rust"} <= set(w.index):
         ratio = w.loc["rust", "ttft_ms"] / w.loc["python", "ttft_ms"]
         parts.append(f"Rust/Python median warm TTFT ratio {ratio:.2f}× (the seed reported 2.69×)")
-    return Section("4.2 Where TTFT goes: server phases beside client TTFT (medians)",
+    return Section("4.2b Where TTFT goes: server phases beside client TTFT (medians)",
                    "Warm medians — " + "; ".join(parts) + ".", t, plots.ttft_phases(t))
 
 
