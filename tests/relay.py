@@ -19,6 +19,7 @@ class Relay:
         self.upstream = upstream
         self.piece = piece
         self.bodies: list[dict] = []
+        self.finals: list[dict] = []  # the server's own `done` line of each response
         relay = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -37,7 +38,15 @@ class Relay:
                     self.send_header("Content-Type", r.headers.get("content-type", "application/json"))
                     self.send_header("Transfer-Encoding", "chunked")
                     self.end_headers()
+                    received = b""
                     for data in r.iter_bytes():
+                        received += data
+                        # record the done line before the agent can see it (no race at exit)
+                        complete = received[:received.rfind(b"\n") + 1]
+                        done = [x for x in map(json.loads, filter(bytes.strip, complete.splitlines()))
+                                if x.get("done")]
+                        if done and done[-1] not in relay.finals:
+                            relay.finals.append(done[-1])
                         for i in range(0, len(data), relay.piece):
                             part = data[i:i + relay.piece]
                             self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))

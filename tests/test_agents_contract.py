@@ -49,13 +49,13 @@ def both(ollama, tmp_path_factory):
     for agent in AGENTS:
         with Relay(ollama.url, piece=7) as relay:
             stats, records = run_agent(agent, relay.url, jobs_doc(), tmp)
-        out[agent] = (stats, records, relay.bodies)
+        out[agent] = (stats, records, relay.bodies, relay.finals)
     return out
 
 
 @pytest.mark.parametrize("agent", AGENTS)
 def test_records_validate_against_the_schema(both, agent):
-    stats, records, _ = both[agent]
+    stats, records, *_ = both[agent]
     assert stats.exit_code == 0, stats.stderr_tail
     assert len(records) == 3
     for rec in records:
@@ -88,6 +88,15 @@ def test_timings_are_ordered_and_chunks_match_tokens(both, agent):
         # the client cannot see the first token before the server has sampled it
         server_ttft_ms = (rec["load_duration"] + rec["prompt_eval_duration"]) / 1e6
         assert rec["ttft_ms"] >= server_ttft_ms * 0.99
+
+
+@pytest.mark.parametrize("agent", AGENTS)
+def test_server_fields_are_passed_through_untouched(both, agent):
+    records, finals = both[agent][1], both[agent][3]
+    assert len(finals) == len(records) == 3
+    for rec, final in zip(records, finals):
+        for f in (*SERVER_FIELDS, "done_reason"):
+            assert rec[f] == final[f], f
 
 
 def test_same_seed_same_text_in_both_languages(both):
