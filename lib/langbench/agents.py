@@ -91,6 +91,11 @@ def run(agent: str, host: str, jobs: Path, out: Path, timeout: float | None = No
         peak = _PeakRss(proc.pid)
         try:
             _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:  # interrupted: no agent may outlive its runner and keep writing
+            proc.kill()
+            os.waitpid(proc.pid, 0)
+            proc.returncode = -9
+            raise
         finally:
             peak.stop()
             if watchdog:
