@@ -278,3 +278,23 @@ def test_missing_rust_agent_is_a_clear_error_before_anything_is_written(tmp_path
     with pytest.raises(agents.AgentMissing, match="make setup"):
         sweep.prepare(TINY, "m", tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_sweep_with_no_process_left_and_it_resumes(reference_run, tmp_path):
+    proc = _run_cli("s", tmp_path)
+    records = tmp_path / "s" / "records.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(storage.read_jsonl(records)) < 4:
+        time.sleep(0.05)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert children, "the runner has an embedded server (and maybe an agent) running"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "resume" in err
+    gone, alive = psutil.wait_procs(children, timeout=15)
+    assert alive == []
+    proc = _run_cli("s", tmp_path)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert sorted(_ok_run_ids(tmp_path / "s")) == sorted(_ok_run_ids(reference_run))
