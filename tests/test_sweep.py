@@ -153,6 +153,14 @@ def _run_cli(run_id: str, outputs: Path, params: Path = TINY) -> subprocess.Pope
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+def _wait_for_records(path: Path, n: int, timeout: float = 120) -> float:
+    """Wait until `path` holds n records; returns the deadline for what the caller waits on next."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(storage.read_jsonl(path)) < n:
+        time.sleep(0.05)
+    return deadline
+
+
 def _ok_run_ids(run_dir: Path) -> list[str]:
     return [r["run_id"] for r in storage.read_jsonl(run_dir / "records.jsonl")
             if r["outcome"] == "ok" and r["phase"] != "resume"]
@@ -226,9 +234,7 @@ def test_resume_after_sigkill_of_the_runner_loses_no_record_and_repeats_none(ref
 def test_killed_ollama_mid_sweep_is_recorded_and_the_sweep_finishes(reference_run, tmp_path):
     proc = _run_cli("k", tmp_path)
     records = tmp_path / "k" / "records.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(storage.read_jsonl(records)) < 6:
-        time.sleep(0.1)
+    deadline = _wait_for_records(records, 6)
     runner = psutil.Process(proc.pid)
     while time.monotonic() < deadline:  # kill while an agent is mid-batch
         children = runner.children()
@@ -283,10 +289,7 @@ def test_missing_rust_agent_is_a_clear_error_before_anything_is_written(tmp_path
 @pytest.mark.slow
 def test_sigterm_stops_the_sweep_with_no_process_left_and_it_resumes(reference_run, tmp_path):
     proc = _run_cli("s", tmp_path)
-    records = tmp_path / "s" / "records.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(storage.read_jsonl(records)) < 4:
-        time.sleep(0.05)
+    _wait_for_records(tmp_path / "s" / "records.jsonl", 4)
     children = psutil.Process(proc.pid).children(recursive=True)
     assert children, "the runner has an embedded server (and maybe an agent) running"
     proc.send_signal(signal.SIGTERM)
