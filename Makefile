@@ -14,9 +14,9 @@ RUN_ID ?=
 help:
 	@awk 'BEGIN{FS=": "} /^## /{sub(/^## /,""); split($$0,a,": "); printf "  make %-12s %s\n", a[1], substr($$0, length(a[1])+3)}' $(MAKEFILE_LIST)
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e .
 	touch $@
 
 ## setup: venv with pinned packages, ollama binary, Gemma 3 270M, Rust agent (idempotent)

@@ -21,3 +21,13 @@ def test_environment_yml_pins_the_same_packages_as_pyproject():
 
 def test_ci_runs_make_test():
     assert "make test" in (paths.ROOT / ".ci" / "run").read_text()
+
+
+def test_constraints_lock_every_direct_pin_at_the_same_version():
+    pyproject = tomllib.loads((paths.ROOT / "pyproject.toml").read_text())
+    locked = dict(line.split("==") for line in (paths.ROOT / "constraints.txt").read_text().splitlines()
+                  if line and not line.startswith("#"))
+    locked = {k.lower().replace("_", "-"): v for k, v in locked.items()}
+    for pin in pyproject["project"]["dependencies"]:
+        name, version = pin.split("==")
+        assert locked.get(name.lower()) == version, pin
