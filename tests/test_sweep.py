@@ -44,6 +44,16 @@ def test_quick_plan_is_the_seeds_18_configs_for_both_agents_and_modes():
     assert len({(b.config_id, b.mode, b.agent) for b in batches}) == 72
 
 
+def test_tr112_is_the_seeds_study_on_gemma3_latest():
+    p = params_mod.load(ROOT / "parameters" / "tr112.yaml")
+    assert p.model == "gemma3:latest" and p.server["host"] == "http://127.0.0.1:11434"
+    assert p.matrix == {"num_gpu": [60, 80, 120], "num_ctx": [256, 512, 1024], "temperature": [0.6, 0.8]}
+    assert p.baseline == {} and p.repetitions >= 5 and p.warmups >= 1
+    words = len(p.prompts[0].split())
+    assert "800 to 1000 words" in p.prompts[0] and words > 30
+    assert len(plan.build(p)) == 72
+
+
 def test_plan_is_deterministic_for_a_seed_and_changes_with_it(tmp_path):
     doc = tiny_doc()
     a = plan.build(params_mod.load(write_params(tmp_path, doc, "a.yaml")))
