@@ -69,8 +69,7 @@ def main() -> int:
         floor = curl_floor(srv.url, prompt, options, tmp) if shutil.which("curl") else []
     df = metrics.frame(records)
     df = df[(~df["warmup"]) & (df["outcome"] == "ok")]
-    p = pd.DataFrame(procs)
-    p["cpu_s_per_run"] = (p["user_cpu_s"] + p["system_cpu_s"]) / p["runs"]
+    p = metrics.processes(procs)
     rows = []
     for agent, g in df.groupby("agent"):
         pa = p[p["agent"] == agent]
@@ -82,7 +81,7 @@ def main() -> int:
             "itl_p99_median_ms": g["itl_p99_ms"].median(),
             "throughput_median_tps": g["throughput_tps"].median(),
             "startup_median_ms": pa["startup_ms"].median(),
-            "peak_rss_median_mib": pa["peak_rss_bytes"].median() / 2**20,
+            "peak_rss_median_mib": pa["peak_rss_mib"].median(),
             "cpu_s_per_run_median": pa["cpu_s_per_run"].median(),
         })
     table = pd.DataFrame(rows).set_index("agent")

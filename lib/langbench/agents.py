@@ -3,6 +3,7 @@ contract": wall time, user and system CPU, peak RSS, start-up)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -47,7 +48,7 @@ def failure_record(agent: str, run_id: str, model: str, options: dict, warmup: b
             "total_duration": None, "load_duration": None, "prompt_eval_count": None,
             "prompt_eval_duration": None, "eval_count": None, "eval_duration": None,
             "done_reason": None, "response_chars": 0,
-            "response_sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            "response_sha256": hashlib.sha256(b"").hexdigest(),
             "outcome": "error",
             "error": {"kind": "agent_exit", "message": f"the agent {why} before this run: {stats.stderr_tail[-500:]}"}}
 

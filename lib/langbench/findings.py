@@ -77,7 +77,7 @@ class Run:
         if df.empty:
             raise ValueError(f"{run_dir}: no records: run the sweep first")
         factors = list(manifest["parameters"]["matrix"])
-        procs = pd.DataFrame(storage.read_jsonl(run_dir / "processes.jsonl"))
+        procs = metrics.processes(storage.read_jsonl(run_dir / "processes.jsonl"))
         return cls(run_dir, manifest, df, procs, factors, alpha, margin_rel)
 
     @property
@@ -374,10 +374,8 @@ def decision_matrix(run: Run) -> Section:
     cv = (warm.groupby(["agent", "config_id", "mode"])["throughput_tps"]
           .agg(lambda x: 100 * x.std(ddof=1) / x.mean()).rename("cv_pct").reset_index())
     add("Throughput consistency (per-cell CV)", cv, "cv_pct", LOWER, "%")
-    procs = run.processes.copy()
+    procs = run.processes
     if not procs.empty:
-        procs["cpu_s_per_run"] = (procs["user_cpu_s"] + procs["system_cpu_s"]) / procs["runs"]
-        procs["peak_rss_mib"] = procs["peak_rss_bytes"] / 2**20
         add("Peak RSS", procs, "peak_rss_mib", LOWER, "MiB")
         add("Start-up (spawn → first request)", procs, "startup_ms", LOWER, "ms")
         add("CPU per run", procs, "cpu_s_per_run", LOWER, "s")
@@ -446,11 +444,9 @@ def drift(run: Run) -> Section:
 
 
 def footprint(run: Run) -> Section:
-    p = run.processes.copy()
+    p = run.processes
     if p.empty:
         return Section("Process footprint", "No process measurements in this run.")
-    p["cpu_s_per_run"] = (p["user_cpu_s"] + p["system_cpu_s"]) / p["runs"]
-    p["peak_rss_mib"] = p["peak_rss_bytes"] / 2**20
     t = p.groupby("agent")[["peak_rss_mib", "startup_ms", "cpu_s_per_run", "wall_s"]].median().reset_index()
     parts = [f"{r.agent}: peak RSS {r.peak_rss_mib:.1f} MiB, start-up {r.startup_ms:.1f} ms, "
              f"{1e3 * r.cpu_s_per_run:.1f} ms CPU per run" for r in t.itertuples()]

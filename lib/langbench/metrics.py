@@ -67,6 +67,15 @@ def load_run(run_dir: str | Path) -> pd.DataFrame:
     return final_attempts(df)
 
 
+def processes(rows: list[dict]) -> pd.DataFrame:
+    """processes.jsonl as a table, with CPU seconds per run and peak RSS in MiB."""
+    p = pd.DataFrame(rows)
+    if not p.empty:
+        p["cpu_s_per_run"] = (p["user_cpu_s"] + p["system_cpu_s"]) / p["runs"]
+        p["peak_rss_mib"] = p["peak_rss_bytes"] / 2**20
+    return p
+
+
 def warm(df: pd.DataFrame) -> pd.DataFrame:
     """Measured repetitions that completed: what warm statistics are computed on."""
     return df[(df["phase"] == "measured") & (df["outcome"] == "ok")]

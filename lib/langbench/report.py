@@ -90,10 +90,11 @@ def render(run_dir: str | Path, notebooks=NOTEBOOKS) -> int:
     return 1 if failed else 0
 
 
-def write_summary(run_dir: Path) -> None:
-    """summary.csv from the stored records (the seed's rust_vs_python_sweep_summary.csv)."""
+def write_summary(run_dir: Path, df=None) -> None:
+    """summary.csv from the stored records (the seed's rust_vs_python_sweep_summary.csv);
+    `df` is metrics.load_run(run_dir) when the caller has it already."""
     from langbench import metrics
-    df = metrics.load_run(run_dir)
+    df = metrics.load_run(run_dir) if df is None else df
     if df.empty:
         return
     factors = list(storage.read_json(run_dir / "manifest.json")["parameters"]["matrix"])

@@ -132,8 +132,7 @@ class Sweep:
                                           r.phase != "measured", stats)
                     for r in runs if r.run_id not in written]
             storage.append_jsonl(raw, lost)  # the agent is gone: the raw file is ours now
-            new = self.merge(batch, attempt, raw)
-            self.state.attempts[batch.batch_id] = attempt
+            new = self.merge(batch, attempt, raw)  # records this attempt in self.state
             storage.append_jsonl(self.processes_path, [{
                 "batch_id": batch.batch_id, "attempt": attempt, "config_id": batch.config_id,
                 "mode": batch.mode, "runs": len(runs), **stats.as_dict()}])
@@ -254,13 +253,13 @@ def finish(sweep: Sweep, manifest: dict, manifest_path: Path) -> None:
         ended_at=_now(),
         complete=sweep.finished_runs() == sweep.planned_runs(),
         counts={"planned_runs": sweep.planned_runs(),
-                "records": len(storage.read_jsonl(sweep.records_path)),
+                "records": len(sweep.state.keys),
                 "failed_runs": int(len(failed)),
                 "failed_by_kind": failed["error_kind"].value_counts().to_dict() if len(failed) else {},
                 "unexpected_reloads": len(storage.read_jsonl(sweep.events_path))})
     storage.write_json(manifest_path, manifest)
     from langbench.report import write_summary
-    write_summary(sweep.run_dir)
+    write_summary(sweep.run_dir, df)
 
 
 def run_into(params_file: str | Path, run_dir: str | Path = "") -> str:
