@@ -9,6 +9,8 @@ PY := $(VENV)/bin/python
 PARAMS ?= parameters/quick.yaml
 RUN ?=
 RUN_ID ?=
+LAB_DIR ?= notebooks
+LAB_ARGS ?=
 
 ## help: list the targets
 help:
@@ -25,7 +27,7 @@ setup: $(VENV)/.installed
 
 ## report: sweep PARAMS (default parameters/quick.yaml) on the embedded Ollama, then render the HTML report
 report: setup
-	$(PY) -m langbench report $(PARAMS) $(if $(RUN_ID),--run-id $(RUN_ID))
+	$(PY) -m langbench report $(PARAMS) $(if $(RUN_ID),--run-id $(RUN_ID)) $(if $(ALLOW_MIXED),--allow-mixed)
 
 ## render: re-render a stored run's notebooks and HTML from its records: make render RUN=outputs/<run>
 render: setup
@@ -36,9 +38,11 @@ render: setup
 test: setup browser
 	$(PY) -m pytest
 
-## lab: JupyterLab on notebooks/
+## lab: JupyterLab on notebooks/ (LAB_DIR, LAB_ARGS to change); as root too, as in containers
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	@if [ "$$(id -u)" = 0 ]; then \
+	  echo "lab: running as root (usual in containers), so JupyterLab gets --allow-root" >&2; fi
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS) $(LAB_DIR)
 
 ## browser: Debian's chromium for the HTML tests (installed with apt-get when missing)
 browser:

@@ -19,6 +19,21 @@ def ollama(tmp_path_factory) -> server.Server:
 
 
 @pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """One uninterrupted sweep of tests/fixtures/tiny.yaml through the CLI, shared read-only
+    (tests that change a run copy it first)."""
+    import os
+    import subprocess
+    outputs = tmp_path_factory.mktemp("tiny")
+    done = subprocess.run([sys.executable, "-m", "langbench", "sweep",
+                           str(Path(__file__).parent / "fixtures" / "tiny.yaml"), "--run-id", "ref"],
+                          env={**os.environ, "LANGBENCH_OUTPUTS": str(outputs)},
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    return outputs / "ref"
+
+
+@pytest.fixture(scope="session")
 def agent_commands() -> dict[str, list[str]]:
     """How to launch each agent, as the sweep does."""
     return {
@@ -29,5 +44,5 @@ def agent_commands() -> dict[str, list[str]]:
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if "ollama" in getattr(item, "fixturenames", ()):
+        if {"ollama", "tiny_run"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.server)

@@ -45,6 +45,8 @@ def load_jobs(path: str) -> dict:
         raise JobsError(f"{path}: cannot read jobs file: {e.strerror}") from None
     except json.JSONDecodeError as e:
         raise JobsError(f"{path}: not valid JSON: {e}") from None
+    except UnicodeDecodeError as e:
+        raise JobsError(f"{path}: not UTF-8 text: {e}") from None
     _check(path, jobs, "", dict)
     for key in jobs.keys() - TOP_KEYS:
         raise JobsError(f"{path}: unknown field '{key}'")

@@ -3,9 +3,12 @@ contract": wall time, user and system CPU, peak RSS, start-up)."""
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -34,6 +37,16 @@ def check(agent: str) -> None:
     exe = Path(command(agent)[-1])
     if not exe.exists():
         raise AgentMissing(f"the {agent} agent is missing ({exe}): run `make setup`")
+
+
+def _die_with_runner(runner_pid: int) -> None:
+    """Runs in the agent's child before exec: SIGKILL when the runner dies, however it dies,
+    so that no orphan agent goes on writing records into a run nobody owns."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    if libc.prctl(1, signal.SIGKILL) != 0:  # PR_SET_PDEATHSIG
+        os._exit(126)
+    if os.getppid() != runner_pid:  # the runner died before prctl took effect
+        os._exit(126)
 
 
 def failure_record(agent: str, run_id: str, model: str, options: dict, warmup: bool,
@@ -79,7 +92,8 @@ def run(agent: str, host: str, jobs: Path, out: Path, timeout: float | None = No
         spawn = time.perf_counter()
         proc = subprocess.Popen([*command(agent), "--host", host, "--jobs", str(jobs),
                                  "--out", str(out)], stdout=subprocess.DEVNULL, stderr=err,
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL, 
+                                preexec_fn=functools.partial(_die_with_runner, os.getpid()))
         timed_out = threading.Event()
 
         def kill() -> None:

@@ -1,7 +1,8 @@
 """`python -m langbench COMMAND`: setup, sweep, report, render.
 
 Exit codes: 0 done; 1 a run or notebook failed, or the server could not be used; 2 bad input
-(parameter file, run id, run directory); 130 interrupted.
+(parameter file, run id, a run directory that is corrupt, busy or would mix
+sessions); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from pathlib import Path
 
 
 def _sigterm_as_interrupt(signum, frame):  # so context managers stop the embedded server
@@ -20,34 +22,56 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("setup", help="find or build ollama, assemble and register the model, build the Rust agent")
-    p = sub.add_parser("sweep", help="run (or resume) a sweep into outputs/<run-id>")
-    p.add_argument("params", help="parameter file, e.g. parameters/quick.yaml")
-    p.add_argument("--run-id", help="resume this run id (or start it); default: <name>-<time>")
-    p = sub.add_parser("report", help="sweep, then execute and render every notebook")
-    p.add_argument("params", help="parameter file, e.g. parameters/quick.yaml")
-    p.add_argument("--run-id", help="resume this run id (or start it); default: <name>-<time>")
+    for name, text in (("sweep", "run (or resume) a sweep into outputs/<run-id>"),
+                       ("report", "sweep, then execute and render every notebook")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("params", help="parameter file, e.g. parameters/quick.yaml")
+        p.add_argument("--run-id", help="resume this run id (or start it); default: <name>-<time>")
+        p.add_argument("--allow-mixed", action="store_true",
+                       help="resume even if Ollama, model, parameters or host differ from the "
+                            "first session (each session's provenance is kept; the report says so)")
     p = sub.add_parser("render", help="execute and render the notebooks of a stored run")
     p.add_argument("run_dir", help="outputs/<run-id>")
+    p = sub.add_parser("bundle", help="build what a GPU host without internet needs (≤ 64 MiB)")
+    p.add_argument("kind", choices=["gpu"])
+    p.add_argument("--out", default="gpu-bundle", help="the bundle's folder (replaced)")
+    p = sub.add_parser("gpu-host", help="on a GPU host: CUDA backend, layout, synthetic model, check")
+    p.add_argument("bundle", help="the folder `bundle gpu` made")
+    p.add_argument("--work", default="/tmp/langbench-gpu", help="where to build and lay out")
+    p.add_argument("--small", action="store_true", help="a 2-block model (tests)")
+    p.add_argument("--no-cuda", action="store_true", help="skip the CUDA backend (a CPU host)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
 
     from langbench.agents import AgentMissing
     from langbench.params import ParamsError
     from langbench.server import ServerError
+    from langbench.storage import RunDirError
     try:
         if args.command == "setup":
             from langbench import provision
             return provision.main()
         if args.command == "sweep":
             from langbench.sweep import run_sweep
-            run_dir = run_sweep(args.params, args.run_id)
+            run_dir = run_sweep(args.params, args.run_id, allow_mixed=args.allow_mixed)
             print(run_dir)
+            return 0
+        if args.command in ("bundle", "gpu-host"):
+            from langbench import gpu
+            try:
+                if args.command == "bundle":
+                    gpu.bundle(Path(args.out))
+                else:
+                    gpu.prepare_host(Path(args.bundle), Path(args.work), args.small, not args.no_cuda)
+            except gpu.GpuError as e:
+                print(f"langbench: {e}", file=sys.stderr)
+                return 1
             return 0
         from langbench import report
         if args.command == "report":
-            return report.report(args.params, args.run_id)
+            return report.report(args.params, args.run_id, allow_mixed=args.allow_mixed)
         return report.render(args.run_dir)
-    except ParamsError as e:
+    except (ParamsError, RunDirError) as e:
         print(f"langbench: bad input: {e}", file=sys.stderr)
         return 2
     except (ServerError, AgentMissing) as e:

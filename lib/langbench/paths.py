@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import subprocess
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
@@ -29,8 +32,29 @@ def cache_dir() -> Path:
     return Path(base) / "langbench"
 
 
-def ollama_cache_bin() -> Path:
-    return cache_dir() / f"ollama-{OLLAMA_VERSION}" / "bin" / "ollama"
+# -march=native, less what the cgo build cannot compile: ggml's AMX sources are not part of
+# `go install`, so with AMX on the link fails on Intel Xeons that have it (DESIGN.md).
+NATIVE_CFLAGS = "-O3 -march=native -mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+
+
+def native_target() -> str:
+    """What NATIVE_CFLAGS compile for on this host: the CPU name gcc picks plus a digest of
+    every macro it predefines (the SIMD it enables), so a cache never serves a binary built
+    for another CPU."""
+    cc = os.environ.get("CC") or "cc"
+    args = [cc, *NATIVE_CFLAGS.split()]
+    macros = subprocess.run([*args, "-E", "-dM", "-x", "c", "/dev/null"],
+                            capture_output=True, text=True, check=True).stdout
+    probe = subprocess.run([*args, "-Q", "--help=target"], capture_output=True, text=True).stdout
+    march = re.search(r"^\s*-march=\s*(\S+)", probe, re.M)
+    digest = hashlib.sha256("\n".join(sorted(macros.splitlines())).encode()).hexdigest()[:12]
+    return f"{march.group(1) if march else 'native'}-{digest}"
+
+
+def ollama_cache_bin(target: str | None = None) -> Path:
+    """The cached ollama build for this host's CPU (keyed by version and native_target())."""
+    target = target or native_target()
+    return cache_dir() / f"ollama-{OLLAMA_VERSION}" / target / "bin" / "ollama"
 
 
 def gguf_path() -> Path:

@@ -90,7 +90,33 @@ def build(params: Params) -> list[Batch]:
     return batches
 
 
-def jobs_document(params: Params, batch: Batch, runs: list[Run]) -> dict:
+# Ollama before 0.12.0 aborts the runner when num_ctx < num_batch (default 512); 0.12.0+ sends
+# `opts.NumBatch = min(opts.NumBatch, opts.NumCtx)` itself (llm/server.go). The runner sends
+# that same clamp to an older server, and only where it changes what the server would use.
+OLLAMA_DEFAULT_NUM_BATCH = 512
+CLAMP_FIXED_IN = (0, 12, 0)
+
+
+def needs_num_batch_clamp(ollama_version: str) -> bool:
+    """True for a server older than 0.12.0 (an unparsable version is taken as old)."""
+    try:
+        parts = tuple(int(x) for x in ollama_version.split("-")[0].split(".")[:3])
+    except ValueError:
+        return True
+    return parts < CLAMP_FIXED_IN
+
+
+def clamp_num_batch(options: dict) -> tuple[dict, dict | None]:
+    """Options with num_batch = min(num_batch, num_ctx), as 0.12.0+ does; and what changed
+    ({"num_batch_from", "num_batch_to"}) or None when nothing did."""
+    ctx = options.get("num_ctx")
+    batch = options.get("num_batch", OLLAMA_DEFAULT_NUM_BATCH)
+    if ctx is None or batch <= ctx:
+        return options, None
+    return {**options, "num_batch": ctx}, {"num_batch_from": batch, "num_batch_to": ctx}
+
+
+def jobs_document(params: Params, batch: Batch, runs: list[Run], options: dict | None = None) -> dict:
     """The jobs file (schemas/jobs.schema.json) for `runs` of `batch`."""
     return {
         "schema_version": 1,
@@ -98,7 +124,8 @@ def jobs_document(params: Params, batch: Batch, runs: list[Run]) -> dict:
         "prompts": list(params.prompts),
         "raw": params.fixed["raw"],
         "timeout_s": params.timeouts["run_s"],
-        "runs": [{"run_id": r.run_id, "prompt": r.prompt, "options": batch.options,
+        "runs": [{"run_id": r.run_id, "prompt": r.prompt,
+                  "options": batch.options if options is None else options,
                   "keep_alive": params.fixed["keep_alive"], "warmup": r.phase != "measured"}
                  for r in runs],
     }

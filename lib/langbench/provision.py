@@ -44,8 +44,8 @@ def ensure_ollama() -> Path:
     target = paths.ollama_cache_bin()
     say(f"building ollama v{paths.OLLAMA_VERSION} with go install into {target.parent} "
         "(several minutes on 2 cores, once)")
-    # -march=native: ggml's CPU backend picks SIMD at compile time (DESIGN.md, "The server").
-    flags = "-O3 -march=native"
+    # ggml's CPU backend picks SIMD at compile time (DESIGN.md, "The server").
+    flags = paths.NATIVE_CFLAGS
     env = dict(os.environ, GOBIN=str(target.parent), CGO_ENABLED="1",
                CGO_CFLAGS=flags, CGO_CXXFLAGS=flags, GOFLAGS="-mod=mod")
     ldflags = f"-X=github.com/ollama/ollama/version.Version={paths.OLLAMA_VERSION}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import shutil
 import signal
 import socket
@@ -56,6 +57,12 @@ def find_binary() -> Path:
         "Run `make setup` (builds it with `go install github.com/ollama/ollama@v"
         f"{paths.OLLAMA_VERSION}`), or install Ollama and put it on PATH."
     )
+
+
+def log_simd(log_text: str) -> set[str]:
+    """The CPU features ggml's CPU backend reports in an Ollama log (`CPU.0.AVX2=1` …):
+    what the binary was compiled for, intersected with what the host runs."""
+    return set(re.findall(r"\bCPU\.\d+\.([A-Z0-9_]+)=1\b", log_text))
 
 
 def normalise_url(host: str) -> str:

@@ -1,11 +1,38 @@
-"""Files of a run directory: JSON lines appended durably, JSON documents written atomically."""
+"""Files of a run directory: JSON lines appended durably, JSON documents written atomically,
+one writer at a time (an exclusive lock on the directory)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+
+class RunDirError(ValueError):
+    """A run directory cannot be used as it is (corrupt file, busy, mixed); the message says
+    which file or run and what to do. The CLI turns it into exit 2."""
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (Linux: /proc/self/status)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def user_file_mode() -> int:
+    """The permissions of a file the user creates (0666 less the umask): what a web server
+    serving a shared run needs, unlike mkstemp's 0600."""
+    return 0o666 & ~_umask()
 
 
 def append_jsonl(path: Path, rows: list[dict]) -> None:
@@ -20,19 +47,29 @@ def append_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def read_jsonl(path: Path, repair: bool = False) -> list[dict]:
-    """Every complete line. A torn last line (a crash mid-write) is ignored, or cut off the
-    file when `repair` is set, so that appending after it cannot glue two records together."""
+    """Every line. Only a torn last line (no newline: a crash mid-write) is dropped, and cut
+    off the file when `repair` is set, so that appending after it cannot glue two records
+    together. A malformed complete line anywhere is a RunDirError naming file and line:
+    nothing after it is ever cut off."""
     if not path.exists():
         return []
     raw = path.read_bytes()
     rows, good = [], 0
-    for line in raw.splitlines(keepends=True):
+    for number, line in enumerate(raw.splitlines(keepends=True), 1):
         if not line.endswith(b"\n"):
-            break
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            break
+            break  # the torn last line
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError as e:
+                after = raw.count(b"\n") - number
+                raise RunDirError(
+                    f"{path}:{number}: malformed JSON line ({e}); the {after} "
+                    "line(s) after it are intact. Nothing was changed: fix or delete that line "
+                    "by hand (keep a copy first), then rerun.") from None
+            if not isinstance(rows[-1], dict):
+                raise RunDirError(f"{path}:{number}: a JSON line that is not an object; "
+                                  "fix or delete that line by hand, then rerun.")
         good += len(line)
     if repair and good < len(raw):
         with open(path, "r+b") as f:
@@ -45,6 +82,7 @@ def write_json(path: Path, doc: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, user_file_mode())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(doc, f, indent=2, default=str)
             f.write("\n")
@@ -58,3 +96,24 @@ def write_json(path: Path, doc: dict) -> None:
 
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path, what: str) -> Iterator[None]:
+    """Hold the run directory's exclusive lock (flock on run_dir/.lock) for `what` (sweep,
+    render); a second holder gets a RunDirError at once, never a wait or a mixed file."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = run_dir / ".lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, user_file_mode())
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise RunDirError(f"{run_dir}: in use by {holder}; wait for it to end, or use "
+                              "another --run-id") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"langbench {what} (pid {os.getpid()})\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
