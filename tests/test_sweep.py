@@ -151,7 +151,7 @@ def test_resuming_a_run_id_with_other_parameters_is_refused(tmp_path):
     run_dir = tmp_path / "r1"
     run_dir.mkdir()
     storage.write_json(run_dir / "manifest.json", {"parameters_digest": "something else"})
-    with pytest.raises(params_mod.ParamsError, match="exists with other parameters"):
+    with pytest.raises(storage.RunDirError, match="exists with other parameters.*--allow-mixed"):
         sweep.prepare(TINY, "r1", tmp_path)
 
 
@@ -177,13 +177,9 @@ def _ok_run_ids(run_dir: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def reference_run(tmp_path_factory) -> Path:
+def reference_run(tiny_run) -> Path:
     """An uninterrupted tiny sweep."""
-    outputs = tmp_path_factory.mktemp("ref")
-    proc = _run_cli("ref", outputs)
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err
-    return outputs / "ref"
+    return tiny_run
 
 
 def test_uninterrupted_sweep_writes_every_planned_run_and_the_manifest(reference_run):

@@ -65,6 +65,7 @@ class Run:
     df: pd.DataFrame
     processes: pd.DataFrame
     factors: list[str]
+    attempts: pd.DataFrame  # every record, failed attempts that a retry replaced included
     alpha: float = stats.ALPHA
     margin_rel: float = 0.02
 
@@ -73,12 +74,13 @@ class Run:
         """`run_dir` empty: the newest run under outputs/ (what JupyterLab users usually want)."""
         run_dir = Path(run_dir) if str(run_dir) else newest_run()
         manifest = storage.read_json(run_dir / "manifest.json")
-        df = metrics.load_run(run_dir)
+        attempts = metrics.load_attempts(run_dir)
+        df = metrics.final_attempts(attempts)
         if df.empty:
             raise ValueError(f"{run_dir}: no records: run the sweep first")
         factors = list(manifest["parameters"]["matrix"])
         procs = metrics.processes(storage.read_jsonl(run_dir / "processes.jsonl"))
-        return cls(run_dir, manifest, df, procs, factors, alpha, margin_rel)
+        return cls(run_dir, manifest, df, procs, factors, attempts, alpha, margin_rel)
 
     @property
     def warm(self) -> pd.DataFrame:
@@ -102,7 +104,35 @@ class Run:
             notes.append("These numbers come from a CPU-only host: num_gpu only forces a reload "
                          "here, and a small model on a few cores is not the seed's GPU setting. "
                          "Read the differences, not the absolute speeds.")
+        if (m.get("model") or {}).get("note"):
+            notes.append(f"Model: {m['model']['note']}.")
+        notes += [n for n in (self.clamp_sentence(), self.mixed_sentence()) if n]
         return Section("What was measured", sentence, notes=notes)
+
+    def clamp_sentence(self) -> str:
+        """The num_batch clamp sent to a server older than 0.12.0, from the records."""
+        clamp = self.manifest.get("num_batch_clamp") or {}
+        if "num_batch_clamp" not in self.df:
+            return ""
+        hit = self.df[self.df["num_batch_clamp"].notna()]
+        if hit.empty:
+            return ""
+        sizes = sorted({(c["num_batch_from"], c["num_batch_to"]) for c in hit["num_batch_clamp"]})
+        configs = sorted(hit["config_id"].unique())
+        return (f"Ollama {self.manifest.get('ollama_version')} predates {clamp.get('fixed_in_ollama', '0.12.0')}, "
+                f"which clamps num_batch to num_ctx itself, so the runner sent that clamp "
+                f"(num_batch {', '.join(f'{a}→{b}' for a, b in sizes)}) in {len(hit)} runs of "
+                f"{len(configs)} configs ({', '.join(configs)}); the other runs were sent as planned.")
+
+    def mixed_sentence(self) -> str:
+        mixed = self.manifest.get("mixed")
+        if not mixed:
+            return ""
+        sessions = self.manifest.get("sessions", [])
+        values = {k: sorted({str((s.get("provenance") or {}).get(k)) for s in sessions}) for k in mixed}
+        return (f"This run is mixed: its {len(sessions)} sessions differ in "
+                + "; ".join(f"{k} ({' vs '.join(v)})" for k, v in values.items())
+                + ". It was resumed with --allow-mixed; comparisons across sessions mix those conditions.")
 
 
 # --- sweep ------------------------------------------------------------------------------------
@@ -114,13 +144,26 @@ def sweep_overview(run: Run) -> Section:
                 f"{counts.get('error', 0)} errors, {counts.get('truncated', 0)} truncated, over "
                 f"{run.df['config_id'].nunique()} configs × {run.df['mode'].nunique()} modes × "
                 f"{run.df['agent'].nunique()} agents.")
-    return Section("What ran", sentence, t, plots.timeline(run.df))
+    sessions = run.manifest.get("sessions", [])
+    restarts = sum(s.get("server_restarts", 0) for s in sessions)
+    notes = [f"The sweep ran in {len(sessions)} session(s); the embedded Ollama was restarted "
+             f"{restarts} time(s) after it died"
+             + (" (runs in flight then are counted among the failed attempts below)." if restarts else ".")]
+    return Section("What ran", sentence, t, plots.timeline(run.df), notes=notes)
 
 
 def failures(run: Run) -> Section:
     bad = run.df[run.df["outcome"] != "ok"]
+    failed_attempts = run.attempts[run.attempts["outcome"] != "ok"]
+    recovered = sorted(set(failed_attempts["run_id"]) - set(bad["run_id"]))
+    retry_note = (f"{len(failed_attempts)} attempts failed in all; {len(recovered)} runs failed "
+                  f"first and succeeded on a retry (their failed attempts stay in records.jsonl and "
+                  f"count here): "
+                  + ", ".join(f"{k} {v}" for k, v in failed_attempts["error_kind"].value_counts().items())
+                  + ".") if len(failed_attempts) else ""
     if bad.empty:
-        return Section("Failures", "No run failed.")
+        return Section("Failures", "No run failed in its final attempt.",
+                       notes=[retry_note] if retry_note else [])
     t = (bad.groupby(["config_id", *run.factors, "mode", "agent", "outcome", "error_kind"])
          .agg(runs=("run_id", "size"), message=("error_message", "first")).reset_index())
     t["message"] = t["message"].str.slice(0, 160)
@@ -129,7 +172,7 @@ def failures(run: Run) -> Section:
                 f"is {bad['error_kind'].value_counts().index[0]} "
                 f"({bad['error_kind'].value_counts().iloc[0]} runs). Cells without measured runs "
                 f"drop out of the comparisons that need them.")
-    return Section("Failures", sentence, t, notes=[_failure_pattern(run, bad)])
+    return Section("Failures", sentence, t, notes=[n for n in (_failure_pattern(run, bad), retry_note) if n])
 
 
 def _failure_pattern(run: Run, bad: pd.DataFrame) -> str:
@@ -459,3 +502,85 @@ def reloads(run: Run) -> Section:
         return Section("Unexpected reloads", "No warm run paid a reload (load_duration stayed near the warm median).")
     return Section("Unexpected reloads", f"{len(ev)} warm runs paid a reload where none was expected; "
                    "they are in the warm statistics and explain outliers there.", ev)
+
+
+# --- GPU: offload, power, energy ---------------------------------------------------------------
+
+def _gpu_frame(run: Run) -> pd.DataFrame:
+    """Warm runs with the offload their batch ended in and their energy (empty off-GPU)."""
+    tel = storage.read_jsonl(run.run_dir / "telemetry.jsonl")
+    off = metrics.offload_table(run.processes)
+    if not tel or off.empty or "layers_gpu" not in off:
+        return pd.DataFrame()
+    off = off.sort_values("attempt").groupby("batch_id").tail(1)[["batch_id", "layers_gpu", "layers_total",
+                                                                  "size", "size_vram"]]
+    idle = (run.manifest.get("gpu_idle") or {}).get("power_w") or {}
+    w = metrics.energy_per_run(run.warm, tel, sum(idle.values()) if idle else None)
+    w = w.merge(off, on="batch_id", how="left")
+    w["offload"] = [f"{int(a)}/{int(b)}" if pd.notna(a) and pd.notna(b) else "?"
+                    for a, b in zip(w["layers_gpu"], w["layers_total"])]
+    return w
+
+
+def gpu_setting(run: Run) -> Section:
+    gpus = run.manifest.get("host", {}).get("gpus", [])
+    tel = storage.read_jsonl(run.run_dir / "telemetry.jsonl")
+    if not gpus or not tel:
+        return Section("GPU", "This run was made on a host without an NVIDIA GPU (NVML found none), so "
+                       "it has no GPU telemetry, no offload and no energy figures; nothing in this "
+                       "section applies.")
+    idle = (run.manifest.get("gpu_idle") or {}).get("power_w") or {}
+    counter = (run.manifest.get("telemetry") or {}).get("energy_counter") or []
+    t = pd.DataFrame(tel)
+    span = t["t_unix"].max() - t["t_unix"].min()
+    sentence = (f"{len(gpus)} GPU ({', '.join(g['name'] for g in gpus)}, driver {gpus[0].get('driver')}); "
+                f"{len(t)} NVML samples over {span:.0f} s (median gap {1e3 * t.groupby(['batch_id', 'gpu'])['t_unix'].diff().median():.0f} ms); "
+                f"idle power before the sweep {sum(idle.values()):.1f} W; energy from "
+                f"{'the GPU energy counter' if counter and all(counter) else 'integrated power samples'}.")
+    return Section("GPU and telemetry", sentence, figure=plots.power_trace(t))
+
+
+def gpu_offload(run: Run) -> Section:
+    w = _gpu_frame(run)
+    if w.empty:
+        return Section("Offload actually done", "No offload was recorded (no GPU in this run).")
+    by = (w.groupby(["mode", "num_gpu"] if "num_gpu" in w else ["mode"])
+          .agg(offload=("offload", lambda x: ", ".join(sorted(set(x)))),
+               size_gb=("size", lambda x: x.mean() / 1e9), size_vram_gb=("size_vram", lambda x: x.mean() / 1e9))
+          .reset_index())
+    chim = by[by["mode"] == "chimera"]
+    groups = chim.groupby("offload")["num_gpu"].apply(lambda x: sorted(int(v) for v in x)) if "num_gpu" in chim else {}
+    parts = []
+    for offload, values in (groups.items() if len(groups) else []):
+        names = ", ".join(map(str, values))
+        parts.append(f"num_gpu {names} {'all ' if len(values) > 1 else ''}ended with {offload} layers on the GPU"
+                     + (" (one setting)" if len(values) > 1 else ""))
+    base = by[by["mode"] == "baseline"]["offload"].unique()
+    sentence = ("; ".join(parts) + f". Ollama's default (baseline) offloaded {', '.join(base)}.") if parts else         "No chimera batch recorded its offload."
+    return Section("Offload actually done (server log and /api/ps)", sentence, by)
+
+
+def gpu_energy(run: Run) -> Section:
+    w = _gpu_frame(run)
+    if w.empty or w["energy_j"].isna().all():
+        return Section("Power and energy per token", "No energy figures (no GPU telemetry in this run).")
+    t = (w.groupby(["offload", "agent"])
+         .agg(runs=("run_id", "size"), throughput_tps=("throughput_tps", "mean"), ttft_ms=("ttft_ms", "median"),
+              power_w=("power_w", "mean"), j_per_token=("j_per_token", "mean"),
+              j_per_token_above_idle=("j_per_token_above_idle", "mean"))
+         .reset_index())
+    pooled = w.groupby("offload").agg(tps=("throughput_tps", "mean"), power=("power_w", "mean"),
+                                      jpt=("j_per_token", "mean"), ttft=("ttft_ms", "median"))
+    parts = [f"with {o} layers on the GPU, {r.tps:.1f} tok/s, median TTFT {r.ttft:.1f} ms, {r.power:.0f} W, "
+             f"{r.jpt:.3f} J/token" for o, r in pooled.sort_index(key=lambda i: i.map(_layers), ascending=False).iterrows()]
+    sources = ", ".join(sorted(w["energy_source"].dropna().unique()))
+    return Section("Throughput, power and energy against the offload", "; ".join(parts) +
+                   f" (energy per run from {sources}, joined to each run's own time window).", t,
+                   plots.gpu_by_offload(w.dropna(subset=["j_per_token"])))
+
+
+def _layers(offload: str) -> int:
+    try:
+        return int(offload.split("/")[0])
+    except ValueError:
+        return -1

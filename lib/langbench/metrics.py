@@ -57,14 +57,17 @@ def final_attempts(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values("attempt").groupby("run_id", sort=False).tail(1).sort_values("order_key")
 
 
+def load_attempts(run_dir: str | Path) -> pd.DataFrame:
+    """Every record of a run directory, failed attempts that a retry replaced included."""
+    df = frame(storage.read_jsonl(Path(run_dir) / "records.jsonl"))
+    if not df.empty:
+        df["order_key"] = range(len(df))
+    return df
+
+
 def load_run(run_dir: str | Path) -> pd.DataFrame:
     """The records of a run directory as a derived table, final attempts only."""
-    records = storage.read_jsonl(Path(run_dir) / "records.jsonl")
-    df = frame(records)
-    if df.empty:
-        return df
-    df["order_key"] = range(len(df))
-    return final_attempts(df)
+    return final_attempts(load_attempts(run_dir))
 
 
 def processes(rows: list[dict]) -> pd.DataFrame:
@@ -110,3 +113,70 @@ def summary(df: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
     failed = df[df["outcome"] != "ok"].groupby(keys).size().rename("failed_runs")
     out = out.join(failed).fillna({"failed_runs": 0})
     return out.reset_index()
+
+
+# --- GPU: offload and energy (telemetry.jsonl, written by the runner on a GPU host) -----------
+
+def offload_table(procs: pd.DataFrame) -> pd.DataFrame:
+    """One row per batch: what the server actually offloaded (layers, size, size_vram)."""
+    if procs.empty or "offload" not in procs:
+        return pd.DataFrame()
+    rows = [{"batch_id": b, "attempt": a, **(o or {})}
+            for b, a, o in zip(procs["batch_id"], procs["attempt"], procs["offload"])]
+    t = pd.DataFrame(rows)
+    if "size_vram" in t and "size" in t:
+        t["vram_share"] = pd.to_numeric(t["size_vram"], errors="coerce") / pd.to_numeric(t["size"], errors="coerce")
+    return t
+
+
+def energy_per_run(df: pd.DataFrame, telemetry: list[dict], idle_power_w: float | None = None) -> pd.DataFrame:
+    """Energy of each run from the samples of its batch, joined by time over [t0, t0 + e2e]:
+    the energy counter's delta where every GPU has one (NVML, mJ), else power integrated
+    (trapezoid). Summed over GPUs. Adds energy_j, energy_source, mean power_w, j_per_token and,
+    with an idle baseline, energy_above_idle_j and j_per_token_above_idle."""
+    out = df.copy()
+    for col in ("energy_j", "power_w", "j_per_token", "energy_above_idle_j", "j_per_token_above_idle"):
+        out[col] = np.nan
+    out["energy_source"] = None
+    if not telemetry or out.empty:
+        return out
+    t = pd.DataFrame(telemetry)
+    groups = {key: g.sort_values("t_unix") for key, g in t.groupby(["batch_id", "gpu"])}
+    gpus = sorted(t["gpu"].unique())
+    for idx, rec in out.iterrows():
+        start, e2e = rec.get("t0_unix"), rec.get("e2e_ms")
+        if pd.isna(start) or pd.isna(e2e):
+            continue
+        end = start + e2e / 1e3
+        energy, source = 0.0, "counter"
+        for gpu in gpus:
+            g = groups.get((rec["batch_id"], gpu))
+            if g is None or len(g) < 2 or g["t_unix"].iloc[0] > start or g["t_unix"].iloc[-1] < end:
+                energy = np.nan
+                break
+            ts = g["t_unix"].to_numpy(float)
+            counter = pd.to_numeric(g["energy_mj"], errors="coerce").to_numpy(float)
+            if np.isfinite(counter).all():
+                energy += (np.interp(end, ts, counter) - np.interp(start, ts, counter)) / 1e3
+            else:
+                source = "power"
+                power = pd.to_numeric(g["power_w"], errors="coerce").to_numpy(float)
+                inside = (ts > start) & (ts < end)
+                xs = np.concatenate([[start], ts[inside], [end]])
+                ys = np.concatenate([[np.interp(start, ts, power)], power[inside], [np.interp(end, ts, power)]])
+                energy += float(np.trapezoid(ys, xs))
+        if not np.isfinite(energy):
+            continue
+        seconds = e2e / 1e3
+        out.at[idx, "energy_j"] = energy
+        out.at[idx, "energy_source"] = source
+        out.at[idx, "power_w"] = energy / seconds if seconds > 0 else np.nan
+        tokens = rec.get("eval_count")
+        if tokens and tokens > 0:
+            out.at[idx, "j_per_token"] = energy / tokens
+        if idle_power_w is not None:
+            above = energy - idle_power_w * seconds
+            out.at[idx, "energy_above_idle_j"] = above
+            if tokens and tokens > 0:
+                out.at[idx, "j_per_token_above_idle"] = above / tokens
+    return out

@@ -82,3 +82,27 @@ def drift(df: pd.DataFrame):
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def gpu_by_offload(t: pd.DataFrame):
+    """Throughput, GPU power and J/token against the offload (one panel each)."""
+    panels = [("throughput_tps", "throughput (tok/s)"), ("power_w", "GPU power (W)"),
+              ("j_per_token", "energy (J/token)")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(11, 3.4))
+    for ax, (col, label) in zip(axes, panels):
+        sns.barplot(data=t, x="offload", y=col, hue="agent", palette=PALETTE, ax=ax, errorbar=("ci", 95))
+        ax.set(ylabel=label, xlabel="layers on GPU")
+        if ax is not axes[0]:
+            ax.get_legend().remove() if ax.get_legend() else None
+    fig.tight_layout()
+    return fig
+
+
+def power_trace(tel: pd.DataFrame):
+    """GPU power over the sweep, coloured by batch offload."""
+    fig, ax = plt.subplots(figsize=(11, 2.8))
+    t0 = tel["t_unix"].min()
+    ax.plot(tel["t_unix"] - t0, tel["power_w"], lw=0.6, color="#444")
+    ax.set(xlabel="seconds into the sweep", ylabel="GPU power (W)")
+    fig.tight_layout()
+    return fig

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from langbench import paths, storage
 
-NOTEBOOKS = ("sweep", "throughput", "ttft", "success_patterns", "decision_matrix", "validity")
+NOTEBOOKS = ("sweep", "throughput", "ttft", "success_patterns", "decision_matrix", "validity", "gpu")
 TITLES = {
     "sweep": "Sweep: what ran, what failed",
     "throughput": "Throughput (seed §3)",
@@ -23,6 +23,7 @@ TITLES = {
     "success_patterns": "Optimization success patterns (seed §5–6)",
     "decision_matrix": "Decision matrix and factor models (seed §7, Appendix B)",
     "validity": "Measurement validity (seed Appendix C)",
+    "gpu": "GPU: offload, power and energy per token",
 }
 
 
@@ -64,6 +65,11 @@ def render(run_dir: str | Path, notebooks=NOTEBOOKS) -> int:
         from langbench.params import ParamsError
         raise ParamsError(f"{run_dir}: not a run directory (no manifest.json/records.jsonl): "
                           "run `make report` or `python -m langbench sweep` first")
+    with storage.locked(run_dir, "render"):
+        return _render(run_dir, notebooks)
+
+
+def _render(run_dir: Path, notebooks) -> int:
     html_dir = run_dir / "html"
     html_dir.mkdir(parents=True, exist_ok=True)
     write_summary(run_dir)
@@ -156,7 +162,7 @@ commit <code>{html.escape(str((manifest.get('git') or {}).get('commit')))}</code
     return target
 
 
-def report(params_path: str, run_id: str | None = None) -> int:
+def report(params_path: str, run_id: str | None = None, allow_mixed: bool = False) -> int:
     from langbench.sweep import run_sweep
-    run_dir = run_sweep(params_path, run_id)
+    run_dir = run_sweep(params_path, run_id, allow_mixed=allow_mixed)
     return render(run_dir)

@@ -12,7 +12,9 @@ or has failed 1 + retries times; only unfinished runs are run again.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import re
 import shutil
 import statistics
 import sys
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm  # not tqdm.auto: it warns in a kernel without ipywidgets
 
-from langbench import agents, metrics, paths, plan, provenance, server, storage
+from langbench import agents, gguf_synth, metrics, paths, plan, provenance, server, storage, telemetry
 from langbench.params import Params, ParamsError, load
 
 
@@ -31,6 +33,11 @@ def _now() -> str:
 
 def new_run_id(params: Params) -> str:
     return f"{params.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def resume_run_id(batch: plan.Batch, attempt: int) -> str:
+    """The run the runner adds when it resumes mid-batch (it pays the reload; not measured)."""
+    return f"{batch.batch_id}-resume{attempt}"
 
 
 @dataclass
@@ -75,9 +82,36 @@ class Keeper:
         return self.srv.url
 
 
+class Offload:
+    """What the server actually offloaded after a batch: layers on GPU (from its log, where
+    the runner has it) and size / size_vram (from /api/ps)."""
+
+    PATTERN = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
+
+    def __init__(self, log_path: Path | None):
+        self.log_path, self.offset, self.layers = log_path, 0, (None, None)
+
+    def after_batch(self, url: str, model: str) -> dict:
+        if self.log_path and self.log_path.exists():
+            with open(self.log_path, "rb") as f:
+                f.seek(self.offset)
+                text = f.read().decode(errors="replace")
+                self.offset = f.tell()
+            found = self.PATTERN.findall(text)
+            if found:  # a reload in this batch; else the model stayed as it was
+                self.layers = tuple(int(x) for x in found[-1])
+        loaded = [m for m in provenance.loaded_models(url) if m["name"] in (model, f"{model}:latest")]
+        size, vram = (loaded[0]["size"], loaded[0]["size_vram"]) if loaded else (None, None)
+        return {"layers_gpu": self.layers[0], "layers_total": self.layers[1],
+                "size": size, "size_vram": vram}
+
+
 class Sweep:
-    def __init__(self, params: Params, run_dir: Path):
+    def __init__(self, params: Params, run_dir: Path, clamp: bool = False):
         self.params, self.run_dir = params, run_dir
+        self.clamp = clamp  # send num_batch ≤ num_ctx (a server older than 0.12.0)
+        self.sampler: telemetry.Sampler | None = None  # NVML, on a GPU host
+        self.offload: Offload | None = None
         self.batches = plan.build(params)
         self.records_path = run_dir / "records.jsonl"
         self.processes_path = run_dir / "processes.jsonl"
@@ -93,20 +127,32 @@ class Sweep:
         by_id = {b.batch_id: b for b in self.batches}
         for raw in sorted(self.jobs_dir.glob("*.records.jsonl")):
             batch_id, attempt = raw.name.removesuffix(".records.jsonl").rsplit("-a", 1)
+            if batch_id not in by_id:
+                raise storage.RunDirError(
+                    f"{raw}: batch {batch_id} is not in this run's plan; the run was made with "
+                    "other parameters: render it as it is, or sweep into another --run-id")
             self.merge(by_id[batch_id], int(attempt), raw)
 
     def merge(self, batch: plan.Batch, attempt: int, raw: Path) -> list[dict]:
         """Append the raw file's records not yet in records.jsonl, with the plan's fields."""
-        phases = {r.run_id: r for r in batch.runs}
+        phases = {r.run_id: r.phase for r in batch.runs}
+        phases[resume_run_id(batch, attempt)] = "resume"
+        clamped = plan.clamp_num_batch(batch.options)[1]
         new = []
-        for rec in storage.read_jsonl(raw):
+        for number, rec in enumerate(storage.read_jsonl(raw), 1):
+            if rec.get("run_id") not in phases:  # not planned: never guess what it was
+                raise storage.RunDirError(
+                    f"{raw}:{number}: run id {rec.get('run_id')!r} is not in this run's plan "
+                    f"for batch {batch.batch_id} attempt {attempt}; the file was written by "
+                    "something else: move it out of jobs/ and rerun")
             if (rec["run_id"], attempt) in self.state.keys:
                 continue
-            run = phases.get(rec["run_id"])
+            sent_batch = (rec.get("options") or {}).get("num_batch")
             rec.update(batch_id=batch.batch_id, order=batch.order, config_id=batch.config_id,
                        config=batch.config, mode=batch.mode, attempt=attempt,
-                       phase=run.phase if run else "resume",
-                       reload_expected=batch.reload_expected)
+                       phase=phases[rec["run_id"]], reload_expected=batch.reload_expected,
+                       num_batch_clamp=clamped if clamped and sent_batch == clamped["num_batch_to"]
+                       and batch.options.get("num_batch") != sent_batch else None)
             new.append(rec)
         storage.append_jsonl(self.records_path, new)
         for rec in new:
@@ -120,22 +166,25 @@ class Sweep:
             attempt = self.state.attempts.get(batch.batch_id, 0) + 1
             runs = list(todo)
             if todo[0].phase != "cold":  # resuming mid-batch: pay the reload before measuring
-                runs.insert(0, plan.Run(f"{batch.batch_id}-resume{attempt}", "resume", 0, 0))
+                runs.insert(0, plan.Run(resume_run_id(batch, attempt), "resume", 0, 0))
             stem = f"{batch.batch_id}-a{attempt}"
             jobs = self.jobs_dir / f"{stem}.json"
-            storage.write_json(jobs, plan.jobs_document(self.params, batch, runs))
+            options = plan.clamp_num_batch(batch.options)[0] if self.clamp else batch.options
+            storage.write_json(jobs, plan.jobs_document(self.params, batch, runs, options))
             raw = self.jobs_dir / f"{stem}.records.jsonl"
             host = keeper.ensure()
-            stats = agents.run(batch.agent, host, jobs, raw, timeout=self.params.timeouts["batch_s"])
+            with self.sampler.batch(batch.batch_id) if self.sampler else contextlib.nullcontext():
+                stats = agents.run(batch.agent, host, jobs, raw, timeout=self.params.timeouts["batch_s"])
+            offload = self.offload_after(host)
             written = {r["run_id"] for r in storage.read_jsonl(raw, repair=True)}
-            lost = [agents.failure_record(batch.agent, r.run_id, self.params.model, batch.options,
+            lost = [agents.failure_record(batch.agent, r.run_id, self.params.model, options,
                                           r.phase != "measured", stats)
                     for r in runs if r.run_id not in written]
             storage.append_jsonl(raw, lost)  # the agent is gone: the raw file is ours now
             new = self.merge(batch, attempt, raw)  # records this attempt in self.state
             storage.append_jsonl(self.processes_path, [{
                 "batch_id": batch.batch_id, "attempt": attempt, "config_id": batch.config_id,
-                "mode": batch.mode, "runs": len(runs), **stats.as_dict()}])
+                "mode": batch.mode, "runs": len(runs), **stats.as_dict(), "offload": offload}])
             self.check_reloads(new)
             left = len(self.state.pending(batch, retries))
             bar.update(len(todo) - left)
@@ -148,6 +197,14 @@ class Sweep:
                 tqdm.write(f"sweep: {batch.agent} agent exited {stats.exit_code}"
                            f"{' (timed out)' if stats.timed_out else ''}: {stats.stderr_tail}",
                            file=sys.stderr)
+
+    def offload_after(self, url: str) -> dict | None:
+        if self.offload is None:
+            return None
+        try:
+            return self.offload.after_batch(url, self.params.model)
+        except Exception as e:  # a dead server: the batch's records already say what failed
+            return {"error": f"{type(e).__name__}: {e}"[:200]}
 
     def check_reloads(self, new: list[dict]) -> None:
         """Log a reload where none was expected: load_duration far above the warm median."""
@@ -174,8 +231,39 @@ class Sweep:
         return sum(len(b.runs) - len(self.state.pending(b, self.params.retries)) for b in self.batches)
 
 
+PROVENANCE_KEYS = ("ollama_version", "model_digest", "parameters_digest", "host_cpu", "host_gpus")
+
+
+def session_provenance(params: Params, url: str, model: dict, host: dict) -> dict:
+    """What must stay the same across the sessions of one run (DESIGN.md, "Sweep")."""
+    return {"ollama_version": provenance.ollama_version(url),
+            "model_digest": model.get("gguf_sha256"),
+            "parameters_digest": params.digest(),
+            "host_cpu": host.get("cpu_model"),
+            "host_gpus": [g.get("name") for g in host.get("gpus", [])]}
+
+
+def first_provenance(manifest: dict) -> dict | None:
+    """The first session's provenance (older manifests kept it only at the top level)."""
+    for session in manifest.get("sessions", []):
+        if session.get("provenance"):
+            return session["provenance"]
+    if not manifest.get("ollama_version"):
+        return None
+    return {"ollama_version": manifest.get("ollama_version"),
+            "model_digest": (manifest.get("model") or {}).get("gguf_sha256"),
+            "parameters_digest": manifest.get("parameters_digest"),
+            "host_cpu": (manifest.get("host") or {}).get("cpu_model"),
+            "host_gpus": [g.get("name") for g in (manifest.get("host") or {}).get("gpus", [])]}
+
+
+def provenance_differences(first: dict, now: dict) -> list[str]:
+    return [f"{k}: {first.get(k)!r} in the first session, {now.get(k)!r} now"
+            for k in PROVENANCE_KEYS if first.get(k) != now.get(k)]
+
+
 def prepare(params_path: str | Path, run_id: str | None = None,
-            outputs: Path = paths.OUTPUTS) -> tuple[Params, Path]:
+            outputs: Path = paths.OUTPUTS, allow_mixed: bool = False) -> tuple[Params, Path]:
     """Validate everything before anything is written; a bad file raises ParamsError."""
     params = load(params_path)
     for agent in params.agents:
@@ -185,51 +273,74 @@ def prepare(params_path: str | Path, run_id: str | None = None,
         raise ParamsError(f"--run-id {run_id!r}: use letters, digits, '-', '_' and '.' only")
     run_dir = Path(outputs) / run_id
     manifest = run_dir / "manifest.json"
-    if manifest.exists():
+    if manifest.exists() and not allow_mixed:
         stored = storage.read_json(manifest)
         if stored.get("parameters_digest") != params.digest():
-            raise ParamsError(f"{params.path}: run {run_id} exists with other parameters "
-                              f"({manifest}); choose another --run-id")
+            raise storage.RunDirError(
+                f"{params.path}: run {run_id} exists with other parameters ({manifest}): "
+                "choose another --run-id, or pass --allow-mixed to resume it with these")
     return params, run_dir
 
 
 def run_sweep(params_path: str | Path, run_id: str | None = None,
-              outputs: Path = paths.OUTPUTS, progress: bool = True) -> Path:
-    params, run_dir = prepare(params_path, run_id, outputs)
+              outputs: Path = paths.OUTPUTS, progress: bool = True,
+              allow_mixed: bool = False) -> Path:
+    params, run_dir = prepare(params_path, run_id, outputs, allow_mixed)
     fresh = not run_dir.exists()
     try:
-        return _run(params, run_dir, progress)
-    except server.ServerError:
+        with storage.locked(run_dir, "sweep"):
+            return _run(params, run_dir, progress, allow_mixed)
+    except (server.ServerError, storage.RunDirError):
         if fresh:  # nothing was measured: leave no half-made run behind
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
 
-def _run(params: Params, run_dir: Path, progress: bool) -> Path:
-    sweep = Sweep(params, run_dir)
-    sweep.jobs_dir.mkdir(parents=True, exist_ok=True)
-    storage.write_json(run_dir / "plan.json", {"batches": [b.as_dict() for b in sweep.batches]})
-    sweep.load_state()
+def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool) -> Path:
     manifest_path = run_dir / "manifest.json"
     manifest = storage.read_json(manifest_path) if manifest_path.exists() else {
         "schema_version": 1, "run_id": run_dir.name, "parameters_file": str(params.path),
         "parameters": params.raw, "prompts": list(params.prompts),
         "parameters_digest": params.digest(), "started_at": _now(), "sessions": []}
-
+    sweep = Sweep(params, run_dir)
+    sweep.jobs_dir.mkdir(parents=True, exist_ok=True)
+    sweep.load_state()
     total, done = sweep.planned_runs(), sweep.finished_runs()
     if done < total:
         with server.ollama_server(params.server["host"], params.model,
                                   log_path=run_dir / "ollama.log") as srv:
-            session = {"started_at": _now(), "resumed_from_runs": done}
+            model, host = provenance.model_details(srv.url, params.model), provenance.host_info()
+            if params.model == gguf_synth.SYNTHETIC_MODEL:
+                model["note"] = gguf_synth.MODEL_NOTE
+            now = session_provenance(params, srv.url, model, host)
+            first = first_provenance(manifest)
+            diffs = provenance_differences(first, now) if first else []
+            if diffs and not allow_mixed:
+                raise storage.RunDirError(
+                    f"{run_dir}: refusing to resume: this session differs from the first one "
+                    f"({'; '.join(diffs)}). Resume where the run started, use another --run-id, "
+                    "or pass --allow-mixed to keep both (the report then says the run is mixed)")
+            if diffs:
+                manifest["mixed"] = sorted(set(manifest.get("mixed", [])) | {d.split(":")[0] for d in diffs})
+            sweep.clamp = plan.needs_num_batch_clamp(now["ollama_version"])
+            session = {"started_at": _now(), "resumed_from_runs": done, "provenance": now,
+                       "num_batch_clamp": sweep.clamp}
             manifest["sessions"].append(session)
             manifest.update(
-                git=provenance.git_commit(), ollama_version=provenance.ollama_version(srv.url),
+                git=provenance.git_commit(), ollama_version=now["ollama_version"],
                 server={"url": srv.url, "embedded": srv.embedded, "host_setting": params.server["host"]},
-                model=provenance.model_details(srv.url, params.model), host=provenance.host_info(),
-                packages=provenance.package_versions(),
-                agents={a: agents.command(a) for a in params.agents})
+                model=model, host=host, packages=provenance.package_versions(),
+                agents={a: agents.command(a) for a in params.agents},
+                num_batch_clamp=clamp_note(sweep))
+            storage.write_json(run_dir / "plan.json", {"batches": [b.as_dict() for b in sweep.batches]})
             storage.write_json(manifest_path, manifest)
             keeper = Keeper(srv, run_dir)
+            sweep.offload = Offload(srv.log_path)
+            sweep.sampler = telemetry.Sampler.start(run_dir / "telemetry.jsonl")
+            if sweep.sampler and "gpu_idle" not in manifest:
+                manifest["gpu_idle"] = sweep.sampler.idle_baseline()
+            manifest["telemetry"] = ({"hz": telemetry.HZ, "energy_counter": sweep.sampler.has_energy}
+                                     if sweep.sampler else None)
             with tqdm(total=total, initial=done, unit="run", desc=f"sweep {run_dir.name}",
                       disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
                 try:
@@ -238,6 +349,8 @@ def _run(params: Params, run_dir: Path, progress: bool) -> Path:
                         sweep.run_batch(batch, keeper, bar)
                     manifest["loaded_models"] = provenance.loaded_models(keeper.srv.url)
                 finally:
+                    if sweep.sampler:
+                        sweep.sampler.close()
                     server.stop(keeper.srv)  # a restarted server is not the context's
                     session["ended_at"] = _now()
                     session["server_restarts"] = keeper.restarts
@@ -246,16 +359,32 @@ def _run(params: Params, run_dir: Path, progress: bool) -> Path:
     return run_dir
 
 
+def clamp_note(sweep: Sweep) -> dict:
+    """The manifest's account of the num_batch clamp: whether it was sent, and to which cells."""
+    cells = sorted({b.config_id for b in sweep.batches if plan.clamp_num_batch(b.options)[1]})
+    return {"applied": sweep.clamp, "fixed_in_ollama": ".".join(map(str, plan.CLAMP_FIXED_IN)),
+            "default_num_batch": plan.OLLAMA_DEFAULT_NUM_BATCH,
+            "configs": cells if sweep.clamp else []}
+
+
 def finish(sweep: Sweep, manifest: dict, manifest_path: Path) -> None:
-    df = metrics.load_run(sweep.run_dir)
+    attempts = metrics.load_attempts(sweep.run_dir)
+    df = metrics.final_attempts(attempts)
     failed = df[df["outcome"] != "ok"] if not df.empty else df
+    failed_attempts = attempts[attempts["outcome"] != "ok"] if not attempts.empty else attempts
+    recovered = set(failed_attempts["run_id"]) - set(failed["run_id"]) if len(failed_attempts) else set()
     manifest.update(
         ended_at=_now(),
         complete=sweep.finished_runs() == sweep.planned_runs(),
         counts={"planned_runs": sweep.planned_runs(),
                 "records": len(sweep.state.keys),
                 "failed_runs": int(len(failed)),
+                "failed_attempts": int(len(failed_attempts)),
+                "recovered_on_retry": len(recovered),
                 "failed_by_kind": failed["error_kind"].value_counts().to_dict() if len(failed) else {},
+                "failed_attempts_by_kind": (failed_attempts["error_kind"].value_counts().to_dict()
+                                            if len(failed_attempts) else {}),
+                "server_restarts": sum(s.get("server_restarts", 0) for s in manifest.get("sessions", [])),
                 "unexpected_reloads": len(storage.read_jsonl(sweep.events_path))})
     storage.write_json(manifest_path, manifest)
     from langbench.report import write_summary

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The GPU study as one job on a GPU host without internet (README, "The GPU study").
+#   here:  .venv/bin/python -m langbench bundle gpu --out gpu-bundle     (≤ 64 MiB)
+#   there: bash bench/gpu_study.sh gpu-bundle OUTDIR [PARAMS]
+# Installs the bundle's wheels, builds the CUDA backend, writes and registers the synthetic
+# gemma3:latest-shaped model, checks the server offloads to the GPU, runs the sweep, and packs
+# the run (no jobs/, no HTML) into OUTDIR/run.tar.xz, also when the sweep stops early.
+set -uo pipefail
+bundle=$(realpath "$1"); out=$(realpath "$2"); params=${3:-parameters/tr112-gpu.yaml}
+work=${WORK:-/tmp/langbench-gpu}; run_id=${RUN_ID:-tr112-gpu-h100}
+cd "$(dirname "$0")/.."
+mkdir -p "$work" "$out"
+python3 -m pip install -q --no-index --no-deps --no-compile --target "$work/site" "$bundle"/wheels/*.whl || exit 1
+export PYTHONPATH="$work/site:$PWD/lib" XDG_CACHE_HOME="$work/cache" PATH="$work/ollama/bin:$PATH"
+export PYTHONUNBUFFERED=1
+step() { echo "== $(date -u +%T) $*"; }
+step "gpu-host"; python3 -m langbench gpu-host "$bundle" --work "$work" ${GPU_HOST_ARGS:-} || exit 1
+step "sweep $params"; python3 -m langbench sweep "$params" --run-id "$run_id"; rc=$?
+step "sweep exit $rc; packing"
+tar -C outputs -cJf "$out/run.tar.xz" --exclude="$run_id/jobs" --exclude="$run_id/.lock" "$run_id"
+cp outputs/"$run_id"/ollama.log "$out/ollama.log" 2>/dev/null; xz -f "$out/ollama.log" 2>/dev/null
+step "done"; touch "$out/done"
+exit $rc

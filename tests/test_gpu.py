@@ -1,0 +1,195 @@
+"""The GPU study's parts that run without a GPU (issue 10): the bundle's contents, the
+synthetic model read back, telemetry against a fake NVML, energy joined by time, the log
+checks, and the GPU report section on a host without a GPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from langbench import findings, gguf_synth, gpu, metrics, paths, storage, telemetry
+
+
+# --- telemetry against a fake NVML ------------------------------------------------------------
+
+class FakeNvml:
+    """Two GPUs: GPU 0 has an energy counter rising at 250 W, GPU 1 answers NOT_SUPPORTED."""
+    NVML_CLOCK_SM, NVML_CLOCK_MEM, NVML_TEMPERATURE_GPU = 1, 2, 0
+
+    class Util:
+        gpu, memory = 55, 30
+
+    class Mem:
+        used = 5_760_000_000
+
+    def __init__(self):
+        self.t0 = time.time()
+
+    def nvmlInit(self): pass
+    def nvmlShutdown(self): pass
+    def nvmlDeviceGetCount(self): return 2
+    def nvmlDeviceGetHandleByIndex(self, i): return i
+    def nvmlDeviceGetPowerUsage(self, h): return 250_000 if h == 0 else 120_000  # mW
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, h):
+        if h == 1:
+            raise RuntimeError("NVML_ERROR_NOT_SUPPORTED")
+        return int((time.time() - self.t0) * 250_000)  # mJ
+
+    def nvmlDeviceGetUtilizationRates(self, h): return self.Util()
+    def nvmlDeviceGetMemoryInfo(self, h): return self.Mem()
+    def nvmlDeviceGetClockInfo(self, h, kind): return 1980 if kind == 1 else 2619
+    def nvmlDeviceGetTemperature(self, h, kind): return 41
+    def nvmlDeviceGetCurrentClocksEventReasons(self, h): return 0
+
+
+def test_the_sampler_records_every_field_at_10_hz_or_more_and_probes_the_counter(tmp_path):
+    path = tmp_path / "telemetry.jsonl"
+    s = telemetry.Sampler.start(path, nvml=FakeNvml())
+    assert s is not None and s.has_energy == [True, False]
+    with s.batch("b1"):
+        time.sleep(1.0)
+    rows = storage.read_jsonl(path)
+    per_gpu = [r for r in rows if r["gpu"] == 0]
+    assert len(per_gpu) >= 10, len(per_gpu)  # ≥ 10 Hz over one second
+    gaps = np.diff([r["t_unix"] for r in per_gpu])
+    assert np.median(gaps) <= 0.1
+    r0, r1 = per_gpu[0], next(r for r in rows if r["gpu"] == 1)
+    assert r0["batch_id"] == "b1" and r0["power_w"] == 250.0 and r0["energy_mj"] is not None
+    assert r1["energy_mj"] is None and r1["power_w"] == 120.0
+    for key in ("sm_util_pct", "mem_util_pct", "mem_used_bytes", "sm_clock_mhz", "mem_clock_mhz",
+                "temp_c", "throttle_reasons"):
+        assert r0[key] is not None, key
+    idle = s.idle_baseline(seconds=0.3)
+    assert idle["power_w"] == {"0": 250.0, "1": 120.0}
+
+
+def test_no_gpu_means_no_sampler_and_no_error(tmp_path):
+    class NoDriver:
+        def nvmlInit(self):
+            raise RuntimeError("NVML Shared Library Not Found")
+    assert telemetry.Sampler.start(tmp_path / "t.jsonl", nvml=NoDriver()) is None
+
+
+def test_energy_per_run_from_the_counter_and_from_power_match_closed_forms():
+    # 10 Hz samples over 4 s: constant 200 W, counter rising at exactly 200 J/s
+    ts = 1000.0 + np.arange(0, 4.01, 0.1)
+    counter = [{"t_unix": t, "batch_id": "b", "gpu": 0, "power_w": 200.0, "energy_mj": (t - 1000.0) * 200_000}
+               for t in ts]
+    power_only = [{**r, "energy_mj": None} for r in counter]
+    runs = pd.DataFrame([{"run_id": "r1", "batch_id": "b", "t0_unix": 1000.55, "e2e_ms": 1500.0, "eval_count": 60}])
+    for tel, source in ((counter, "counter"), (power_only, "power")):
+        e = metrics.energy_per_run(runs, tel, idle_power_w=70.0).iloc[0]
+        assert e["energy_source"] == source
+        assert e["energy_j"] == pytest.approx(300.0, rel=1e-6)  # 200 W × 1.5 s
+        assert e["power_w"] == pytest.approx(200.0, rel=1e-6)
+        assert e["j_per_token"] == pytest.approx(5.0, rel=1e-6)
+        assert e["energy_above_idle_j"] == pytest.approx(300.0 - 70.0 * 1.5, rel=1e-6)
+    outside = runs.assign(t0_unix=999.0)  # the window starts before any sample: no guess
+    assert np.isnan(metrics.energy_per_run(outside, counter).iloc[0]["energy_j"])
+
+
+# --- the server log checks ----------------------------------------------------------------------
+
+def test_the_log_check_names_a_missing_cuda_backend_and_an_empty_offload():
+    ok = ("load_backend: loaded CUDA backend from /x/lib/ollama/libggml-cuda.so\n"
+          "llm_load_tensors: offloaded 35/35 layers to GPU\n")
+    assert gpu.check_log(ok, want_cuda=True) == {"cuda_backend": True, "layers_gpu": 35, "layers_total": 35}
+    with pytest.raises(gpu.GpuError, match="did not load the CUDA backend"):
+        gpu.check_log("load_backend: loaded CPU backend\n", want_cuda=True)
+    with pytest.raises(gpu.GpuError, match="offloaded no layer"):
+        gpu.check_log("loaded CUDA backend\noffloaded 0/35 layers to GPU\n", want_cuda=True)
+    assert gpu.check_log("", want_cuda=False)["layers_gpu"] is None
+
+
+def test_compute_capability_is_asked_of_nvml_and_a_missing_gpu_is_named():
+    class H100(FakeNvml):
+        def nvmlDeviceGetCudaComputeCapability(self, h): return (9, 0)
+    assert gpu.compute_capability(H100()) == "90"
+
+    class NoDriver:
+        def nvmlInit(self):
+            raise RuntimeError("Driver Not Loaded")
+    with pytest.raises(gpu.GpuError, match="no NVIDIA GPU answers NVML.*Driver Not Loaded"):
+        gpu.compute_capability(NoDriver())
+
+
+# --- the synthetic model ------------------------------------------------------------------------
+
+def test_the_full_shape_is_gemma3_latests_tensor_for_tensor():
+    """883 tensors and 3,323,652,544 bytes: the counts of gemma3:latest (../shared/gpu/README.md)."""
+    specs = gguf_synth.tensor_specs(gguf_synth.FULL)
+    per_block = {"q4k": gguf_synth.Q4_K_BYTES, "q6k": gguf_synth.Q6_K_BYTES}
+    size = 0
+    for _, dims, kind in specs:
+        n = int(np.prod(dims))
+        size += n // 256 * per_block[kind] if kind in per_block else n * (2 if kind == "f16" else 4)
+    assert len(specs) == 883 and size == 3_323_652_544
+    kinds = dict((name, kind) for name, _, kind in specs)
+    assert kinds["token_embd.weight"] == "q6k" and kinds["blk.0.ffn_down.weight"] == "q6k"
+    assert kinds["blk.5.ffn_down.weight"] == "q4k" and kinds["blk.33.attn_v.weight"] == "q6k"
+    assert sum(1 for n in kinds if n.startswith("blk.") and n.endswith("attn_q.weight")) == 34
+
+
+def test_a_small_synthetic_model_reads_back_with_the_real_vocabulary(tmp_path):
+    import gguf
+    vocab = gguf_synth.write_vocab(paths.gguf_path(), tmp_path / "vocab.gguf")
+    assert len(gguf.GGUFReader(str(vocab)).fields["tokenizer.ggml.tokens"].contents()) == 262144
+    out = tmp_path / "small.gguf"
+    written = gguf_synth.write_gemma3_4b_shape(out, vocab, small=True)
+    r = gguf.GGUFReader(str(out))
+    names = {t.name: t for t in r.tensors}
+    specs = gguf_synth.tensor_specs(gguf_synth.SMALL)
+    assert len(names) == written["tensors"] == len(specs)
+    assert names["token_embd.weight"].tensor_type == gguf.GGMLQuantizationType.Q6_K
+    assert names["blk.0.attn_q.weight"].tensor_type == gguf.GGMLQuantizationType.Q4_K
+    assert list(names["blk.0.attn_q.weight"].shape) == [2560, 2048]  # ggml order: ne0 = columns
+    assert r.fields["general.description"].contents() == gguf_synth.MODEL_NOTE
+    tokens = r.fields["tokenizer.ggml.tokens"].contents()
+    assert tokens[:3] == ["<pad>", "<eos>", "<bos>"] and len(tokens) == 4096
+    # EOS and end-of-turn rows of the embedding are zero: generation never stops early
+    emb = names["token_embd.weight"].data.reshape(4096, -1)
+    assert not emb[1].any() and not emb[106].any() and emb[2].any()
+
+
+# --- the bundle ---------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_the_bundle_holds_what_a_gpu_host_needs_within_64_mib(tmp_path):
+    done = subprocess.run([str(paths.ROOT / ".venv/bin/python"), "-m", "langbench", "bundle", "gpu",
+                           "--out", str(tmp_path / "b")], capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    b = tmp_path / "b"
+    doc = json.loads((b / "bundle.json").read_text())
+    assert doc["bytes"] <= 64 * 2**20 and doc["ollama_cflags"] == "-O3 -march=x86-64-v3"
+    version = subprocess.run([str(b / "bin" / "ollama"), "--version"], capture_output=True, text=True)
+    assert "0.11.4" in version.stdout + version.stderr
+    sections = subprocess.run(["objdump", "-h", str(b / "bin" / "ollama")], capture_output=True, text=True).stdout
+    assert ".symtab" not in sections, "ollama is not stripped"
+    import tarfile
+    with tarfile.open(b / "ggml-src.tar.xz") as tar:
+        names = tar.getnames()
+    assert "CMakeLists.txt" in names and any(n.endswith("ggml-cuda/CMakeLists.txt") for n in names)
+    wheels = " ".join(doc["wheels"])
+    for name in ("ollama-0.6.3", "pydantic_core", "cp312", "jsonschema", "gguf-0.17.1"):
+        assert name in wheels, name
+    agent = subprocess.run([str(b / "bin" / "langbench-agent"), "--help"], capture_output=True, text=True)
+    assert agent.returncode == 0 and "--jobs" in agent.stdout
+
+
+# --- the report section without a GPU ------------------------------------------------------------
+
+def test_the_gpu_section_says_so_on_a_run_without_a_gpu(tiny_run):
+    run = findings.Run.load(tiny_run)
+    assert not (tiny_run / "telemetry.jsonl").exists()
+    s = findings.gpu_setting(run)
+    assert s.sentence.startswith("This run was made on a host without an NVIDIA GPU")
+    assert findings.gpu_offload(run).sentence.startswith("No offload was recorded")
+    offload = [p["offload"] for p in storage.read_jsonl(tiny_run / "processes.jsonl")]
+    assert all(o["layers_gpu"] is None and o["size"] > 0 and o["size_vram"] == 0 for o in offload)
