@@ -137,6 +137,7 @@ def test_make_lab_starts_and_a_notebook_runs_in_the_browser_against_a_stored_run
             os.killpg(lab.pid, signal.SIGKILL)
             lab.wait()
     log = lab.stdout.read()
+    lab.stdout.close()
     if os.getuid() == 0:
         assert "running as root (usual in containers), so JupyterLab gets --allow-root" in log
     assert code_cells >= 3
