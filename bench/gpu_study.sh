@@ -7,7 +7,9 @@
 # the run (no jobs/, no HTML) into OUTDIR/run.tar.xz, also when the sweep stops early.
 set -uo pipefail
 bundle=$(realpath "$1"); out=$(realpath "$2"); params=${3:-parameters/tr112-gpu.yaml}
-work=${WORK:-/tmp/langbench-gpu}; run_id=${RUN_ID:-tr112-gpu-h100}
+work=${WORK:-/tmp/langbench-gpu}
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | awk '{print tolower($NF)}')
+run_id=${RUN_ID:-tr112-gpu-${gpu:-unknown}}
 cd "$(dirname "$0")/.."
 mkdir -p "$work" "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --target "$work/site" "$bundle"/wheels/*.whl || exit 1

@@ -193,3 +193,29 @@ def test_the_gpu_section_says_so_on_a_run_without_a_gpu(tiny_run):
     assert findings.gpu_offload(run).sentence.startswith("No offload was recorded")
     offload = [p["offload"] for p in storage.read_jsonl(tiny_run / "processes.jsonl")]
     assert all(o["layers_gpu"] is None and o["size"] > 0 and o["size_vram"] == 0 for o in offload)
+
+
+# --- the kept GPU run renders on this CPU machine -----------------------------------------------
+
+@pytest.mark.slow
+def test_the_kept_gpu_run_renders_its_report_here(tmp_path):
+    import shutil
+    import sys
+    kept = paths.ROOT / "results" / "tr112-gpu-h200"
+    run = tmp_path / kept.name
+    shutil.copytree(kept, run)  # rendering writes notebooks/ and html/: not into the repo
+    done = subprocess.run([sys.executable, "-m", "langbench", "render", str(run)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r = findings.Run.load(run)
+    assert r.manifest["host"]["gpus"][0]["name"].startswith("NVIDIA H")
+    offload = findings.gpu_offload(r).sentence
+    assert "num_gpu 60, 80, 120 all ended with 35/35 layers on the GPU (one setting)" in offload
+    assert "num_gpu 20 ended with 20/35 layers" in offload
+    energy = findings.gpu_energy(r)
+    assert "J/token" in energy.sentence and energy.figure is not None
+    assert set(energy.table["offload"]) == {"35/35", "20/35"}
+    assert (energy.table["j_per_token"] > 0).all() and (energy.table["power_w"] > 50).all()
+    html = (run / "html" / "gpu-nocode.html").read_text()
+    assert "synthetic weights with the shapes and quantization of gemma3:latest" in html
+    assert "data:image/png;base64" in html
