@@ -54,12 +54,12 @@ def test_the_sampler_records_every_field_at_10_hz_or_more_and_probes_the_counter
     s = telemetry.Sampler.start(path, nvml=FakeNvml())
     assert s is not None and s.has_energy == [True, False]
     with s.batch("b1"):
-        time.sleep(1.0)
+        time.sleep(2.0)
     rows = storage.read_jsonl(path)
     per_gpu = [r for r in rows if r["gpu"] == 0]
-    assert len(per_gpu) >= 10, len(per_gpu)  # ≥ 10 Hz over one second
-    gaps = np.diff([r["t_unix"] for r in per_gpu])
-    assert np.median(gaps) <= 0.1
+    assert len(per_gpu) >= 18, len(per_gpu)  # 10 Hz over two seconds, give or take a sample
+    gaps = np.diff([r["t_unix"] for r in per_gpu[:-1]])  # the closing sample comes off-beat
+    assert np.median(gaps) == pytest.approx(0.1, abs=0.01)
     r0, r1 = per_gpu[0], next(r for r in rows if r["gpu"] == 1)
     assert r0["batch_id"] == "b1" and r0["power_w"] == 250.0 and r0["energy_mj"] is not None
     assert r1["energy_mj"] is None and r1["power_w"] == 120.0
@@ -192,7 +192,8 @@ def test_the_gpu_section_says_so_on_a_run_without_a_gpu(tiny_run):
     assert s.sentence.startswith("This run was made on a host without an NVIDIA GPU")
     assert findings.gpu_offload(run).sentence.startswith("No offload was recorded")
     offload = [p["offload"] for p in storage.read_jsonl(tiny_run / "processes.jsonl")]
-    assert all(o["layers_gpu"] is None and o["size"] > 0 and o["size_vram"] == 0 for o in offload)
+    assert all(o["layers_gpu"] == 0 and o["layers_total"] > 0 and o["size"] > 0 and o["size_vram"] == 0
+               for o in offload), offload[:2]
 
 
 # --- the kept GPU run renders on this CPU machine -----------------------------------------------

@@ -43,8 +43,11 @@ def native_target() -> str:
     for another CPU."""
     cc = os.environ.get("CC") or "cc"
     args = [cc, *NATIVE_CFLAGS.split()]
-    macros = subprocess.run([*args, "-E", "-dM", "-x", "c", "/dev/null"],
-                            capture_output=True, text=True, check=True).stdout
+    try:
+        macros = subprocess.run([*args, "-E", "-dM", "-x", "c", "/dev/null"],
+                                capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "no-c-compiler"  # nothing can be built here, so no cached build can match
     probe = subprocess.run([*args, "-Q", "--help=target"], capture_output=True, text=True).stdout
     march = re.search(r"^\s*-march=\s*(\S+)", probe, re.M)
     digest = hashlib.sha256("\n".join(sorted(macros.splitlines())).encode()).hexdigest()[:12]
