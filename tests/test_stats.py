@@ -105,7 +105,7 @@ def test_no_difference_is_called_equivalent_and_no_test_calls_a_winner(no_differ
     matrix = findings.decision_matrix(no_difference).table.set_index("criterion")
     for criterion in ("Throughput (warm)", "TTFT warm", "TTFT cold", "Client overhead",
                       "Throughput consistency (per-cell CV)", "Optimization success rate (naive)"):
-        assert matrix.loc[criterion, "winner"] == "tie", criterion
+        assert matrix.loc[criterion, "winner"] in ("equivalent", "inconclusive"), criterion
 
 
 def test_a_real_difference_is_not_called_equivalent():

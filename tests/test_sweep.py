@@ -40,8 +40,16 @@ def test_quick_plan_is_the_seeds_18_configs_for_both_agents_and_modes():
     p = params_mod.load(ROOT / "parameters" / "quick.yaml")
     batches = plan.build(p)
     assert len(plan.configs(p)) == 18
-    assert len(batches) == 18 * 2 * 2
-    assert len({(b.config_id, b.mode, b.agent) for b in batches}) == 72
+    agents = [b for b in batches if b.agent != "null"]
+    assert len(agents) == 18 * 2 * 2 * p.batches
+    assert len({(b.config_id, b.mode, b.agent) for b in agents}) == 72
+    nulls = [b for b in batches if b.agent == "null"]
+    assert len(nulls) == 18 * p.batches and all(b.mode == "baseline" for b in nulls)
+    # every cell's batches are independent processes spread over the sweep, not back to back
+    orders = collections.defaultdict(list)
+    for b in agents:
+        orders[(b.config_id, b.mode, b.agent)].append(b.order)
+    assert all(len(o) == p.batches and max(o) - min(o) > 10 for o in orders.values())
 
 
 def test_tr112_is_the_seeds_study_on_gemma3_latest():
@@ -72,7 +80,8 @@ def test_plan_is_balanced_abba_within_each_config():
     batches = plan.build(p)
     by_config = collections.defaultdict(list)
     for b in batches:
-        by_config[b.config_id].append(b)
+        if b.agent != "null" and b.batch_id.endswith("-b1"):  # one round: the ABBA unit
+            by_config[b.config_id].append(b)
     first_agent, first_mode = collections.Counter(), collections.Counter()
     for cells in by_config.values():
         agents = [c.agent for c in cells]
@@ -83,18 +92,23 @@ def test_plan_is_balanced_abba_within_each_config():
         first_mode[modes[0]] += 1
     assert first_agent["python"] == first_agent["rust"] == 9
     assert first_mode["baseline"] == first_mode["chimera"] == 9
-    assert [b.order for b in batches] == list(range(len(batches)))
+    assert [b.order for b in plan.build(p)] == list(range(len(plan.build(p))))
 
 
 def test_batches_start_cold_then_warmups_then_measured_with_exact_options():
     p = params_mod.load(TINY)
     for b in plan.build(p):
         phases = [r.phase for r in b.runs]
-        assert phases == ["cold"] + ["warmup"] * p.warmups + ["measured"] * p.repetitions
+        assert phases == ["cold"] + ["warmup"] * p.warmups + ["measured"] * (p.repetitions + p.uncached_repetitions)
+        assert [r.cache for r in b.runs][-1] == "uncached"
         fixed = {"num_predict": 4, "seed": 7}
         assert b.options == (fixed if b.mode == "baseline" else {**b.config, **fixed})
         jobs = plan.jobs_document(p, b, list(b.runs))
-        assert [r["warmup"] for r in jobs["runs"]] == [True, True, False, False]
+        assert [r["warmup"] for r in jobs["runs"]] == [True, True, False, False, False]
+        # the uncached run's prompt is the base prompt behind a prefix no other run has
+        uncached = jobs["prompts"][jobs["runs"][-1]["prompt"]]
+        assert uncached.endswith(p.prompts[0]) and uncached != p.prompts[0]
+        assert all(jobs["prompts"][r["prompt"]] == p.prompts[0] for r in jobs["runs"][:-1])
 
 
 # --- validation ---------------------------------------------------------------------------
@@ -201,7 +215,7 @@ def test_uninterrupted_sweep_writes_every_planned_run_and_the_manifest(reference
     rss = {a: max(r["peak_rss_bytes"] for r in procs if r["agent"] == a) for a in ("python", "rust")}
     assert rss["rust"] < rss["python"], rss  # the runner's own RSS is not counted in either
     summary = (reference_run / "summary.csv").read_text().splitlines()
-    assert len(summary) == 1 + 2 * 2 * 2  # header + agent × config × mode
+    assert len(summary) == 1 + 2 * 2 * 2 + 2  # header + agent × config × mode + the null client's baselines
 
 
 @pytest.mark.slow

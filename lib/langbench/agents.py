@@ -18,7 +18,7 @@ from pathlib import Path
 
 from langbench import paths
 
-AGENTS = ("python", "rust")
+AGENTS = ("python", "rust", "null")  # null: the minimal client whose overhead is the floor
 
 
 class AgentMissing(RuntimeError):
@@ -30,6 +30,8 @@ def command(agent: str) -> list[str]:
         return [sys.executable, str(paths.PYTHON_AGENT)]
     if agent == "rust":
         return [str(paths.rust_agent_bin())]
+    if agent == "null":
+        return [sys.executable, str(paths.NULL_CLIENT)]
     raise ValueError(f"unknown agent {agent!r}: expected one of {', '.join(AGENTS)}")
 
 

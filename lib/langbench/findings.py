@@ -1,7 +1,8 @@
 """The report's sections: each builds its table, its figure and its sentence from a run's data.
 
 Notebooks call these and display what they return; every number in a sentence comes from the
-data, and every claim says which test backs it ("not significant" when none does).
+data, and every claim says which test backs it; a comparison is "differs", "equivalent" (TOST
+within the margin fixed in the parameter file) or "inconclusive", never a tie by default.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class Run:
     processes: pd.DataFrame
     factors: list[str]
     attempts: pd.DataFrame  # every record, failed attempts that a retry replaced included
+    floor: pd.DataFrame  # the null client's records (the server's floor), apart from the agents
     alpha: float = stats.ALPHA
     margin_rel: float = 0.02
 
@@ -80,7 +82,34 @@ class Run:
             raise ValueError(f"{run_dir}: no records: run the sweep first")
         factors = list(manifest["parameters"]["matrix"])
         procs = metrics.processes(storage.read_jsonl(run_dir / "processes.jsonl"))
-        return cls(run_dir, manifest, df, procs, factors, attempts, alpha, margin_rel)
+        null = df["agent"] == "null"
+        if not procs.empty:
+            procs = procs[procs["agent"] != "null"]
+        return cls(run_dir, manifest, df[~null], procs, factors,
+                   attempts[attempts["agent"] != "null"], df[null], alpha, margin_rel)
+
+    def margin(self, value: str) -> tuple[float | None, str]:
+        """The equivalence margin fixed in the parameter file for `value`: (absolute or None
+        for relative-to-the-mean, how to print it)."""
+        from langbench.params import MARGINS
+        m = {**MARGINS, **(self.manifest.get("parameters", {}).get("margins") or {})}
+        if value in ("ttft_ms", "e2e_ms", "itl_p99_ms"):
+            return m["ttft_ms"], f"±{m['ttft_ms']:g} ms"
+        if value == "client_overhead_ms":
+            return m["overhead_ms"], f"±{m['overhead_ms']:g} ms"
+        return None, f"±{m['throughput_pct']:g}%"
+
+    def compare(self, a, b, value: str, names=("python", "rust")) -> stats.Comparison:
+        """The language comparison every section uses, with the pre-set margin for `value`.
+        `a` and `b` are frames (their batch means are the units when each has two batches or
+        more, stats.units) or plain series of values."""
+        from langbench.params import MARGINS
+        if isinstance(a, pd.DataFrame):
+            (a, b), _ = stats.units([a, b], value)
+        margin_abs, _ = self.margin(value)
+        pct = (self.manifest.get("parameters", {}).get("margins") or {}).get("throughput_pct",
+                                                                            MARGINS["throughput_pct"])
+        return stats.compare(a, b, value, names, pct / 100, self.alpha, margin_abs)
 
     @property
     def warm(self) -> pd.DataFrame:
@@ -205,16 +234,17 @@ LABELS = {"throughput_tps": "throughput", "ttft_ms": "TTFT", "client_overhead_ms
 def _language_claim(run: Run, value: str, unit: str, better: str, data=None) -> tuple[stats.Comparison, str]:
     data = run.warm if data is None else data
     label = LABELS.get(value, value)
-    py, rs = (data.loc[data["agent"] == a, value] for a in ("python", "rust"))
-    c = stats.compare(py, rs, value, ("python", "rust"), run.margin_rel, run.alpha)
+    py, rs = (data[data["agent"] == a] for a in ("python", "rust"))
+    c = run.compare(py, rs, value)
     tests = (f"Welch t {p_text(c.welch_p)}, Mann–Whitney {p_text(c.mw_p)}, Hedges' g = {c.hedges_g:.2f}; "
-             f"TOST within ±{100 * run.margin_rel:.0f}% ({c.margin:.2f} {unit}) {p_text(c.tost_p)}")
+             f"TOST within the pre-set margin {run.margin(value)[1]} ({c.margin:.2f} {unit}) {p_text(c.tost_p)}")
     if c.verdict == "equivalent":
         claim = (f"Python and Rust are statistically equivalent on {label}: "
                  f"{c.mean_a:.2f} vs {c.mean_b:.2f} {unit}")
-    elif c.verdict == "not significant":
-        claim = (f"Python ({c.mean_a:.2f} {unit}) and Rust ({c.mean_b:.2f} {unit}) differ by "
-                 f"{c.diff:+.2f} {unit}, which is not significant, nor shown equivalent")
+    elif c.verdict == "inconclusive":
+        claim = (f"Inconclusive on {label}: Python ({c.mean_a:.2f} {unit}) and Rust ({c.mean_b:.2f} {unit}) "
+                 f"differ by {c.diff:+.2f} {unit}, neither shown different beyond the ±{c.margin:.2f} {unit} "
+                 f"margin nor equivalent within it")
     elif c.verdict == "not enough data":
         return c, f"Not enough data to compare {label} between the agents."
     else:
@@ -227,11 +257,29 @@ def _language_claim(run: Run, value: str, unit: str, better: str, data=None) -> 
     return c, f"{claim} ({tests})."
 
 
+def _paired_claim(run: Run, value: str, unit: str, data=None) -> str:
+    """Both languages ran the same config × mode cells: the per-cell differences, paired."""
+    data = run.warm if data is None else data
+    cells = (data.groupby(["config_id", "mode", "agent", "batch_id"])[value].mean()
+             .groupby(["config_id", "mode", "agent"]).mean().unstack("agent"))
+    if not {"python", "rust"} <= set(cells.columns):
+        return ""
+    margin_abs, _ = run.margin(value)
+    margin = margin_abs if margin_abs is not None else run.margin_rel * float(cells["rust"].mean())
+    p = stats.paired(cells["python"], cells["rust"], margin, run.alpha)
+    if p["verdict"] == "not enough data":
+        return ""
+    return (f"Paired over the {p['cells']} cells both languages ran: Python − Rust = {p['mean_diff']:+.2f} {unit} "
+            f"[{p['ci_low']:+.2f}, {p['ci_high']:+.2f}] (paired t {p_text(p['t_p'])}, Wilcoxon "
+            f"{p_text(p['wilcoxon_p'])}, TOST ±{p['margin']:.2f} {unit} {p_text(p['tost_p'])}): {p['verdict']}.")
+
+
 def throughput_overall(run: Run) -> Section:
     t = _by_agent(run, "throughput_tps")
     _, sentence = _language_claim(run, "throughput_tps", "tok/s", HIGHER)
+    notes = [n for n in [_paired_claim(run, "throughput_tps", "tok/s")] if n]
     return Section("3.1–3.2 Throughput by language (warm runs, both modes)", sentence, t,
-                   plots.distribution(run.warm, "throughput_tps", "throughput (tok/s)"))
+                   plots.distribution(run.warm, "throughput_tps", "throughput (tok/s)"), notes=notes)
 
 
 def throughput_top(run: Run, k: int = 5) -> Section:
@@ -265,9 +313,17 @@ def improvement(run: Run, value: str = "throughput_tps", better: str = HIGHER, l
                      "worst_delta_pct": (g["delta_pct"].min() if better == HIGHER else g["delta_pct"].max()),
                      "delta_std_pct": g["delta_pct"].std()})
     t = pd.DataFrame(rows)
+    aa = stats.aa_delta_pairs(run.warm, value, run.factors, run.alpha)
+    side = aa["significant_success"] if better == HIGHER else aa["significant_loss"]
+    aa_rate = max(float(side.mean()) if len(aa) else 0.0, run.alpha / 2)  # never below the nominal
+    t["aa_rate"] = aa_rate
+    t["p_above_aa"] = [stats.rate_against(int(r.significant_improved), int(r.configs), aa_rate)["p_above"]
+                       for r in t.itertuples()]
     parts = [f"{r.agent}: {r.naive_improved}/{r.configs} configs improve naively (delta "
              f"{'>' if better == HIGHER else '<'} 0), {r.significant_improved}/{r.configs} with a 95% CI "
-             f"that excludes 0, mean delta {r.mean_delta_pct:+.2f}%" for r in t.itertuples()]
+             f"that excludes 0 ({'more than' if r.p_above_aa < run.alpha else 'not more than'} the "
+             f"{100 * aa_rate:.1f}% that the same rule finds between identical baseline cells, "
+             f"{p_text(r.p_above_aa)}), mean delta {r.mean_delta_pct:+.2f}%" for r in t.itertuples()]
     return Section(f"{number} Chimera vs baseline: {label} delta per config".strip(), "; ".join(parts) + ".", t,
                    plots.delta_heatmap(d, run.factors, label, lower_is_better=better == LOWER))
 
@@ -275,10 +331,15 @@ def improvement(run: Run, value: str = "throughput_tps", better: str = HIGHER, l
 # --- TTFT -------------------------------------------------------------------------------------
 
 def ttft_warm(run: Run) -> Section:
-    t = _by_agent(run, "ttft_ms")
-    _, sentence = _language_claim(run, "ttft_ms", "ms", LOWER)
-    return Section("4.1 Warm TTFT by language (same instrument in both agents)", sentence, t,
-                   plots.distribution(run.warm, "ttft_ms", "TTFT (ms)"))
+    """The seed's TTFT comparison: uncached (the prompt evaluated in full) where the run has it."""
+    w = run.warm
+    uncached = w[w["prompt_cache"] == "uncached"]
+    data, which = (uncached, "uncached prompt") if len(uncached) else (w, "cached prompt only")
+    t = _by_agent(run, "ttft_ms", data)
+    _, sentence = _language_claim(run, "ttft_ms", "ms", LOWER, data=data)
+    notes = [n for n in [_paired_claim(run, "ttft_ms", "ms", data)] if n]
+    return Section(f"4.1 Warm TTFT by language ({which}; same instrument in both agents)", sentence, t,
+                   plots.distribution(data, "ttft_ms", "TTFT (ms)"), notes=notes)
 
 
 def ttft_by_config(run: Run) -> Section:
@@ -370,10 +431,10 @@ def success_by(d: pd.DataFrame, factor: str, alpha: float = stats.ALPHA) -> Sect
                      "rust_significant": int(r["significant_success"].sum()),
                      "python_significant": int(p["significant_success"].sum()),
                      "fisher_p": test["fisher_p"],
-                     "winner": ("tie" if not test["fisher_p"] < alpha else
+                     "winner": ("inconclusive" if not test["fisher_p"] < alpha else
                                 ("rust" if r["naive_success"].mean() > p["naive_success"].mean() else "python"))})
     t = pd.DataFrame(rows)
-    ties = (t["winner"] == "tie").sum()
+    ties = (t["winner"] == "inconclusive").sum()
     sentence = (f"By {factor}: {ties} of {len(t)} levels show no significant difference in naive success "
                 f"rate between the languages (Fisher's exact test, α = {alpha}); smallest p: "
                 f"{p_text(t['fisher_p'].min())}.")
@@ -396,19 +457,21 @@ def decision_matrix(run: Run) -> Section:
     rows = []
 
     def add(criterion, data, value, better, unit):
-        c = stats.compare(data.loc[data["agent"] == "rust", value], data.loc[data["agent"] == "python", value],
-                          value, ("rust", "python"), run.margin_rel, run.alpha)
+        c = run.compare(data[data["agent"] == "rust"], data[data["agent"] == "python"], value, ("rust", "python"))
         if c.verdict.endswith("higher"):
             hi = c.verdict.split()[0]
             winner = hi if better == HIGHER else ("python" if hi == "rust" else "rust")
         else:
-            winner = "tie" if c.verdict in ("equivalent", "not significant") else "n/a"
+            winner = c.verdict if c.verdict in ("equivalent", "inconclusive") else "n/a"
         rows.append({"criterion": criterion, "rust": c.mean_a, "python": c.mean_b, "unit": unit,
-                     "test": f"Welch {p_text(c.welch_p)}; TOST {p_text(c.tost_p)}", "verdict": c.verdict,
+                     "test": f"Welch {p_text(c.welch_p)}; TOST ±{c.margin:.3g} {unit} {p_text(c.tost_p)}",
+                 "verdict": c.verdict,
                      "winner": winner})
 
     add("Throughput (warm)", warm, "throughput_tps", HIGHER, "tok/s")
-    add("TTFT warm", warm, "ttft_ms", LOWER, "ms")
+    uncached = warm[warm["prompt_cache"] == "uncached"]
+    add("TTFT warm" + (" (uncached)" if len(uncached) else ""), uncached if len(uncached) else warm,
+        "ttft_ms", LOWER, "ms")
     add("TTFT cold", cold, "ttft_ms", LOWER, "ms")
     add("Client overhead", warm, "client_overhead_ms", LOWER, "ms")
     add("End-to-end latency", warm, "e2e_ms", LOWER, "ms")
@@ -428,13 +491,15 @@ def decision_matrix(run: Run) -> Section:
     rows.append({"criterion": "Optimization success rate (naive)", "rust": 100 * r["naive_success"].mean(),
                  "python": 100 * p["naive_success"].mean(), "unit": "%",
                  "test": f"Fisher {p_text(rate['fisher_p'])}", "verdict": "",
-                 "winner": "tie" if not rate["fisher_p"] < run.alpha else
+                 "winner": "inconclusive" if not rate["fisher_p"] < run.alpha else
                  ("rust" if r["naive_success"].mean() > p["naive_success"].mean() else "python")})
     t = pd.DataFrame(rows)
     wins = t["winner"].value_counts()
-    sentence = (f"Computed winners: Rust {wins.get('rust', 0)}, Python {wins.get('python', 0)}, "
-                f"tie {wins.get('tie', 0)} of {len(t)} criteria; a criterion is a tie unless its test "
-                f"separates the languages at α = {run.alpha}. Deployment, iteration speed and "
+    decided = wins.get("rust", 0) + wins.get("python", 0) + wins.get("equivalent", 0)
+    sentence = (f"Of {len(t)} criteria, {decided} are decided: Rust wins {wins.get('rust', 0)}, Python "
+                f"{wins.get('python', 0)}, equivalent within the pre-set margin {wins.get('equivalent', 0)}; "
+                f"{wins.get('inconclusive', 0)} are inconclusive (neither shown different beyond the margin "
+                f"nor equivalent at α = {run.alpha}) and are not counted. Deployment, iteration speed and "
                 "dependencies are not measured here and are left out (the seed scored them by opinion).")
     return Section("7.1 Decision matrix", sentence, t)
 
@@ -584,3 +649,90 @@ def _layers(offload: str) -> int:
         return int(offload.split("/")[0])
     except ValueError:
         return -1
+
+
+# --- issue 9: the prompt cache, the null client's floor, early stops, A/A ------------------------
+
+def ttft_cache(run: Run) -> Section:
+    """Cached TTFT (the prompt repeated: Ollama reuses its KV prefix) and uncached (a unique
+    prefix per run: the prompt evaluated in full), apart."""
+    w = run.warm
+    if (w["prompt_cache"] == "uncached").sum() == 0:
+        return Section("TTFT with and without the prompt cache", "This run measured no uncached TTFT "
+                       "(uncached_repetitions: 0): every warm TTFT here reuses the server's KV prefix.")
+    t = (w.groupby(["agent", "prompt_cache"])
+         .agg(runs=("run_id", "size"), ttft_ms=("ttft_ms", "median"), prompt_eval_ms=("prompt_eval_ms", "median"),
+              prompt_tokens=("prompt_eval_count", "median"), server_ttft_ms=("server_ttft_ms", "median"))
+         .reset_index())
+    parts = []
+    for agent, g in t.groupby("agent"):
+        c, u = (g.set_index("prompt_cache").loc[k] for k in ("cached", "uncached"))
+        parts.append(f"{agent}: {c.ttft_ms:.1f} ms cached (prompt evaluation {c.prompt_eval_ms:.1f} ms, "
+                     f"{c.prompt_tokens:.0f} prompt tokens) vs {u.ttft_ms:.1f} ms uncached "
+                     f"({u.prompt_eval_ms:.1f} ms, {u.prompt_tokens:.0f} tokens)")
+    _, claim = _language_claim(run, "ttft_ms", "ms", LOWER, data=w[w["prompt_cache"] == "uncached"])
+    return Section("TTFT with and without the prompt cache (medians)",
+                   "; ".join(parts) + ". Uncached, the seed's comparison: " + claim, t)
+
+
+def client_floor(run: Run) -> Section:
+    """Each agent's client overhead against the null client's, measured in the same run."""
+    floor = metrics.warm(run.floor)
+    if floor.empty:
+        return Section("Client overhead over the null client's floor",
+                       "This run has no null client (null_client: false), so client overhead is "
+                       "reported against the server's own timings only.")
+    base = metrics.warm(run.df[run.df["mode"] == "baseline"])
+    f = float(floor["client_overhead_ms"].median())
+    rows = [{"client": "null (floor)", "runs": len(floor), "overhead_median_ms": f, "over_floor_ms": 0.0,
+             "over_floor_ci_low": np.nan, "over_floor_ci_high": np.nan}]
+    parts = []
+    for agent, g in base.groupby("agent"):
+        c = run.compare(g, floor, "client_overhead_ms", (agent, "null"))
+        rows.append({"client": agent, "runs": len(g), "overhead_median_ms": float(g["client_overhead_ms"].median()),
+                     "over_floor_ms": c.diff, "over_floor_ci_low": c.diff_ci_low, "over_floor_ci_high": c.diff_ci_high})
+        parts.append(f"{agent} adds {c.diff:+.2f} ms [{c.diff_ci_low:+.2f}, {c.diff_ci_high:+.2f}] over the floor "
+                     f"({c.verdict} at the ±{c.margin:g} ms margin)")
+    sentence = (f"The null client (raw HTTP/1.1, no JSON model) sees a median {f:.2f} ms between the server's "
+                f"load + prompt evaluation and its first token: the floor on this host. In the same baseline "
+                f"batches, " + "; ".join(parts) + ".")
+    return Section("Client overhead over the null client's floor", sentence, pd.DataFrame(rows))
+
+
+def early_stops(run: Run) -> Section:
+    ok = run.df[(run.df["outcome"] == "ok") & (run.df["phase"] == "measured")]
+    early = ok[ok["stopped_early"]]
+    if early.empty:
+        return Section("Runs that stopped early", f"All {len(ok)} measured runs generated their num_predict "
+                       "tokens (done_reason \"length\"): no option shortened a generation.")
+    t = early.groupby(["config_id", "mode", "agent", "done_reason"]).size().rename("runs").reset_index()
+    return Section("Runs that stopped early", f"{len(early)} of {len(ok)} measured runs stopped before "
+                   f"num_predict (in {t[['config_id', 'mode']].drop_duplicates().shape[0]} cells): they are "
+                   "shorter, not faster, and are kept out of every throughput and latency comparison.", t)
+
+
+AA_METRICS = (("throughput_tps", "throughput"), ("ttft_ms", "TTFT"))
+
+
+def aa_check(run: Run) -> Section:
+    """Each decision rule on identical treatments (baseline vs baseline) of this run."""
+    rows = []
+    for value, label in AA_METRICS:
+        d = stats.aa_delta_pairs(run.warm, value, run.factors, run.alpha)
+        r = stats.rate_against(int(d["differs"].sum()), len(d), run.alpha)
+        rows.append({"rule": "per-config delta (Welch 95% CI of chimera − baseline)", "metric": label, **r})
+        s = stats.aa_language_splits(run.warm, lambda a, b, v=value: run.compare(a, b, v, ("a", "b")))
+        r = stats.rate_against(int(s["differs"].sum()) if len(s) else 0, len(s), run.alpha)
+        rows.append({"rule": "language comparison (pooled runs, Welch + margin)", "metric": label, **r})
+    t = pd.DataFrame(rows)
+    t["flag"] = np.where(t["p_above"] < run.alpha, "above α beyond binomial noise", "")
+    flagged = t[t["flag"] != ""]
+    parts = [f"{r.rule.split(' (')[0]} on {r.metric}: {r.k}/{r.n} = {100 * r.rate:.1f}% "
+             f"[{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}]" for r in t.itertuples() if r.n]
+    sentence = (f"A/A check on this run's own baseline batches (identical treatments, α = {run.alpha}): "
+                + "; ".join(parts) + ". "
+                + (f"{len(flagged)} rule × metric combinations call identical treatments different more often "
+                   f"than α allows (exact binomial test, p < {run.alpha}): their 'differs' verdicts in this run "
+                   "are not to be trusted at face value." if len(flagged) else
+                   "No rule exceeds α beyond its binomial noise."))
+    return Section("A/A check: false-positive rate of each decision rule", sentence, t)

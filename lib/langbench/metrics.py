@@ -27,6 +27,7 @@ def frame(records: list[dict]) -> pd.DataFrame:
             row[f"itl_{q}_ms"] = v
         for k, v in (rec.get("config") or {}).items():
             row[k] = v
+        row["num_predict"] = (rec.get("options") or {}).get("num_predict")
         err = rec.get("error") or {}
         row["error_kind"], row["error_message"] = err.get("kind"), err.get("message")
         rows.append(row)
@@ -46,6 +47,14 @@ def derive(df: pd.DataFrame) -> pd.DataFrame:
     df["server_ttft_ms"] = df["load_ms"].fillna(0) + df["prompt_eval_ms"]
     df["client_overhead_ms"] = num("ttft_ms") - df["server_ttft_ms"]
     df["decode_rate_ratio"] = df["client_decode_tps"] / df["throughput_tps"]
+    # A run that stopped before num_predict is shorter, not faster: kept out of comparisons.
+    asked = num("num_predict")
+    done_reason = df["done_reason"] if "done_reason" in df else pd.Series(None, index=df.index)
+    df["stopped_early"] = (df.get("outcome", "ok") == "ok") & asked.notna() & (
+        (done_reason != "length") | (eval_count < asked))
+    if "prompt_cache" not in df:
+        df["prompt_cache"] = "cached"
+    df["prompt_cache"] = df["prompt_cache"].fillna("cached")
     df = df.replace([np.inf, -np.inf], np.nan)
     return df
 
@@ -80,8 +89,10 @@ def processes(rows: list[dict]) -> pd.DataFrame:
 
 
 def warm(df: pd.DataFrame) -> pd.DataFrame:
-    """Measured repetitions that completed: what warm statistics are computed on."""
-    return df[(df["phase"] == "measured") & (df["outcome"] == "ok")]
+    """Measured repetitions that completed their num_predict tokens: what warm statistics are
+    computed on (a run that stopped early is counted apart, never compared)."""
+    early = df["stopped_early"] if "stopped_early" in df else False
+    return df[(df["phase"] == "measured") & (df["outcome"] == "ok") & ~early]
 
 
 def cold(df: pd.DataFrame) -> pd.DataFrame:

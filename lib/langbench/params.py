@@ -37,7 +37,9 @@ class Params:
         return hashlib.sha256(doc.encode()).hexdigest()
 
 
-DEFAULTS = {"baseline": {}, "warmups": 1, "retries": 1}
+DEFAULTS = {"baseline": {}, "warmups": 1, "retries": 1, "uncached_repetitions": 0, "null_client": False,
+            "batches": 1}
+MARGINS = {"throughput_pct": 2.0, "ttft_ms": 5.0, "overhead_ms": 0.5}
 
 
 def load(path: str | Path) -> Params:
@@ -55,6 +57,7 @@ def load(path: str | Path) -> Params:
         raise ParamsError(f"{path}: " + "; ".join(_friendly(p) for p in problems))
     for key, value in DEFAULTS.items():
         doc.setdefault(key, value)
+    doc["margins"] = {**MARGINS, **doc.get("margins", {})}
     doc["fixed"].setdefault("keep_alive", -1)
     doc["fixed"].setdefault("raw", False)
     doc.setdefault("order", {}).setdefault("seed", 0)

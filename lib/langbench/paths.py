@@ -16,6 +16,7 @@ NOTEBOOKS = ROOT / "notebooks"
 OUTPUTS = Path(os.environ.get("LANGBENCH_OUTPUTS") or ROOT / "outputs")  # tests move it
 AGENTS = ROOT / "agents"
 PYTHON_AGENT = AGENTS / "python" / "agent.py"
+NULL_CLIENT = AGENTS / "null" / "null_client.py"
 RUST_CRATE = AGENTS / "rust"
 
 OLLAMA_VERSION = "0.11.4"

@@ -9,6 +9,7 @@ first in half the configs and neither drift nor heat lines up with one factor.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import random
 from dataclasses import asdict, dataclass, field
@@ -26,6 +27,7 @@ class Run:
     phase: str  # cold | warmup | measured
     index: int  # position within its phase
     prompt: int
+    cache: str = "cached"  # uncached: a unique seeded prefix, so the prompt is evaluated in full
 
 
 @dataclass(frozen=True)
@@ -61,12 +63,21 @@ def options_for(params: Params, config: dict, mode: str) -> dict:
 
 
 def build(params: Params) -> list[Batch]:
+    """Every batch in run order: `batches` rounds, each over every config in a fresh seeded
+    shuffle, so that a cell's batches are independent and spread over the sweep."""
     rng = random.Random(params.order["seed"])
-    cells = configs(params)
-    if params.order["shuffle"]:
-        rng.shuffle(cells)
+    rounds = params.batches
     batches: list[Batch] = []
     previous: dict | None = None
+    for r in range(rounds):
+        cells = configs(params)
+        if params.order["shuffle"]:
+            rng.shuffle(cells)
+        previous = _round(params, cells, batches, previous, f"-b{r + 1}" if rounds > 1 else "")
+    return batches
+
+
+def _round(params: Params, cells: list, batches: list[Batch], previous: dict | None, suffix: str) -> dict | None:
     n_prompts = len(params.prompts)
     for k, (config_id, config) in enumerate(cells):
         modes = MODES if k % 2 == 0 else MODES[::-1]
@@ -74,20 +85,46 @@ def build(params: Params) -> list[Batch]:
         if k % 4 in (1, 2):  # first agent over configs: A B B A ..., balanced with the mode
             agents.reverse()
         for m, mode in enumerate(modes):
-            for agent in (agents if m == 0 else agents[::-1]):  # A B | B A
+            in_order = agents if m == 0 else agents[::-1]
+            for agent in in_order:  # A B | B A
                 options = options_for(params, config, mode)
                 reload = previous is None or any(
                     options.get(o) != previous.get(o) for o in RELOAD_OPTIONS)
                 previous = options
-                batch_id = f"{config_id}-{mode}-{agent}"
+                batch_id = f"{config_id}-{mode}-{agent}{suffix}"
                 runs = [Run(f"{batch_id}-cold", "cold", 0, 0)]
                 runs += [Run(f"{batch_id}-w{i}", "warmup", i, i % n_prompts)
                          for i in range(1, params.warmups + 1)]
                 runs += [Run(f"{batch_id}-r{i:02d}", "measured", i, (i - 1) % n_prompts)
                          for i in range(1, params.repetitions + 1)]
+                runs += [Run(f"{batch_id}-u{i:02d}", "measured", params.repetitions + i,
+                             (i - 1) % n_prompts, "uncached")
+                         for i in range(1, params.uncached_repetitions + 1)]
                 batches.append(Batch(batch_id, len(batches), config_id, config, mode, agent,
                                      options, reload, tuple(runs)))
-    return batches
+                if params.null_client and mode == "baseline" and agent == in_order[-1]:
+                    batches.append(_null_batch(config_id, config, len(batches), options, runs, suffix))
+    return previous
+
+
+def _null_batch(config_id: str, config: dict, order: int, options: dict, like: list[Run],
+                suffix: str) -> Batch:
+    """The null client's batch: right after a baseline batch, same options, same runs, so its
+    client overhead is the floor the server imposes at that moment (issue 9: "a null client")."""
+    batch_id = f"{config_id}-baseline-null{suffix}"
+    runs = tuple(Run(f"{batch_id}-{r.run_id.rsplit('-', 1)[1]}", r.phase, r.index, r.prompt, r.cache)
+                 for r in like)
+    return Batch(batch_id, order, config_id, config, "baseline", "null", options, False, runs)
+
+
+def prompt_text(params: Params, run: Run) -> str:
+    """The prompt a run sends: uncached runs get a unique prefix, seeded by the order seed and
+    the run id, so Ollama cannot reuse a cached KV prefix and evaluates the prompt in full."""
+    base = params.prompts[run.prompt]
+    if run.cache != "uncached":
+        return base
+    tag = hashlib.sha256(f"{params.order['seed']}:{run.run_id}".encode()).hexdigest()[:10]
+    return f"Note {tag}. {base}"
 
 
 # Ollama before 0.12.0 aborts the runner when num_ctx < num_batch (default 512); 0.12.0+ sends
@@ -118,13 +155,19 @@ def clamp_num_batch(options: dict) -> tuple[dict, dict | None]:
 
 def jobs_document(params: Params, batch: Batch, runs: list[Run], options: dict | None = None) -> dict:
     """The jobs file (schemas/jobs.schema.json) for `runs` of `batch`."""
+    prompts = list(params.prompts)
+    index = {}
+    for r in runs:
+        if r.cache == "uncached":
+            index[r.run_id] = len(prompts)
+            prompts.append(prompt_text(params, r))
     return {
         "schema_version": 1,
         "model": params.model,
-        "prompts": list(params.prompts),
+        "prompts": prompts,
         "raw": params.fixed["raw"],
         "timeout_s": params.timeouts["run_s"],
-        "runs": [{"run_id": r.run_id, "prompt": r.prompt,
+        "runs": [{"run_id": r.run_id, "prompt": index.get(r.run_id, r.prompt),
                   "options": batch.options if options is None else options,
                   "keep_alive": params.fixed["keep_alive"], "warmup": r.phase != "measured"}
                  for r in runs],

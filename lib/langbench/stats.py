@@ -11,7 +11,7 @@ import statsmodels.formula.api as smf
 from scipy import stats as sps
 from statsmodels.stats.anova import anova_lm
 from statsmodels.stats.meta_analysis import effectsize_smd
-from statsmodels.stats.weightstats import CompareMeans, DescrStatsW, ttost_ind
+from statsmodels.stats.weightstats import CompareMeans, DescrStatsW, ttost_ind, ttost_paired
 
 ALPHA = 0.05
 BOOT = 2000
@@ -71,17 +71,20 @@ class Comparison:
     mw_u: float
     mw_p: float
     hedges_g: float
-    margin: float  # equivalence margin, absolute, ± around 0
+    margin: float  # equivalence margin, absolute, ± around 0, fixed before the run
     tost_p: float
-    verdict: str  # "<a> higher", "<b> higher", "equivalent", "not significant"
+    verdict: str  # differs: "<a> higher" / "<b> higher"; "equivalent"; "inconclusive"
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 def compare(a, b, metric: str, names=("a", "b"), margin_rel: float = 0.02,
-            alpha: float = ALPHA) -> Comparison:
-    """Welch t, Mann–Whitney U, Hedges' g, and TOST within ±margin_rel × mean(b)."""
+            alpha: float = ALPHA, margin_abs: float | None = None) -> Comparison:
+    """Welch t, Mann–Whitney U, Hedges' g, and TOST within the margin (margin_abs, else
+    ±margin_rel × mean(b)). Three verdicts: differs ("<a> higher" / "<b> higher": Welch
+    significant and the difference beyond the margin), "equivalent" (TOST within the margin),
+    "inconclusive" (neither: never a tie)."""
     x = np.asarray(pd.Series(a).dropna(), dtype=float)
     y = np.asarray(pd.Series(b).dropna(), dtype=float)
     nan = float("nan")
@@ -92,14 +95,14 @@ def compare(a, b, metric: str, names=("a", "b"), margin_rel: float = 0.02,
     mw = sps.mannwhitneyu(x, y, alternative="two-sided")
     g, _ = effectsize_smd(x.mean(), x.std(ddof=1), len(x), y.mean(), y.std(ddof=1), len(y))
     ci = CompareMeans(DescrStatsW(x), DescrStatsW(y)).tconfint_diff(alpha=alpha, usevar="unequal")
-    margin = float(abs(margin_rel * y.mean()))
+    margin = float(margin_abs) if margin_abs is not None else float(abs(margin_rel * y.mean()))
     tost_p = ttost_ind(x, y, -margin, margin, usevar="unequal")[0] if margin > 0 else nan
-    if welch.pvalue < alpha:
+    if welch.pvalue < alpha and abs(x.mean() - y.mean()) > margin:
         verdict = f"{names[0]} higher" if x.mean() > y.mean() else f"{names[1]} higher"
     elif tost_p < alpha:
         verdict = "equivalent"
     else:
-        verdict = "not significant"
+        verdict = "inconclusive"
     return Comparison(metric, names[0], names[1], len(x), len(y), float(x.mean()), float(y.mean()),
                       float(x.mean() - y.mean()), float(ci[0]), float(ci[1]), float(welch.statistic),
                       float(welch.pvalue), float(mw.statistic), float(mw.pvalue), float(g), margin,
@@ -115,15 +118,22 @@ def equal_variance(groups: dict[str, np.ndarray]) -> dict:
             "levene_W": float(lev.statistic), "levene_p": float(lev.pvalue)}
 
 
+def units(groups: list[pd.DataFrame], value: str) -> tuple[list[np.ndarray], str]:
+    """The independent units of each group: its batch means when every group has two batches
+    or more (runs in one agent process share a load and a moment), else its runs."""
+    if all("batch_id" in g and g["batch_id"].nunique() >= 2 for g in groups):
+        return [g.groupby("batch_id")[value].mean().dropna().to_numpy(float) for g in groups], "batch"
+    return [g[value].dropna().to_numpy(float) for g in groups], "run"
+
+
 def deltas(df: pd.DataFrame, value: str, factors: list[str], alpha: float = ALPHA) -> pd.DataFrame:
     """Optimization delta per agent × config: (chimera − baseline) / baseline of the means, with
     the Welch 95% CI of chimera − baseline scaled the same way. `naive_success` is the seed's
     delta > 0; `significant_success` needs the CI above 0."""
     rows = []
     for (agent, config_id), g in df.groupby(["agent", "config_id"]):
-        base = g.loc[g["mode"] == "baseline", value].dropna().to_numpy(float)
-        chim = g.loc[g["mode"] == "chimera", value].dropna().to_numpy(float)
-        row = {"agent": agent, "config_id": config_id,
+        (base, chim), unit = units([g[g["mode"] == "baseline"], g[g["mode"] == "chimera"]], value)
+        row = {"agent": agent, "config_id": config_id, "unit": unit,
                **{f: g[f].iloc[0] for f in factors}, "n_baseline": len(base), "n_chimera": len(chim)}
         if len(base) >= 2 and len(chim) >= 2:
             lo, hi = CompareMeans(DescrStatsW(chim), DescrStatsW(base)).tconfint_diff(
@@ -167,3 +177,84 @@ def factor_anova(df: pd.DataFrame, value: str, factors: list[str]) -> tuple[pd.D
     table["partial_eta_sq"] = table["sum_sq"] / (table["sum_sq"] + resid)
     table.loc["Residual", "partial_eta_sq"] = np.nan
     return table, float(model.rsquared)
+
+
+# --- A/A: each decision rule applied to identical treatments ------------------------------------
+
+def aa_delta_pairs(df: pd.DataFrame, value: str, factors: list[str], alpha: float = ALPHA,
+                   seed: int = 112) -> pd.DataFrame:
+    """The per-config delta rule (deltas) applied to baseline against baseline: per agent, the
+    baseline cells of a seeded random pairing of configs, one posing as the chimera of the
+    other. Every treatment is Ollama's defaults, so a 'differs' is a false positive."""
+    base = df[df["mode"] == "baseline"]
+    rng = np.random.default_rng(seed)
+    fakes = []
+    for agent, g in base.groupby("agent"):
+        configs = sorted(g["config_id"].unique())
+        rng.shuffle(configs)
+        for a, b in zip(configs[0::2], configs[1::2]):
+            fakes.append(g[g["config_id"] == a])
+            fakes.append(g[g["config_id"] == b].assign(mode="chimera", config_id=a))
+    if not fakes:
+        return pd.DataFrame(columns=["agent", "config_id", "differs", "significant_success", "significant_loss"])
+    d = deltas(pd.concat(fakes), value, [f for f in factors if f in base], alpha)
+    d = d.dropna(subset=["delta_pct"])
+    d["differs"] = d["significant_success"] | d["significant_loss"]
+    return d
+
+
+def aa_language_splits(df: pd.DataFrame, compare_fn, splits: int = 100,
+                       seed: int = 112) -> pd.DataFrame:
+    """The pooled language rule (compare_fn(frame_a, frame_b) → Comparison) applied to one agent
+    against itself: its baseline runs split by a seeded random half of the configs, `splits`
+    times (the splits overlap, so the binomial noise printed beside the rate is optimistic)."""
+    base = df[df["mode"] == "baseline"]
+    rng = np.random.default_rng(seed)
+    rows = []
+    for agent, g in base.groupby("agent"):
+        configs = np.array(sorted(g["config_id"].unique()))
+        if len(configs) < 4:
+            continue
+        for _ in range(splits):
+            half = set(rng.choice(configs, len(configs) // 2, replace=False))
+            c = compare_fn(g[g["config_id"].isin(half)], g[~g["config_id"].isin(half)])
+            rows.append({"agent": agent, "verdict": c.verdict,
+                         "differs": c.verdict not in ("equivalent", "inconclusive", "not enough data")})
+    return pd.DataFrame(rows)
+
+
+def rate_against(k: int, n: int, rate: float) -> dict:
+    """k of n against a rate: exact binomial test (greater) and the Clopper–Pearson 95% CI."""
+    if n == 0:
+        return {"k": k, "n": n, "rate": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
+                "p_above": float("nan")}
+    res = sps.binomtest(k, n, rate, alternative="greater")
+    ci = sps.binomtest(k, n, rate).proportion_ci(confidence_level=0.95, method="exact")  # two-sided
+    return {"k": k, "n": n, "rate": k / n, "ci_low": float(ci.low), "ci_high": float(ci.high),
+            "p_above": float(res.pvalue)}
+
+
+def paired(a, b, margin: float, alpha: float = ALPHA) -> dict:
+    """Per-cell paired comparison (both languages ran the same cells): paired t, Wilcoxon
+    signed-rank, TOST within ±margin, and the three-way verdict on mean(a − b)."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    nan = float("nan")
+    if len(x) < 3:
+        return {"cells": len(x), "mean_diff": nan, "ci_low": nan, "ci_high": nan, "t_p": nan,
+                "wilcoxon_p": nan, "tost_p": nan, "margin": margin, "verdict": "not enough data"}
+    t = sps.ttest_rel(x, y)
+    ci = t.confidence_interval(1 - alpha)
+    w = sps.wilcoxon(x, y) if np.any(x != y) else None
+    tost_p = ttost_paired(x, y, -margin, margin)[0]
+    diff = float(np.mean(x - y))
+    if t.pvalue < alpha and abs(diff) > margin:
+        verdict = "differs"
+    elif tost_p < alpha:
+        verdict = "equivalent"
+    else:
+        verdict = "inconclusive"
+    return {"cells": len(x), "mean_diff": diff, "ci_low": float(ci.low), "ci_high": float(ci.high),
+            "t_p": float(t.pvalue), "wilcoxon_p": float(w.pvalue) if w else 1.0, "tost_p": float(tost_p),
+            "margin": margin, "verdict": verdict}

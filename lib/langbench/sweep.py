@@ -137,6 +137,7 @@ class Sweep:
         """Append the raw file's records not yet in records.jsonl, with the plan's fields."""
         phases = {r.run_id: r.phase for r in batch.runs}
         phases[resume_run_id(batch, attempt)] = "resume"
+        caches = {r.run_id: r.cache for r in batch.runs}
         clamped = plan.clamp_num_batch(batch.options)[1]
         new = []
         for number, rec in enumerate(storage.read_jsonl(raw), 1):
@@ -151,6 +152,7 @@ class Sweep:
             rec.update(batch_id=batch.batch_id, order=batch.order, config_id=batch.config_id,
                        config=batch.config, mode=batch.mode, attempt=attempt,
                        phase=phases[rec["run_id"]], reload_expected=batch.reload_expected,
+                       prompt_cache=caches.get(rec["run_id"], "cached"),
                        num_batch_clamp=clamped if clamped and sent_batch == clamped["num_batch_to"]
                        and batch.options.get("num_batch") != sent_batch else None)
             new.append(rec)

@@ -1,0 +1,128 @@
+"""Verdicts that hold (issue 9): batches as the unit, the A/A check, three verdicts with
+pre-set margins, uncached TTFT, the null client's floor, runs that stop early."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from langbench import findings, metrics, schemas, stats, storage
+
+
+def _batchy(n_configs: int = 160, batches: int = 2, runs: int = 3, sd_batch: float = 3.0,
+            sd_run: float = 0.3, seed: int = 5) -> pd.DataFrame:
+    """Baseline cells only, every one the same treatment; runs in a batch share a random
+    offset (one process, one load, one moment) and the sweep drifts."""
+    rng = np.random.default_rng(seed)
+    rows, order = [], 0
+    for c in range(n_configs):
+        for b in range(batches):
+            offset = rng.normal(0, sd_batch) + 0.01 * order
+            for r in range(runs):
+                rows.append({"agent": "python", "config_id": f"c{c:03d}", "mode": "baseline",
+                             "batch_id": f"c{c:03d}-b{b}", "throughput_tps": 100 + offset + rng.normal(0, sd_run)})
+            order += 1
+    return pd.DataFrame(rows)
+
+
+def test_batch_effects_fool_the_per_run_rule_and_not_the_batch_rule():
+    df = _batchy()
+    by_batch = stats.aa_delta_pairs(df, "throughput_tps", [])
+    assert set(by_batch["unit"]) == {"batch"}
+    pooled = stats.aa_delta_pairs(df.assign(batch_id=df["config_id"]), "throughput_tps", [])
+    assert set(pooled["unit"]) == {"run"}
+    fp_batch, fp_run = by_batch["differs"].mean(), pooled["differs"].mean()
+    n = len(by_batch)
+    noise = 2 * math.sqrt(0.05 * 0.95 / n)  # two binomial standard errors
+    assert fp_run > 0.3, fp_run  # runs treated as independent: identical cells "differ" often
+    assert fp_batch <= 0.05 + noise, fp_batch
+    assert stats.rate_against(int(pooled["differs"].sum()), n, 0.05)["p_above"] < 1e-6
+
+
+def test_rate_against_is_the_exact_binomial_tail():
+    r = stats.rate_against(3, 10, 0.05)
+    # P(X ≥ 3) for X ~ Binomial(10, 0.05), summed by hand
+    tail = sum(math.comb(10, k) * 0.05**k * 0.95**(10 - k) for k in range(3, 11))
+    assert r["p_above"] == pytest.approx(tail, rel=1e-9) and r["rate"] == 0.3
+
+
+def test_paired_comparison_matches_the_closed_form():
+    x = np.array([11.0, 13.0, 15.0, 17.0, 19.0])
+    y = np.array([10.0, 11.0, 12.0, 13.0, 14.0])  # differences 1..5: mean 3, sd √2.5
+    p = stats.paired(x, y, margin=0.5)
+    t = 3 / (math.sqrt(2.5) / math.sqrt(5))
+    assert p["mean_diff"] == 3.0 and p["cells"] == 5
+    # two-sided p of t = 4.2426 with 4 df, from the t distribution's closed form for even df:
+    # for ν = 4, P(|T| > t) = 1 − (t/√(t²+4))·(1 + 2/(t²+4))
+    closed = 1 - (t / math.sqrt(t * t + 4)) * (1 + 2 / (t * t + 4))
+    assert p["t_p"] == pytest.approx(closed, rel=1e-9)
+    assert p["verdict"] == "differs"
+    same = stats.paired(x, x + 0.01, margin=0.5)
+    assert same["verdict"] == "equivalent"
+
+
+def test_three_verdicts_use_the_margin_fixed_before_the_run():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(100.3, 1, 400), rng.normal(100, 1, 400)
+    # significant but inside a 1-unit margin: not "differs"; TOST within it: equivalent
+    c = stats.compare(a, b, "tps", ("a", "b"), margin_abs=1.0)
+    assert c.welch_p < 0.05 and c.verdict == "equivalent" and c.margin == 1.0
+    few = stats.compare(a[:4], b[:4] + 0.5, "tps", ("a", "b"), margin_abs=0.1)
+    assert few.verdict == "inconclusive"  # never a tie
+    far = stats.compare(a + 5, b, "tps", ("a", "b"), margin_abs=1.0)
+    assert far.verdict == "a higher"
+
+
+def test_a_run_that_stopped_early_is_flagged_and_kept_out_of_warm():
+    base = {"outcome": "ok", "phase": "measured", "eval_duration": 1e9, "options": {"num_predict": 32}}
+    df = metrics.frame([{**base, "run_id": "full", "eval_count": 32, "done_reason": "length"},
+                        {**base, "run_id": "short", "eval_count": 9, "done_reason": "stop"}])
+    assert df.set_index("run_id")["stopped_early"].to_dict() == {"full": False, "short": True}
+    assert list(metrics.warm(df)["run_id"]) == ["full"]
+
+
+# --- on the real tiny sweep: uncached TTFT, the null client, the report's sections ----------------
+
+def test_uncached_runs_evaluate_the_whole_prompt_and_cached_runs_reuse_it(tiny_run):
+    run = findings.Run.load(tiny_run)
+    w = run.warm
+    cached, uncached = (w[w["prompt_cache"] == k] for k in ("cached", "uncached"))
+    assert len(uncached) and len(cached)
+    # the unique prefix is evaluated on top of the prompt: more tokens, more prompt time
+    assert uncached["prompt_eval_count"].min() > cached["prompt_eval_count"].max()
+    assert uncached["prompt_eval_ms"].median() > cached["prompt_eval_ms"].median()
+    s = findings.ttft_cache(run)
+    assert "cached" in s.sentence and "uncached" in s.sentence
+
+
+def test_the_null_client_writes_schema_valid_records_and_gives_the_floor(tiny_run):
+    records = storage.read_jsonl(tiny_run / "records.jsonl")
+    null = [r for r in records if r["agent"] == "null"]
+    assert null and all(r["outcome"] == "ok" for r in null)
+    agent_fields = set(schemas.validator("record").schema["required"])
+    assert all(schemas.problems("record", {k: r[k] for k in agent_fields | {"error"}}) == [] for r in null)
+    rust = {r["run_id"].replace("-rust", "-null"): r for r in records if r["agent"] == "rust"}
+    for r in null:  # same seed, same prompt, same options: the same text as the agents
+        if r["prompt_cache"] != "cached":
+            continue  # an uncached prompt's prefix is unique to its run id
+        twin = rust.get(r["run_id"])
+        if twin and twin["outcome"] == "ok":
+            assert r["response_sha256"] == twin["response_sha256"], r["run_id"]
+    run = findings.Run.load(tiny_run)
+    assert "null" not in set(run.df["agent"]) and len(run.floor)
+    s = findings.client_floor(run)
+    assert s.sentence.startswith("The null client") and "python adds" in s.sentence and "rust adds" in s.sentence
+    assert np.isfinite(s.table["overhead_median_ms"]).all()
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # seaborn's heatmap, in matplotlib 3.11
+def test_every_report_rule_has_its_aa_rate_beside_it(tiny_run):
+    run = findings.Run.load(tiny_run)
+    aa = findings.aa_check(run)
+    assert set(aa.table["metric"]) == {"throughput", "TTFT"}
+    assert aa.sentence.startswith("A/A check on this run's own baseline batches")
+    success = findings.improvement(run)
+    assert "that the same rule finds between identical baseline cells" in success.sentence
