@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from langbench import params as params_mod
@@ -134,6 +134,13 @@ jobs_docs = st.one_of(mutated(VALID_JOBS), mutated(VALID_JOBS), json_values,
                       st.binary(max_size=40).map(lambda b: ("raw", b)))
 
 
+# What the fuzzing found (both agents accepted these, which the schema rejects, and the Python
+# agent crashed on the first): kept as explicit examples.
+EMPTY_MODEL = {**VALID_JOBS, "model": ""}
+EMPTY_RUN_ID = {**VALID_JOBS, "runs": [{**VALID_JOBS["runs"][0], "run_id": ""}]}
+NOT_UTF8 = ("raw", b"\x80")
+
+
 def _closed_port() -> str:
     import socket
     with socket.socket() as s:
@@ -163,6 +170,9 @@ def _agent_verdict(command: list[str], doc) -> None:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(doc=jobs_docs)
+@example(doc=EMPTY_MODEL)
+@example(doc=EMPTY_RUN_ID)
+@example(doc=NOT_UTF8)
 def test_python_agent_rejects_bad_jobs_with_exit_2_or_records_every_run(agent_commands, doc):
     _count("python agent jobs")
     _agent_verdict(agent_commands["python"], doc)
@@ -170,6 +180,9 @@ def test_python_agent_rejects_bad_jobs_with_exit_2_or_records_every_run(agent_co
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(doc=jobs_docs)
+@example(doc=EMPTY_MODEL)
+@example(doc=EMPTY_RUN_ID)
+@example(doc=NOT_UTF8)
 def test_rust_agent_rejects_bad_jobs_with_exit_2_or_records_every_run(agent_commands, doc):
     _count("rust agent jobs")
     _agent_verdict(agent_commands["rust"], doc)

@@ -54,6 +54,8 @@ def load_jobs(path: str) -> dict:
         if key not in jobs:
             raise JobsError(f"{path}: missing field '{key}'")
         _check(path, jobs[key], key, kind)
+    if not jobs["model"]:
+        raise JobsError(f"{path}: field 'model' must be a non-empty string")
     if jobs.get("schema_version") != 1:
         raise JobsError(f"{path}: field 'schema_version' must be 1")
     if not jobs["prompts"] or not all(isinstance(p, str) and p for p in jobs["prompts"]):
@@ -72,6 +74,8 @@ def load_jobs(path: str) -> dict:
             if key not in run:
                 raise JobsError(f"{path}: missing field '{where}.{key}'")
             _check(path, run[key], f"{where}.{key}", kind)
+        if not run["run_id"]:
+            raise JobsError(f"{path}: field '{where}.run_id' must be a non-empty string")
         if not 0 <= run["prompt"] < len(jobs["prompts"]):
             raise JobsError(f"{path}: field '{where}.prompt' is out of range")
     return jobs

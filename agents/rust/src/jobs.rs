@@ -49,6 +49,9 @@ pub fn load(path: &Path) -> Result<Jobs, Error> {
     if jobs.schema_version != 1 {
         return Err(Error::BadJobs(format!("{p}: field 'schema_version' must be 1")));
     }
+    if jobs.model.is_empty() {
+        return Err(Error::BadJobs(format!("{p}: field 'model' must be a non-empty string")));
+    }
     if jobs.prompts.is_empty() || jobs.prompts.iter().any(|s| s.is_empty()) {
         return Err(Error::BadJobs(format!("{p}: field 'prompts' must be a non-empty list of non-empty strings")));
     }
@@ -59,6 +62,9 @@ pub fn load(path: &Path) -> Result<Jobs, Error> {
         return Err(Error::BadJobs(format!("{p}: field 'timeout_s' must be > 0")));
     }
     for (i, run) in jobs.runs.iter().enumerate() {
+        if run.run_id.is_empty() {
+            return Err(Error::BadJobs(format!("{p}: field 'runs[{i}].run_id' must be a non-empty string")));
+        }
         if run.prompt >= jobs.prompts.len() {
             return Err(Error::BadJobs(format!("{p}: field 'runs[{i}].prompt' is out of range")));
         }
