@@ -126,3 +126,12 @@ def test_every_report_rule_has_its_aa_rate_beside_it(tiny_run):
     assert aa.sentence.startswith("A/A check on this run's own baseline batches")
     success = findings.improvement(run)
     assert "that the same rule finds between identical baseline cells" in success.sentence
+
+
+def test_cpu_contention_is_recorded_per_batch_and_reported(tiny_run):
+    procs = storage.read_jsonl(tiny_run / "processes.jsonl")
+    assert all(p["host_cpus"] >= 1 and p["host_load_1m"] >= 0 for p in procs)
+    # the embedded server (and its runner) works during every batch that generates tokens
+    assert all(p["server_cpu_s"] > 0 for p in procs), [p["server_cpu_s"] for p in procs]
+    note = findings.footprint(findings.Run.load(tiny_run)).notes
+    assert note and note[0].startswith("Server and agents shared the host's")

@@ -558,7 +558,15 @@ def footprint(run: Run) -> Section:
     t = p.groupby("agent")[["peak_rss_mib", "startup_ms", "cpu_s_per_run", "wall_s"]].median().reset_index()
     parts = [f"{r.agent}: peak RSS {r.peak_rss_mib:.1f} MiB, start-up {r.startup_ms:.1f} ms, "
              f"{1e3 * r.cpu_s_per_run:.1f} ms CPU per run" for r in t.itertuples()]
-    return Section("Process footprint (medians per agent process)", "; ".join(parts) + ".", t)
+    notes = []
+    if "server_cpu_s" in p and p["server_cpu_s"].notna().any():
+        busy = p["server_cpu_s"] / p["wall_s"]
+        notes.append(f"Server and agents shared the host's {int(p['host_cpus'].max())} logical CPUs (no pinning): "
+                     f"median host load {p['host_load_1m'].median():.2f} during batches; the embedded server used "
+                     f"a median {busy.median():.2f} CPU-seconds per second of batch, the agents "
+                     + ", ".join(f"{a} {((g['user_cpu_s'] + g['system_cpu_s']) / g['wall_s']).median():.2f}"
+                                 for a, g in p.groupby("agent")) + ".")
+    return Section("Process footprint (medians per agent process)", "; ".join(parts) + ".", t, notes=notes)
 
 
 def reloads(run: Run) -> Section:

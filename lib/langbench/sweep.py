@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import re
 import shutil
 import statistics
@@ -21,6 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 from tqdm import tqdm  # not tqdm.auto: it warns in a kernel without ipywidgets
 
 from langbench import agents, gguf_synth, metrics, paths, plan, provenance, server, storage, telemetry
@@ -106,6 +108,30 @@ class Offload:
                 "size": size, "size_vram": vram}
 
 
+class Contention:
+    """What else used the CPUs during a batch: the host's load and the embedded server's own
+    CPU time (it and its runners), so a report can say whether server and agent competed."""
+
+    def __init__(self, srv: server.Server):
+        self.proc = psutil.Process(srv.process.pid) if srv.embedded and srv.process else None
+        self.load0, self.cpu0 = os.getloadavg()[0], self._server_cpu()
+
+    def _server_cpu(self) -> float | None:
+        if self.proc is None:
+            return None
+        try:  # its own time, its reaped runners' (a reload replaces the runner), the live ones'
+            own = self.proc.cpu_times()
+            live = sum(sum(c.cpu_times()[:2]) for c in self.proc.children(recursive=True))
+            return own.user + own.system + own.children_user + own.children_system + live
+        except psutil.Error:
+            return None
+
+    def after(self) -> dict:
+        cpu1 = self._server_cpu()
+        return {"host_load_1m": (self.load0 + os.getloadavg()[0]) / 2, "host_cpus": os.cpu_count(),
+                "server_cpu_s": cpu1 - self.cpu0 if cpu1 is not None and self.cpu0 is not None else None}
+
+
 class Sweep:
     def __init__(self, params: Params, run_dir: Path, clamp: bool = False):
         self.params, self.run_dir = params, run_dir
@@ -175,8 +201,10 @@ class Sweep:
             storage.write_json(jobs, plan.jobs_document(self.params, batch, runs, options))
             raw = self.jobs_dir / f"{stem}.records.jsonl"
             host = keeper.ensure()
+            load = Contention(keeper.srv)
             with self.sampler.batch(batch.batch_id) if self.sampler else contextlib.nullcontext():
                 stats = agents.run(batch.agent, host, jobs, raw, timeout=self.params.timeouts["batch_s"])
+            contention = load.after()
             offload = self.offload_after(host)
             written = {r["run_id"] for r in storage.read_jsonl(raw, repair=True)}
             lost = [agents.failure_record(batch.agent, r.run_id, self.params.model, options,
@@ -186,7 +214,8 @@ class Sweep:
             new = self.merge(batch, attempt, raw)  # records this attempt in self.state
             storage.append_jsonl(self.processes_path, [{
                 "batch_id": batch.batch_id, "attempt": attempt, "config_id": batch.config_id,
-                "mode": batch.mode, "runs": len(runs), **stats.as_dict(), "offload": offload}])
+                "mode": batch.mode, "runs": len(runs), **stats.as_dict(), "offload": offload,
+                **contention}])
             self.check_reloads(new)
             left = len(self.state.pending(batch, retries))
             bar.update(len(todo) - left)
