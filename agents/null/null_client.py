@@ -92,12 +92,11 @@ def run_one(conn: Connection, jobs: dict, run: dict) -> dict:
                     n_bytes += len(piece)
                     digest.update(piece.encode())
             resp.read()  # drain, so the connection can be reused
-    except ConnectionRefusedError as e:
-        error = {"kind": "connect", "message": str(e)}
-    except TimeoutError as e:
-        error = {"kind": "timeout", "message": str(e) or repr(e)}
     except (http.client.HTTPException, OSError) as e:
-        error = {"kind": "stream_interrupted", "message": str(e) or repr(e)}
+        conn.conn.close()  # a failed exchange leaves the connection unusable: the next run reconnects
+        kind = ("connect" if isinstance(e, ConnectionRefusedError) else
+                "timeout" if isinstance(e, TimeoutError) else "stream_interrupted")
+        error = {"kind": kind, "message": str(e) or repr(e)}
     outcome = "ok" if final is not None else ("truncated" if chunk_times else "error")
     if outcome != "ok" and error is None:
         error = {"kind": "no_done", "message": "stream ended without a done:true line"}
