@@ -94,7 +94,7 @@ def run(agent: str, host: str, jobs: Path, out: Path, timeout: float | None = No
         spawn = time.perf_counter()
         proc = subprocess.Popen([*command(agent), "--host", host, "--jobs", str(jobs),
                                  "--out", str(out)], stdout=subprocess.DEVNULL, stderr=err,
-                                stdin=subprocess.DEVNULL, 
+                                stdin=subprocess.DEVNULL,
                                 preexec_fn=functools.partial(_die_with_runner, os.getpid()))
         timed_out = threading.Event()
 
@@ -102,11 +102,16 @@ def run(agent: str, host: str, jobs: Path, out: Path, timeout: float | None = No
             timed_out.set()
             proc.kill()
 
+        # A daemon, started inside the try: an interrupt at any point cancels it, and a timer
+        # left behind could never keep an interrupted runner alive for batch_s seconds.
         watchdog = threading.Timer(timeout, kill) if timeout else None
         if watchdog:
-            watchdog.start()
-        peak = _PeakRss(proc.pid)
+            watchdog.daemon = True
+        peak = None
         try:
+            if watchdog:
+                watchdog.start()
+            peak = _PeakRss(proc.pid)
             _, status, usage = os.wait4(proc.pid, 0)
         except BaseException:  # interrupted: no agent may outlive its runner and keep writing
             proc.kill()
@@ -114,7 +119,8 @@ def run(agent: str, host: str, jobs: Path, out: Path, timeout: float | None = No
             proc.returncode = -9
             raise
         finally:
-            peak.stop()
+            if peak:
+                peak.stop()
             if watchdog:
                 watchdog.cancel()
         wall = time.perf_counter() - spawn
