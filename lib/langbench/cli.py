@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-cuda", action="store_true", help="skip the CUDA backend (a CPU host)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    # A blocked signal mask is inherited across exec: a parent that blocked SIGTERM (seen under
+    # a long pytest session) would make this process ignore it and run to the end.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
 
     from langbench.agents import AgentMissing
     from langbench.params import ParamsError
