@@ -88,28 +88,35 @@ class Run:
         return cls(run_dir, manifest, df[~null], procs, factors,
                    attempts[attempts["agent"] != "null"], df[null], alpha, margin_rel)
 
-    def margin(self, value: str) -> tuple[float | None, str]:
-        """The equivalence margin fixed in the parameter file for `value`: (absolute or None
-        for relative-to-the-mean, how to print it)."""
+    @property
+    def margins(self) -> dict:
+        """The equivalence margins fixed in the parameter file (defaults where it set none)."""
         from langbench.params import MARGINS
-        m = {**MARGINS, **(self.manifest.get("parameters", {}).get("margins") or {})}
+        return {**MARGINS, **(self.manifest.get("parameters", {}).get("margins") or {})}
+
+    def margin(self, value: str) -> tuple[float | None, str]:
+        """The margin for `value`: (absolute, or None for ±throughput_pct of the reference
+        mean; how to print it)."""
+        m = self.margins
         if value in ("ttft_ms", "e2e_ms", "itl_p99_ms"):
             return m["ttft_ms"], f"±{m['ttft_ms']:g} ms"
         if value == "client_overhead_ms":
             return m["overhead_ms"], f"±{m['overhead_ms']:g} ms"
         return None, f"±{m['throughput_pct']:g}%"
 
+    def margin_for(self, value: str, reference_mean: float) -> float:
+        """The margin for `value` as an absolute number, around `reference_mean`."""
+        margin_abs, _ = self.margin(value)
+        return margin_abs if margin_abs is not None else abs(self.margins["throughput_pct"] / 100 * reference_mean)
+
     def compare(self, a, b, value: str, names=("python", "rust")) -> stats.Comparison:
         """The language comparison every section uses, with the pre-set margin for `value`.
         `a` and `b` are frames (their batch means are the units when each has two batches or
         more, stats.units) or plain series of values."""
-        from langbench.params import MARGINS
         if isinstance(a, pd.DataFrame):
             (a, b), _ = stats.units([a, b], value)
         margin_abs, _ = self.margin(value)
-        pct = (self.manifest.get("parameters", {}).get("margins") or {}).get("throughput_pct",
-                                                                            MARGINS["throughput_pct"])
-        return stats.compare(a, b, value, names, pct / 100, self.alpha, margin_abs)
+        return stats.compare(a, b, value, names, self.margins["throughput_pct"] / 100, self.alpha, margin_abs)
 
     @property
     def warm(self) -> pd.DataFrame:
@@ -264,9 +271,7 @@ def _paired_claim(run: Run, value: str, unit: str, data=None) -> str:
              .groupby(["config_id", "mode", "agent"]).mean().unstack("agent"))
     if not {"python", "rust"} <= set(cells.columns):
         return ""
-    margin_abs, _ = run.margin(value)
-    margin = margin_abs if margin_abs is not None else run.margin_rel * float(cells["rust"].mean())
-    p = stats.paired(cells["python"], cells["rust"], margin, run.alpha)
+    p = stats.paired(cells["python"], cells["rust"], run.margin_for(value, float(cells["rust"].mean())), run.alpha)
     if p["verdict"] == "not enough data":
         return ""
     return (f"Paired over the {p['cells']} cells both languages ran: Python − Rust = {p['mean_diff']:+.2f} {unit} "
