@@ -77,6 +77,7 @@ class ProcessStats:
     system_cpu_s: float
     peak_rss_bytes: int | None  # VmHWM of the agent's own address space, polled
     startup_ms: float | None  # spawn → t0 of the first run
+    startup_cpu_s: float | None  # user + system CPU spent before the first request (polled)
     records: int
     timed_out: bool
     stderr_tail: str
@@ -107,11 +108,11 @@ def run(agent: str, host: str, jobs: Path, out: Path, timeout: float | None = No
         watchdog = threading.Timer(timeout, kill) if timeout else None
         if watchdog:
             watchdog.daemon = True
-        peak = None
+        poller = None
         try:
             if watchdog:
                 watchdog.start()
-            peak = _PeakRss(proc.pid)
+            poller = _ProcPoller(proc.pid)
             _, status, usage = os.wait4(proc.pid, 0)
         except BaseException:  # interrupted: no agent may outlive its runner and keep writing
             proc.kill()
@@ -119,8 +120,8 @@ def run(agent: str, host: str, jobs: Path, out: Path, timeout: float | None = No
             proc.returncode = -9
             raise
         finally:
-            if peak:
-                peak.stop()
+            if poller:
+                poller.stop()
             if watchdog:
                 watchdog.cancel()
         wall = time.perf_counter() - spawn
@@ -129,38 +130,53 @@ def run(agent: str, host: str, jobs: Path, out: Path, timeout: float | None = No
     return ProcessStats(
         agent=agent, exit_code=proc.returncode, wall_s=wall,
         user_cpu_s=usage.ru_utime, system_cpu_s=usage.ru_stime,
-        peak_rss_bytes=peak.bytes,
+        peak_rss_bytes=poller.bytes,
         startup_ms=None if first_t0 is None else (first_t0 - spawn_unix) * 1e3,
+        startup_cpu_s=None if first_t0 is None or poller is None else poller.cpu_before(first_t0),
         records=_count_lines(out) - before, timed_out=timed_out.is_set(),
         stderr_tail=_tail(err_path),
     )
 
 
-class _PeakRss(threading.Thread):
-    """Polls /proc/PID/status VmHWM (the peak RSS of the process's own address space).
+class _ProcPoller(threading.Thread):
+    """Polls /proc/PID/status VmHWM (the peak RSS of the process's own address space) and
+    /proc/PID/stat's CPU times, every 10 ms.
 
     Not wait4's ru_maxrss: Linux carries the forking parent's high-water mark across exec,
     so every agent would report at least the runner's own RSS. VmHWM only grows, so the last
-    reading before exit is the peak, short of what the final few milliseconds add.
+    reading before exit is the peak, short of what the final few milliseconds add. The CPU
+    samples give what the process spent before its first request (start-up is its own
+    criterion; CPU per run is counted from the first request on).
     """
+
+    TICK = os.sysconf("SC_CLK_TCK")
 
     def __init__(self, pid: int, every: float = 0.01):
         super().__init__(daemon=True)
-        self.path, self.every, self.bytes = f"/proc/{pid}/status", every, None
+        self.pid, self.every, self.bytes = pid, every, None
+        self.cpu: list[tuple[float, float]] = []  # (unix time, user + system CPU seconds)
         self._done = threading.Event()
         self.start()
 
     def run(self) -> None:
         while not self._done.is_set():
             try:
-                with open(self.path) as f:
+                with open(f"/proc/{self.pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                self.cpu.append((time.time(), (int(fields[11]) + int(fields[12])) / self.TICK))
+                with open(f"/proc/{self.pid}/status") as f:
                     for line in f:
                         if line.startswith("VmHWM:"):
                             self.bytes = max(self.bytes or 0, int(line.split()[1]) * 1024)
                             break
-            except (OSError, ValueError):
+            except (OSError, ValueError, IndexError):
                 return  # the process has been reaped
             self._done.wait(self.every)
+
+    def cpu_before(self, t_unix: float) -> float | None:
+        """CPU seconds at the last sample taken before `t_unix` (0 before the first sample)."""
+        before = [c for t, c in self.cpu if t <= t_unix]
+        return before[-1] if before else 0.0
 
     def stop(self) -> None:
         self._done.set()

@@ -25,8 +25,11 @@ def frame(records: list[dict]) -> pd.DataFrame:
         row = {k: v for k, v in rec.items() if k not in ("itl_ms", "config", "options", "error")}
         for q, v in (rec.get("itl_ms") or {}).items():
             row[f"itl_{q}_ms"] = v
+        # A baseline row carries no chimera factor values: its factor columns are the options it
+        # actually sent (None where it left Ollama's default), as every chimera row's are.
+        sent = rec.get("options") or {}
         for k, v in (rec.get("config") or {}).items():
-            row[k] = v
+            row[k] = sent.get(k) if rec.get("mode") == "baseline" else v
         row["num_predict"] = (rec.get("options") or {}).get("num_predict")
         err = rec.get("error") or {}
         row["error_kind"], row["error_message"] = err.get("kind"), err.get("message")
@@ -80,10 +83,12 @@ def load_run(run_dir: str | Path) -> pd.DataFrame:
 
 
 def processes(rows: list[dict]) -> pd.DataFrame:
-    """processes.jsonl as a table, with CPU seconds per run and peak RSS in MiB."""
+    """processes.jsonl as a table, with peak RSS in MiB and CPU seconds per run counted from
+    the first request (start-up CPU apart, where the runner measured it)."""
     p = pd.DataFrame(rows)
     if not p.empty:
-        p["cpu_s_per_run"] = (p["user_cpu_s"] + p["system_cpu_s"]) / p["runs"]
+        startup = p["startup_cpu_s"].fillna(0) if "startup_cpu_s" in p else 0
+        p["cpu_s_per_run"] = (p["user_cpu_s"] + p["system_cpu_s"] - startup) / p["runs"]
         p["peak_rss_mib"] = p["peak_rss_bytes"] / 2**20
     return p
 
@@ -103,7 +108,7 @@ def summary(df: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
     """One row per agent × config × mode (the seed's rust_vs_python_sweep_summary.csv)."""
     keys = ["agent", "config_id", *factors, "mode"]
     w = warm(df)
-    g = w.groupby(keys, sort=True)
+    g = w.groupby(keys, sort=True, dropna=False)
     out = g.agg(
         n=("throughput_tps", "size"),
         throughput_mean=("throughput_tps", "mean"),
@@ -118,10 +123,10 @@ def summary(df: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
         itl_p99_ms_median=("itl_p99_ms", "median"),
     )
     out["throughput_cv_pct"] = 100 * out["throughput_std"] / out["throughput_mean"]
-    c = cold(df).groupby(keys)
+    c = cold(df).groupby(keys, dropna=False)
     out = out.join(c["ttft_ms"].mean().rename("cold_ttft_ms")).join(
         c["load_ms"].mean().rename("cold_load_ms"))
-    failed = df[df["outcome"] != "ok"].groupby(keys).size().rename("failed_runs")
+    failed = df[df["outcome"] != "ok"].groupby(keys, dropna=False).size().rename("failed_runs")
     out = out.join(failed).fillna({"failed_runs": 0})
     return out.reset_index()
 

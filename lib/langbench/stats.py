@@ -3,6 +3,7 @@ success rates, factor models. No hand-written formulas."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -10,6 +11,8 @@ import pandas as pd
 import statsmodels.formula.api as smf
 from scipy import stats as sps
 from statsmodels.stats.anova import anova_lm
+from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.meta_analysis import effectsize_smd
 from statsmodels.stats.weightstats import CompareMeans, DescrStatsW, ttost_ind, ttost_paired
 
@@ -134,12 +137,13 @@ def deltas(df: pd.DataFrame, value: str, factors: list[str], alpha: float = ALPH
     for (agent, config_id), g in df.groupby(["agent", "config_id"]):
         (base, chim), unit = units([g[g["mode"] == "baseline"], g[g["mode"] == "chimera"]], value)
         row = {"agent": agent, "config_id": config_id, "unit": unit,
-               **{f: g[f].iloc[0] for f in factors}, "n_baseline": len(base), "n_chimera": len(chim)}
+               **{f: _sent(g, f) for f in factors}, "n_baseline": len(base), "n_chimera": len(chim)}
         if len(base) >= 2 and len(chim) >= 2:
             lo, hi = CompareMeans(DescrStatsW(chim), DescrStatsW(base)).tconfint_diff(
                 alpha=alpha, usevar="unequal")
             bm = base.mean()
             row.update(baseline_mean=bm, chimera_mean=chim.mean(),
+                       welch_p=float(sps.ttest_ind(chim, base, equal_var=False).pvalue),
                        delta_pct=100 * (chim.mean() - bm) / bm,
                        delta_ci_low_pct=100 * lo / bm, delta_ci_high_pct=100 * hi / bm)
         rows.append(row)
@@ -150,7 +154,39 @@ def deltas(df: pd.DataFrame, value: str, factors: list[str], alpha: float = ALPH
     out["naive_success"] = out["delta_pct"] > 0
     out["significant_success"] = out["delta_ci_low_pct"] > 0
     out["significant_loss"] = out["delta_ci_high_pct"] < 0
+    # Holm across the configs of each agent: one family of per-config tests
+    out["welch_p_holm"] = np.nan
+    if "welch_p" in out:
+        for _, idx in out.dropna(subset=["welch_p"]).groupby("agent").groups.items():
+            out.loc[idx, "welch_p_holm"] = holm(out.loc[idx, "welch_p"])
+    out["holm_success"] = out["naive_success"] & (out["welch_p_holm"] < alpha)
     return out
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values (statsmodels multipletests), NaN kept as NaN."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], method="holm")[1]
+    return out
+
+
+def mcnemar_paired(success_a, success_b) -> dict:
+    """Two success rates on the same items (configs): McNemar's exact test on the discordant
+    pairs. `success_*` are booleans aligned item by item; a failed item counts as no success."""
+    a, b = np.asarray(success_a, dtype=bool), np.asarray(success_b, dtype=bool)
+    table = np.array([[np.sum(a & b), np.sum(a & ~b)], [np.sum(~a & b), np.sum(~a & ~b)]])
+    res = mcnemar(table, exact=True)
+    return {"both": int(table[0, 0]), "a_only": int(table[0, 1]), "b_only": int(table[1, 0]),
+            "neither": int(table[1, 1]), "mcnemar_p": float(res.pvalue)}
+
+
+def _sent(cell: pd.DataFrame, factor: str):
+    """The value of `factor` a cell's chimera sent (its baseline rows sent Ollama's default)."""
+    values = cell.loc[cell["mode"] == "chimera", factor].dropna() if factor in cell else ()
+    return values.iloc[0] if len(values) else None
 
 
 def compare_rates(success_a: int, n_a: int, success_b: int, n_b: int) -> dict:
@@ -167,12 +203,25 @@ def compare_rates(success_a: int, n_a: int, success_b: int, n_b: int) -> dict:
 
 
 def factor_anova(df: pd.DataFrame, value: str, factors: list[str]) -> tuple[pd.DataFrame, float]:
-    """OLS of `value` on agent × mode plus every matrix factor (categorical); type-II ANOVA.
+    """OLS of `value` on agent × mode plus every matrix factor, the factors nested in mode:
+    baseline rows sent none of them (Ollama's defaults), so each factor enters only through the
+    chimera rows, as treatment contrasts against its first level (its columns are 0 on baseline
+    rows; the mode term holds baseline vs chimera at the first levels). Type-II ANOVA.
     Returns the ANOVA table (with partial eta²) and the model's R²."""
-    data = df[[value, "agent", "mode", *factors]].dropna()
-    terms = ["C(agent) * C(mode)"] + [f"C({f})" for f in factors if data[f].nunique() > 1]
+    data = df[[value, "agent", "mode", *factors]].dropna(subset=[value, "agent", "mode"]).copy()
+    chim = data["mode"] == "chimera"
+    terms = ["C(agent) * C(mode)"]
+    for f in factors:
+        levels = [v.item() if isinstance(v, np.generic) else v for v in sorted(data.loc[chim, f].dropna().unique())]
+        if len(levels) < 2:
+            continue
+        col = f"{f}_in_chimera"  # first level on baseline rows: zero in every contrast of f
+        data[col] = np.where(chim, data[f], levels[0])
+        data = data[data[col].notna()]
+        terms.append(f"C({col}, levels={[*levels]!r})")
     model = smf.ols(f"{value} ~ {' + '.join(terms)}", data=data).fit()
     table = anova_lm(model, typ=2)
+    table.index = [re.sub(r"C\((\w+)_in_chimera, levels=.*\)", r"C(\1) within chimera", i) for i in table.index]
     resid = table.loc["Residual", "sum_sq"]
     table["partial_eta_sq"] = table["sum_sq"] / (table["sum_sq"] + resid)
     table.loc["Residual", "partial_eta_sq"] = np.nan
