@@ -4,6 +4,7 @@ statsmodels called directly."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats as sps
 from statsmodels.stats.weightstats import CompareMeans, DescrStatsW, ttost_ind
@@ -198,3 +199,18 @@ def test_decision_matrix_counts_correlated_criteria_once(planted_variance):
     assert "Holm" in t.loc[t["criterion"] == "Throughput (warm)", "test"].iloc[0]
     sentence = findings.decision_matrix(planted_variance).sentence
     assert f"in {t['group'].nunique()} groups" in sentence
+
+
+def test_drift_fit_separates_a_shared_slope_from_one_agent_drifting(tmp_path):
+    rng = np.random.default_rng(9)
+    order = np.repeat(np.arange(40), 4)
+    agent = np.tile(["python", "python", "rust", "rust"], 40)
+    mode = np.tile(["baseline", "chimera"], 80)
+    shared = pd.DataFrame({"order": order, "agent": agent, "mode": mode,
+                           "throughput_tps": 100 - 0.05 * order + rng.normal(0, 0.2, len(order))})
+    _, fit = stats.drift(shared, "throughput_tps")
+    assert fit["slope"] == pytest.approx(-0.05, abs=0.005) and fit["slope_p"] < 1e-6
+    assert fit["by_agent_p"] > 0.01 and fit["by_mode_p"] > 0.01
+    one = shared.assign(throughput_tps=shared["throughput_tps"] - np.where(agent == "rust", 0.05 * order, 0))
+    _, fit = stats.drift(one, "throughput_tps")
+    assert fit["by_agent_p"] < 1e-6 and fit["by_mode_p"] > 0.01

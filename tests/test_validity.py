@@ -135,3 +135,22 @@ def test_cpu_contention_is_recorded_per_batch_and_reported(tiny_run):
     assert all(p["server_cpu_s"] > 0 for p in procs), [p["server_cpu_s"] for p in procs]
     note = findings.footprint(findings.Run.load(tiny_run)).notes
     assert note and note[0].startswith("Server and agents shared the host's")
+
+
+def test_the_paired_rule_holds_alpha_on_identical_batches_with_batch_effects():
+    """40 independent A/A data sets (batch effects and drift, as _batchy), one paired split each,
+    no margin: 'differs' at most as often as α allows (P(≥ 7 of 40 | 5%) ≈ 0.003)."""
+    differs = 0
+    for seed in range(40):
+        s = stats.aa_paired_splits(_batchy(n_configs=20, seed=seed), "throughput_tps", margin=0.0, splits=1,
+                                   seed=seed)
+        assert len(s) == 1
+        differs += int(s["differs"].iloc[0])
+    assert differs <= 6, differs
+    # runs paired as if independent (run i of batch 0 against run i of batch 1, every cell):
+    # the batch offsets they share make identical treatments 'differ' far more often
+    def by_run(d):
+        return (d.loc[d["batch_id"].str.endswith(f"b{b}"), "throughput_tps"].to_numpy() for b in (0, 1))
+    pooled = sum(stats.paired(*by_run(_batchy(n_configs=20, seed=seed)), 0.0)["verdict"] == "differs"
+                 for seed in range(40))
+    assert pooled > 2 * differs + 4, (pooled, differs)

@@ -41,14 +41,17 @@ def check(agent: str) -> None:
         raise AgentMissing(f"the {agent} agent is missing ({exe}): run `make setup`")
 
 
-def _die_with_runner(runner_pid: int) -> None:
+def _die_with_runner(runner_pid: int, cpus: list[int] | None = None) -> None:
     """Runs in the agent's child before exec: SIGKILL when the runner dies, however it dies,
-    so that no orphan agent goes on writing records into a run nobody owns."""
+    so that no orphan agent goes on writing records into a run nobody owns; and the CPUs it may
+    use, where the run pins agents apart from the server."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     if libc.prctl(1, signal.SIGKILL) != 0:  # PR_SET_PDEATHSIG
         os._exit(126)
     if os.getppid() != runner_pid:  # the runner died before prctl took effect
         os._exit(126)
+    if cpus:
+        os.sched_setaffinity(0, cpus)
 
 
 def failure_record(agent: str, run_id: str, model: str, options: dict, warmup: bool,
@@ -78,6 +81,7 @@ class ProcessStats:
     peak_rss_bytes: int | None  # VmHWM of the agent's own address space, polled
     startup_ms: float | None  # spawn → t0 of the first run
     startup_cpu_s: float | None  # user + system CPU spent before the first request (polled)
+    cpus_allowed: str | None  # the CPUs the process could run on (/proc Cpus_allowed_list)
     records: int
     timed_out: bool
     stderr_tail: str
@@ -86,8 +90,10 @@ class ProcessStats:
         return asdict(self)
 
 
-def run(agent: str, host: str, jobs: Path, out: Path, timeout: float | None = None) -> ProcessStats:
-    """Run one agent process to completion; measure it with wait4 (exact rusage of that child)."""
+def run(agent: str, host: str, jobs: Path, out: Path, timeout: float | None = None,
+        cpus: list[int] | None = None) -> ProcessStats:
+    """Run one agent process to completion; measure it with wait4 (exact rusage of that child).
+    `cpus`: the CPUs the agent may use (None: as the runner)."""
     before = _count_lines(out)
     err_path = out.with_suffix(out.suffix + ".stderr")
     with open(err_path, "wb") as err:
@@ -96,7 +102,7 @@ def run(agent: str, host: str, jobs: Path, out: Path, timeout: float | None = No
         proc = subprocess.Popen([*command(agent), "--host", host, "--jobs", str(jobs),
                                  "--out", str(out)], stdout=subprocess.DEVNULL, stderr=err,
                                 stdin=subprocess.DEVNULL,
-                                preexec_fn=functools.partial(_die_with_runner, os.getpid()))
+                                preexec_fn=functools.partial(_die_with_runner, os.getpid(), cpus))
         timed_out = threading.Event()
 
         def kill() -> None:
@@ -133,6 +139,7 @@ def run(agent: str, host: str, jobs: Path, out: Path, timeout: float | None = No
         peak_rss_bytes=poller.bytes,
         startup_ms=None if first_t0 is None else (first_t0 - spawn_unix) * 1e3,
         startup_cpu_s=None if first_t0 is None or poller is None else poller.cpu_before(first_t0),
+        cpus_allowed=poller.cpus_allowed if poller else None,
         records=_count_lines(out) - before, timed_out=timed_out.is_set(),
         stderr_tail=_tail(err_path),
     )
@@ -153,7 +160,7 @@ class _ProcPoller(threading.Thread):
 
     def __init__(self, pid: int, every: float = 0.01):
         super().__init__(daemon=True)
-        self.pid, self.every, self.bytes = pid, every, None
+        self.pid, self.every, self.bytes, self.cpus_allowed = pid, every, None, None
         self.cpu: list[tuple[float, float]] = []  # (unix time, user + system CPU seconds)
         self._done = threading.Event()
         self.start()
@@ -168,7 +175,8 @@ class _ProcPoller(threading.Thread):
                     for line in f:
                         if line.startswith("VmHWM:"):
                             self.bytes = max(self.bytes or 0, int(line.split()[1]) * 1024)
-                            break
+                        elif line.startswith("Cpus_allowed_list:"):
+                            self.cpus_allowed = line.split(":", 1)[1].strip()
             except (OSError, ValueError, IndexError):
                 return  # the process has been reaped
             self._done.wait(self.every)

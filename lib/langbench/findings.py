@@ -238,9 +238,12 @@ LABELS = {"throughput_tps": "throughput", "ttft_ms": "TTFT", "client_overhead_ms
           "e2e_ms": "end-to-end latency", "itl_p99_ms": "ITL p99"}
 
 
-def _language_claim(run: Run, value: str, unit: str, better: str, data=None) -> tuple[stats.Comparison, str]:
+def _language_claim(run: Run, value: str, unit: str, better: str, data=None,
+                    label: str | None = None) -> tuple[stats.Comparison, str]:
+    """The language comparison as a sentence that names its metric (it is quoted alone, as a
+    headline of index.html)."""
     data = run.warm if data is None else data
-    label = LABELS.get(value, value)
+    label = label or LABELS.get(value, value)
     py, rs = (data[data["agent"] == a] for a in ("python", "rust"))
     c = run.compare(py, rs, value)
     tests = (f"Welch t {p_text(c.welch_p)}, Mann–Whitney {p_text(c.mw_p)}, Hedges' g = {c.hedges_g:.2f}; "
@@ -274,14 +277,15 @@ def _paired_claim(run: Run, value: str, unit: str, data=None) -> str:
     p = stats.paired(cells["python"], cells["rust"], run.margin_for(value, float(cells["rust"].mean())), run.alpha)
     if p["verdict"] == "not enough data":
         return ""
-    return (f"Paired over the {p['cells']} cells both languages ran: Python − Rust = {p['mean_diff']:+.2f} {unit} "
+    return (f"{LABELS.get(value, value).capitalize()}, paired over the {p['cells']} cells both languages ran: "
+            f"Python − Rust = {p['mean_diff']:+.2f} {unit} "
             f"[{p['ci_low']:+.2f}, {p['ci_high']:+.2f}] (paired t {p_text(p['t_p'])}, Wilcoxon "
             f"{p_text(p['wilcoxon_p'])}, TOST ±{p['margin']:.2f} {unit} {p_text(p['tost_p'])}): {p['verdict']}.")
 
 
 def throughput_overall(run: Run) -> Section:
     t = _by_agent(run, "throughput_tps")
-    _, sentence = _language_claim(run, "throughput_tps", "tok/s", HIGHER)
+    _, sentence = _language_claim(run, "throughput_tps", "tok/s", HIGHER, label="warm throughput")
     notes = [n for n in [_paired_claim(run, "throughput_tps", "tok/s")] if n]
     return Section("3.1–3.2 Throughput by language (warm runs, both modes)", sentence, t,
                    plots.distribution(run.warm, "throughput_tps", "throughput (tok/s)"), notes=notes)
@@ -341,7 +345,7 @@ def ttft_warm(run: Run) -> Section:
     uncached = w[w["prompt_cache"] == "uncached"]
     data, which = (uncached, "uncached prompt") if len(uncached) else (w, "cached prompt only")
     t = _by_agent(run, "ttft_ms", data)
-    _, sentence = _language_claim(run, "ttft_ms", "ms", LOWER, data=data)
+    _, sentence = _language_claim(run, "ttft_ms", "ms", LOWER, data=data, label=f"warm TTFT ({which})")
     notes = [n for n in [_paired_claim(run, "ttft_ms", "ms", data)] if n]
     return Section(f"4.1 Warm TTFT by language ({which}; same instrument in both agents)", sentence, t,
                    plots.distribution(data, "ttft_ms", "TTFT (ms)"), notes=notes)
@@ -365,9 +369,30 @@ def ttft_by_config(run: Run) -> Section:
 def ttft_cold(run: Run) -> Section:
     cold = metrics.cold(run.df)
     t = stats.describe_by(cold, "ttft_ms", ["agent", "reload_expected"]) if not cold.empty else None
-    _, sentence = _language_claim(run, "ttft_ms", "ms", LOWER, data=cold)
+    _, sentence = _language_claim(run, "ttft_ms", "ms", LOWER, data=cold, label="cold TTFT")
     return Section("4.1b Cold TTFT (first run of each agent process, reported apart)",
-                   sentence + " Cold runs pay the model reload whenever a load option changed.", t)
+                   sentence + " " + _cold_reload_sentence(cold), t)
+
+
+def _cold_reload_sentence(cold: pd.DataFrame) -> str:
+    """Whether cold runs paid a reload where the plan expected one (a load option changed
+    since the previous batch), from the server's own load_duration."""
+    if cold.empty or "reload_expected" not in cold:
+        return ""
+    exp = cold.loc[cold["reload_expected"].astype(bool), "load_ms"].dropna()
+    not_exp = cold.loc[~cold["reload_expected"].astype(bool), "load_ms"].dropna()
+    if exp.empty or not_exp.empty:
+        which = "expected" if len(exp) else "not expected"
+        vals = exp if len(exp) else not_exp
+        return (f"All {len(vals)} cold runs had a reload {which}; their median load was {vals.median():.1f} ms.")
+    from scipy import stats as sps
+    p = sps.mannwhitneyu(exp, not_exp, alternative="greater").pvalue
+    holds = p < stats.ALPHA and exp.median() > not_exp.median()
+    return (f"Cold runs where a reload was expected (a load option changed) had a median load of "
+            f"{exp.median():.1f} ms (n = {len(exp)}), those where none was expected {not_exp.median():.1f} ms "
+            f"(n = {len(not_exp)}; Mann–Whitney, one-sided, {p_text(p)}): "
+            + ("the reloads happened where the plan expected them." if holds else
+               "the load times do not show the expected reloads; cold TTFT here is not a reload cost."))
 
 
 def ttft_phases(run: Run) -> Section:
@@ -610,18 +635,25 @@ def client_vs_server(run: Run) -> Section:
 
 
 def drift(run: Run) -> Section:
-    from scipy import stats as sps
-    rows = []
-    for agent, g in run.warm.groupby("agent"):
-        res = sps.linregress(g["order"], g["throughput_tps"])
-        rows.append({"agent": agent, "slope_tps_per_batch": res.slope, "p": res.pvalue, "r": res.rvalue})
-    t = pd.DataFrame(rows)
+    """Throughput over the run order, fitted with agent and mode terms: a common slope, and
+    whether it differs between the agents or the modes (then the balanced order does not
+    cancel it from their comparison)."""
+    t, fit = stats.drift(run.warm, "throughput_tps")
+    if fit is None:
+        return Section("Drift over run order", "Too few batches to fit a drift.")
     parts = [f"{r.agent} {r.slope_tps_per_batch:+.4f} tok/s per batch ({p_text(r.p)})" for r in t.itertuples()]
-    drifting = t.loc[t["p"] < run.alpha, "agent"].tolist()
-    verdict = (f"significant drift for {', '.join(drifting)}: the ABBA order spreads it over both "
-               "languages and modes" if drifting else f"no significant drift at α = {run.alpha}")
-    return Section("Drift over run order", "Throughput trend over the sweep: " + "; ".join(parts) +
-                   f"; {verdict}.", t, plots.drift(run.warm))
+    common = (f"A fit of throughput on order with agent × mode terms gives a common slope of "
+              f"{fit['slope']:+.4f} tok/s per batch ({p_text(fit['slope_p'])}); it differs by agent "
+              f"{p_text(fit['by_agent_p'])} and by mode {p_text(fit['by_mode_p'])}")
+    if fit["by_agent_p"] < run.alpha or fit["by_mode_p"] < run.alpha:
+        verdict = ("the drift is not the same for every agent and mode, so the balanced order does not spread it "
+                   "evenly: comparisons between them carry part of it")
+    elif fit["slope_p"] < run.alpha:
+        verdict = "the drift is shared by every agent and mode, so the balanced (ABBA) order spreads it over them"
+    else:
+        verdict = f"no significant drift at α = {run.alpha}"
+    return Section("Drift over run order", "Per agent: " + "; ".join(parts) + f". {common}: {verdict}.", t,
+                   plots.drift(run.warm))
 
 
 def footprint(run: Run) -> Section:
@@ -634,7 +666,11 @@ def footprint(run: Run) -> Section:
     notes = []
     if "server_cpu_s" in p and p["server_cpu_s"].notna().any():
         busy = p["server_cpu_s"] / p["wall_s"]
-        notes.append(f"Server and agents shared the host's {int(p['host_cpus'].max())} logical CPUs (no pinning): "
+        iso = run.manifest.get("isolation") or {}
+        where = (f"Server and agents ran on disjoint CPUs ({iso['reason']})" if iso.get("applied") else
+                 f"Server and agents shared the host's {int(p['host_cpus'].max())} logical CPUs "
+                 f"({iso.get('reason', 'no pinning')})")
+        notes.append(f"{where}: "
                      f"median host load {p['host_load_1m'].median():.2f} during batches; the embedded server used "
                      f"a median {busy.median():.2f} CPU-seconds per second of batch, the agents "
                      + ", ".join(f"{a} {((g['user_cpu_s'] + g['system_cpu_s']) / g['wall_s']).median():.2f}"
@@ -805,6 +841,11 @@ def aa_check(run: Run) -> Section:
         s = stats.aa_language_splits(run.warm, lambda a, b, v=value: run.compare(a, b, v, ("a", "b")))
         r = stats.rate_against(int(s["differs"].sum()) if len(s) else 0, len(s), run.alpha)
         rows.append({"rule": "language comparison (pooled runs, Welch + margin)", "metric": label, **r})
+        base = run.warm[run.warm["mode"] == "baseline"]
+        margin = run.margin_for(value, float(base[value].mean())) if len(base) else 0.0
+        s = stats.aa_paired_splits(run.warm, value, margin, run.alpha)
+        r = stats.rate_against(int(s["differs"].sum()) if len(s) else 0, len(s), run.alpha)
+        rows.append({"rule": "language comparison (paired over cells, t + margin)", "metric": label, **r})
     t = pd.DataFrame(rows)
     t["flag"] = np.where(t["p_above"] < run.alpha, "above α beyond binomial noise", "")
     flagged = t[t["flag"] != ""]

@@ -38,7 +38,7 @@ class Params:
 
 
 DEFAULTS = {"baseline": {}, "warmups": 1, "retries": 1, "uncached_repetitions": 0, "null_client": False,
-            "batches": 1}
+            "batches": 1, "isolation": "shared"}
 MARGINS = {"throughput_pct": 2.0, "ttft_ms": 5.0, "overhead_ms": 0.5}
 
 

@@ -37,6 +37,8 @@ class Server:
     embedded: bool
     log_path: Path | None = None
     process: subprocess.Popen | None = field(default=None, repr=False)
+    env: dict = field(default_factory=dict)  # the OLLAMA_* settings it was started with
+    cpus: list[int] | None = None  # the CPUs it is pinned to (None: not pinned)
 
     def log_tail(self, lines: int = 20) -> str:
         if self.log_path is None or not self.log_path.exists():
@@ -124,8 +126,11 @@ def _die_with_parent() -> None:
 
 def start_embedded(binary: Path | None = None, port: int | None = None,
                    store: Path | None = None, log_path: Path | None = None,
-                   timeout: float = 60.0) -> Server:
-    """Start `ollama serve` on a loopback port with its own model store; wait until it answers."""
+                   timeout: float = 60.0, env: dict | None = None,
+                   cpus: list[int] | None = None) -> Server:
+    """Start `ollama serve` on a loopback port with its own model store; wait until it answers.
+    `env`: OLLAMA_* settings of this run (e.g. OLLAMA_NUM_PARALLEL); `cpus`: pin the server
+    (and the runners it starts later) to these CPUs."""
     binary = binary or find_binary()
     if not Path(binary).exists():
         raise ServerError(f"ollama binary not found at {binary}: run `make setup`")
@@ -139,7 +144,9 @@ def start_embedded(binary: Path | None = None, port: int | None = None,
     if log_path is None:
         log_path = Path(tempfile.mkdtemp(prefix="langbench-ollama-")) / "ollama.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    settings = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("OLLAMA_")}
+    env.update({k: str(v) for k, v in settings.items()})
     env.update(OLLAMA_HOST=f"127.0.0.1:{port}", OLLAMA_MODELS=str(store),
                OLLAMA_NOPRUNE="1")
     url = f"http://127.0.0.1:{port}"
@@ -147,7 +154,9 @@ def start_embedded(binary: Path | None = None, port: int | None = None,
         proc = subprocess.Popen([str(binary), "serve"], env=env, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, preexec_fn=_die_with_parent)
-    server = Server(url=url, embedded=True, log_path=log_path, process=proc)
+    server = Server(url=url, embedded=True, log_path=log_path, process=proc, env=dict(settings), cpus=cpus)
+    if cpus:
+        os.sched_setaffinity(proc.pid, cpus)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -200,10 +209,13 @@ def resolve(host: str) -> str | None:
 
 @contextlib.contextmanager
 def ollama_server(host: str = "embedded", model: str | None = paths.EMBEDDED_MODEL,
-                  log_path: Path | None = None, port: int | None = None) -> Iterator[Server]:
-    """A server that answers and holds `model`; an embedded one is stopped on exit."""
+                  log_path: Path | None = None, port: int | None = None, env: dict | None = None,
+                  cpus: list[int] | None = None) -> Iterator[Server]:
+    """A server that answers and holds `model`; an embedded one is stopped on exit. `env` and
+    `cpus` apply to an embedded server only (an external one is as it was started)."""
     url = resolve(host)
-    server = Server(url=url, embedded=False) if url else start_embedded(port=port, log_path=log_path)
+    server = Server(url=url, embedded=False) if url else start_embedded(
+        port=port, log_path=log_path, env=env, cpus=cpus)
     try:
         if model:
             ensure_model(server, model)

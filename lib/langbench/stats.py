@@ -228,6 +228,30 @@ def factor_anova(df: pd.DataFrame, value: str, factors: list[str]) -> tuple[pd.D
     return table, float(model.rsquared)
 
 
+def drift(df: pd.DataFrame, value: str) -> tuple[pd.DataFrame, dict | None]:
+    """Per-agent linear trends of `value` over `order`, and one OLS with agent × mode terms
+    and order × agent, order × mode slopes: the common slope and F tests of whether the slope
+    differs by agent and by mode."""
+    rows = []
+    for agent, g in df.groupby("agent"):
+        if g["order"].nunique() > 1:
+            res = sps.linregress(g["order"], g[value])
+            rows.append({"agent": agent, "slope_tps_per_batch": res.slope, "p": res.pvalue, "r": res.rvalue})
+    t = pd.DataFrame(rows)
+    data = df[[value, "order", "agent", "mode"]].dropna()
+    if data["order"].nunique() < 3 or data["agent"].nunique() < 1:
+        return t, None
+    cells = [f"C({f})" for f in ("agent", "mode") if data[f].nunique() > 1]
+    common = " + ".join(["order", *cells] + ([":".join(cells)] if len(cells) == 2 else []))
+    shared = smf.ols(f"{value} ~ {common}", data=data).fit()  # one slope for every agent × mode cell
+    full = smf.ols(f"{value} ~ {common}" + "".join(f" + order:{c}" for c in cells), data=data).fit()
+    table = anova_lm(full, typ=2)
+    nan = float("nan")
+    return t, {"slope": float(shared.params["order"]), "slope_p": float(shared.pvalues["order"]),
+               "by_agent_p": float(table["PR(>F)"].get("order:C(agent)", nan)),
+               "by_mode_p": float(table["PR(>F)"].get("order:C(mode)", nan))}
+
+
 # --- A/A: each decision rule applied to identical treatments ------------------------------------
 
 def aa_delta_pairs(df: pd.DataFrame, value: str, factors: list[str], alpha: float = ALPHA,
@@ -269,6 +293,27 @@ def aa_language_splits(df: pd.DataFrame, compare_fn, splits: int = 100,
             c = compare_fn(g[g["config_id"].isin(half)], g[~g["config_id"].isin(half)])
             rows.append({"agent": agent, "verdict": c.verdict,
                          "differs": c.verdict not in ("equivalent", "inconclusive", "not enough data")})
+    return pd.DataFrame(rows)
+
+
+def aa_paired_splits(df: pd.DataFrame, value: str, margin: float, alpha: float = ALPHA,
+                     splits: int = 100, seed: int = 112) -> pd.DataFrame:
+    """The paired language rule (paired) applied to one agent against itself: in every baseline
+    cell with two batches or more, one batch drawn at random poses as language a and another as
+    language b, and the per-cell batch means are compared paired; `splits` seeded draws (they
+    share batches, so the binomial noise printed beside the rate is optimistic)."""
+    base = df[df["mode"] == "baseline"]
+    rng = np.random.default_rng(seed)
+    rows = []
+    for agent, g in base.groupby("agent"):
+        means = g.groupby(["config_id", "batch_id"])[value].mean().dropna()
+        cells = [m.to_numpy(float) for _, m in means.groupby(level="config_id") if len(m) >= 2]
+        if len(cells) < 3:
+            continue
+        for _ in range(splits):
+            pairs = np.array([rng.choice(c, 2, replace=False) for c in cells])
+            p = paired(pairs[:, 0], pairs[:, 1], margin, alpha)
+            rows.append({"agent": agent, "verdict": p["verdict"], "differs": p["verdict"] == "differs"})
     return pd.DataFrame(rows)
 
 

@@ -25,7 +25,8 @@ from pathlib import Path
 import psutil
 from tqdm import tqdm  # not tqdm.auto: it warns in a kernel without ipywidgets
 
-from langbench import agents, gguf_synth, metrics, paths, plan, provenance, server, storage, telemetry
+from langbench import (agents, gguf_synth, isolation, metrics, paths, plan, provenance, server, storage,
+                       telemetry)
 from langbench.params import Params, ParamsError, load
 
 
@@ -77,7 +78,8 @@ class Keeper:
             return self.srv.url
         tail = self.srv.log_tail(5)
         server.stop(self.srv)
-        self.srv = server.start_embedded(log_path=self.run_dir / "ollama.log")
+        self.srv = server.start_embedded(log_path=self.run_dir / "ollama.log", env=self.srv.env,
+                                         cpus=self.srv.cpus)
         self.restarts += 1
         tqdm.write(f"sweep: the embedded Ollama had died; restarted at {self.srv.url}\n{tail}",
                    file=sys.stderr)
@@ -203,7 +205,8 @@ class Sweep:
             host = keeper.ensure()
             load = Contention(keeper.srv)
             with self.sampler.batch(batch.batch_id) if self.sampler else contextlib.nullcontext():
-                stats = agents.run(batch.agent, host, jobs, raw, timeout=self.params.timeouts["batch_s"])
+                stats = agents.run(batch.agent, host, jobs, raw, timeout=self.params.timeouts["batch_s"],
+                                   cpus=self.agent_cpus)
             contention = load.after()
             offload = self.offload_after(host)
             written = {r["run_id"] for r in storage.read_jsonl(raw, repair=True)}
@@ -338,8 +341,13 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool) -> Pa
     sweep.load_state()
     total, done = sweep.planned_runs(), sweep.finished_runs()
     if done < total:
-        with server.ollama_server(params.server["host"], params.model,
-                                  log_path=run_dir / "ollama.log") as srv:
+        cpus = isolation.plan(params.isolation)
+        with server.ollama_server(params.server["host"], params.model, log_path=run_dir / "ollama.log",
+                                  cpus=cpus["server_cpus"] if cpus["applied"] else None) as srv:
+            if cpus["applied"] and not srv.embedded:
+                cpus = {**cpus, "applied": False, "reason": "isolation: pinned applies to the embedded "
+                        "server only; an external server runs where it was started"}
+            sweep.agent_cpus = cpus["agent_cpus"] if cpus["applied"] else None
             model, host = provenance.model_details(srv.url, params.model), provenance.host_info()
             if params.model == gguf_synth.SYNTHETIC_MODEL:
                 model["note"] = gguf_synth.MODEL_NOTE
@@ -362,7 +370,7 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool) -> Pa
                 server={"url": srv.url, "embedded": srv.embedded, "host_setting": params.server["host"]},
                 model=model, host=host, packages=provenance.package_versions(),
                 agents={a: agents.command(a) for a in params.agents},
-                num_batch_clamp=clamp_note(sweep))
+                num_batch_clamp=clamp_note(sweep), isolation=cpus)
             storage.write_json(run_dir / "plan.json", {"batches": [b.as_dict() for b in sweep.batches]})
             storage.write_json(manifest_path, manifest)
             keeper = Keeper(srv, run_dir)

@@ -1,0 +1,54 @@
+"""isolation: pinned (issue 9, item 8): disjoint CPUs for server and agents where there are enough."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from langbench import agents, isolation, params
+from scripted import ScriptedServer
+from test_agents_contract import jobs_doc
+
+TINY = Path(__file__).parent / "fixtures" / "tiny.yaml"
+
+
+def test_pinned_splits_the_cpus_in_two_disjoint_halves():
+    p = isolation.plan("pinned", cpus=set(range(8)))
+    assert p["applied"] and p["server_cpus"] == [0, 1, 2, 3] and p["agent_cpus"] == [4, 5, 6, 7]
+    assert "server on CPUs 0–3, agents on CPUs 4–7" in p["reason"]
+
+
+def test_pinned_is_not_applied_on_too_few_cpus_and_says_why():
+    p = isolation.plan("pinned", cpus={0, 1})
+    assert not p["applied"] and p["server_cpus"] == p["agent_cpus"] == [0, 1]
+    assert "only 2 CPUs" in p["reason"]
+    assert not isolation.plan("shared", cpus=set(range(8)))["applied"]
+
+
+def test_the_parameter_file_takes_shared_or_pinned_only(tmp_path):
+    text = (TINY).read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text + "isolation: apart\n")
+    with pytest.raises(params.ParamsError, match="isolation"):
+        params.load(bad)
+    good = tmp_path / "good.yaml"
+    good.write_text(text + "isolation: pinned\n")
+    assert params.load(good).isolation == "pinned"
+    assert params.load(TINY).isolation == "shared"
+
+
+@pytest.mark.parametrize("agent", ["python", "rust"])
+def test_an_agent_runs_on_the_cpus_it_is_given(agent, tmp_path):
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+    jobs, out = tmp_path / "jobs.json", tmp_path / "out.jsonl"
+    jobs.write_text(json.dumps(jobs_doc(model="scripted", runs=[
+        {"run_id": "a", "prompt": 0, "options": {}, "keep_alive": -1, "warmup": False}])))
+    with ScriptedServer(first_ms=50, gap_ms=5, tokens=3) as srv:
+        pinned = agents.run(agent, srv.url, jobs, out, timeout=60, cpus=[cpu])
+        free = agents.run(agent, srv.url, jobs, tmp_path / "free.jsonl", timeout=60)
+    assert pinned.exit_code == 0 and pinned.cpus_allowed == str(cpu)
+    assert free.cpus_allowed != str(cpu) or len(os.sched_getaffinity(0)) == 1
+    assert pinned.startup_cpu_s is not None and 0 <= pinned.startup_cpu_s <= pinned.user_cpu_s + pinned.system_cpu_s
