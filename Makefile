@@ -8,6 +8,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PARAMS ?= parameters/quick.yaml
 RUN ?=
+A ?=
+B ?=
 RUN_ID ?=
 LAB_DIR ?= notebooks
 LAB_ARGS ?=
@@ -33,6 +35,11 @@ report: setup
 render: setup
 	@test -n "$(RUN)" || { echo "make render needs RUN=outputs/<run>" >&2; exit 2; }
 	$(PY) -m langbench render $(RUN)
+
+## compare: compare two stored runs, rendered to HTML: make compare A=outputs/<run> B=outputs/<run>
+compare: setup
+	@test -n "$(A)" -a -n "$(B)" || { echo "make compare needs A=outputs/<run> B=outputs/<run>" >&2; exit 2; }
+	$(PY) -m langbench compare $(A) $(B) $(if $(ALLOW_MODEL_MISMATCH),--allow-model-mismatch)
 
 ## test: unit, contract, integration (real Ollama), notebook and browser tests
 test: setup browser
@@ -61,4 +68,4 @@ clean:
 clean-cache:
 	rm -rf "$${XDG_CACHE_HOME:-$$HOME/.cache}/langbench"
 
-.PHONY: help setup report render test lab browser clean clean-cache
+.PHONY: help setup report render compare test lab browser clean clean-cache

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from langbench import agents, paths, schemas, server
+from langbench import agents, paths, schemas, server, storage
 from relay import Relay
 
 AGENTS = agents.AGENTS
@@ -36,7 +36,7 @@ def run_agent(agent, host, doc, tmp_path, timeout=180):
     jobs.write_text(json.dumps(doc))
     out = tmp_path / f"{agent}-records.jsonl"
     stats = agents.run(agent, host, jobs, out, timeout=timeout)
-    records = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    records = storage.read_jsonl(out)  # not str.splitlines(): it also splits at U+2028, U+0085 inside strings
     return stats, records
 
 
@@ -171,7 +171,7 @@ def test_server_killed_mid_stream_truncates_and_fails_the_rest(agent, tmp_path):
         _, stderr = proc.communicate(timeout=120)
     finally:
         server.stop(srv)
-    records = [json.loads(line) for line in out.read_text().splitlines()]
+    records = storage.read_jsonl(out)
     assert proc.returncode == 1
     assert [r["run_id"] for r in records] == ["ok", "long", "after"]
     ok, long_, after = records

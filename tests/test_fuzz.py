@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from langbench import params as params_mod
-from langbench import paths, plan, schemas, sweep
+from langbench import paths, plan, schemas, storage, sweep
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY_DOC = yaml.safe_load((FIXTURES / "tiny.yaml").read_text())
@@ -163,7 +163,7 @@ def _agent_verdict(command: list[str], doc) -> None:
         # accepted: the schema must agree, and every run is recorded (a connect error here)
         assert done.returncode == 1, (done.returncode, done.stderr)
         assert schema_ok, f"the agent accepted a jobs file the schema rejects: {doc!r}"
-        records = [json.loads(line) for line in out.read_text().splitlines()]
+        records = storage.read_jsonl(out)  # str.splitlines() would split at U+2028, U+0085 in strings
         assert [r["run_id"] for r in records] == [r["run_id"] for r in doc["runs"]]
         assert all(r["outcome"] == "error" and r["error"]["kind"] == "connect" for r in records)
 

@@ -63,7 +63,7 @@ def test_findings_are_sentences_built_from_numbers(rendered):
     text = json.dumps([o for c in nb.cells for o in c.get("outputs", [])])
     assert "Fisher p = " in text and "not p &lt; 0.01" in text
     index = (rendered / "index.html").read_text()
-    assert re.search(r"Of \d+ criteria, \d+ are decided: Rust wins \d+", index)
+    assert re.search(r"\d+ criteria in \d+ groups .*Of the \d+ groups, \d+ are decided: Rust wins \d+", index)
 
 
 def test_figures_are_rendered_as_images(rendered):

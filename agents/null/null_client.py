@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         jobs = load_jobs(args.jobs)
+        if "streams" in jobs:
+            raise JobsError(f"{args.jobs}: field 'streams': the null client runs one stream, one run at a time")
     except JobsError as e:
         print(f"null client: bad jobs file: {e}", file=sys.stderr)
         return 2

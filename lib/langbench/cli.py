@@ -32,6 +32,12 @@ def main(argv: list[str] | None = None) -> int:
                             "first session (each session's provenance is kept; the report says so)")
     p = sub.add_parser("render", help="execute and render the notebooks of a stored run")
     p.add_argument("run_dir", help="outputs/<run-id>")
+    p = sub.add_parser("compare", help="compare two stored runs: every shared metric and cell, rendered to HTML")
+    p.add_argument("run_a", help="the reference run directory (A)")
+    p.add_argument("run_b", help="the run compared with it (B)")
+    p.add_argument("--out", help="where to write (default outputs/compare-<A>-vs-<B>)")
+    p.add_argument("--allow-model-mismatch", action="store_true",
+                   help="compare runs of different models (the report says so at the top)")
     p = sub.add_parser("bundle", help="build what a GPU host without internet needs (≤ 64 MiB)")
     p.add_argument("kind", choices=["gpu"])
     p.add_argument("--out", default="gpu-bundle", help="the bundle's folder (replaced)")
@@ -69,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
             except gpu.GpuError as e:
                 print(f"langbench: {e}", file=sys.stderr)
                 return 1
+            return 0
+        if args.command == "compare":
+            from langbench import compare
+            print(compare.render(args.run_a, args.run_b, args.out, args.allow_model_mismatch))
             return 0
         from langbench import report
         if args.command == "report":

@@ -80,7 +80,7 @@ class Run:
         df = metrics.final_attempts(attempts)
         if df.empty:
             raise ValueError(f"{run_dir}: no records: run the sweep first")
-        factors = list(manifest["parameters"]["matrix"])
+        factors = metrics.factors(manifest, df)
         procs = metrics.processes(storage.read_jsonl(run_dir / "processes.jsonl"))
         null = df["agent"] == "null"
         if not procs.empty:

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from langbench import storage
+from langbench.plan import LOAD_FACTORS
 
 NS_PER_MS = 1e6
 
@@ -26,10 +27,11 @@ def frame(records: list[dict]) -> pd.DataFrame:
         for q, v in (rec.get("itl_ms") or {}).items():
             row[f"itl_{q}_ms"] = v
         # A baseline row carries no chimera factor values: its factor columns are the options it
-        # actually sent (None where it left Ollama's default), as every chimera row's are.
+        # actually sent (None where it left Ollama's default), as every chimera row's are. The
+        # load it ran under (concurrency, arrival rate) is no option: both modes keep it.
         sent = rec.get("options") or {}
         for k, v in (rec.get("config") or {}).items():
-            row[k] = sent.get(k) if rec.get("mode") == "baseline" else v
+            row[k] = sent.get(k) if rec.get("mode") == "baseline" and k not in LOAD_FACTORS else v
         row["num_predict"] = (rec.get("options") or {}).get("num_predict")
         err = rec.get("error") or {}
         row["error_kind"], row["error_message"] = err.get("kind"), err.get("message")
@@ -60,6 +62,11 @@ def derive(df: pd.DataFrame) -> pd.DataFrame:
     df["prompt_cache"] = df["prompt_cache"].fillna("cached")
     df = df.replace([np.inf, -np.inf], np.nan)
     return df
+
+
+def factors(manifest: dict, df: pd.DataFrame) -> list[str]:
+    """The run's factors: the matrix's options, then the load factors it varied."""
+    return list(manifest["parameters"]["matrix"]) + [f for f in LOAD_FACTORS if f in df and df[f].notna().any()]
 
 
 def final_attempts(df: pd.DataFrame) -> pd.DataFrame:

@@ -75,4 +75,13 @@ def rust_target_dir() -> Path:
 
 
 def rust_agent_bin() -> Path:
-    return rust_target_dir() / "release" / "langbench-agent"
+    """The Rust agent built from this checkout's sources: one binary per source digest, so two
+    checkouts (or a test run beside an edit) never run each other's agent."""
+    return cache_dir() / "rust-agent" / rust_source_digest() / "langbench-agent"
+
+
+def rust_source_digest() -> str:
+    h = hashlib.sha256()
+    for f in sorted([RUST_CRATE / "Cargo.toml", RUST_CRATE / "Cargo.lock", *(RUST_CRATE / "src").rglob("*.rs")]):
+        h.update(f.relative_to(RUST_CRATE).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:12]

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from langbench.params import Params
 
 MODES = ("baseline", "chimera")
+# Factors of the load, not Ollama options: never sent, kept on baseline rows too.
+LOAD_FACTORS = ("concurrency", "arrival_rate_per_s")
 # Ollama reloads the model when one of these changes (v0.11.4 source; DESIGN.md).
 RELOAD_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread")
 
@@ -28,6 +30,8 @@ class Run:
     index: int  # position within its phase
     prompt: int
     cache: str = "cached"  # uncached: a unique seeded prefix, so the prompt is evaluated in full
+    stream: int | None = None  # concurrent batches: the stream that runs it
+    send_at_s: float | None = None  # open loop: its intended send time after the measured phase starts
 
 
 @dataclass(frozen=True)
@@ -41,24 +45,45 @@ class Batch:
     options: dict
     reload_expected: bool
     runs: tuple[Run, ...] = field(default=())
+    streams: int | None = None  # concurrent mode (closed loop: N streams; open loop: requests)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
+def load_points(params: Params) -> list[dict]:
+    """The load each config runs under: one point per `concurrency` level (closed loop) and per
+    open-loop arrival rate; [{}] when the file sets neither (one run at a time)."""
+    points = [{"concurrency": n} for n in params.raw.get("concurrency") or []]
+    rates = (params.raw.get("open_loop") or {}).get("rates_per_s") or []
+    if rates:
+        points = [{**p, "arrival_rate_per_s": None} for p in points]
+        points += [{"concurrency": None, "arrival_rate_per_s": r} for r in rates]
+    return points or [{}]
+
+
 def configs(params: Params) -> list[tuple[str, dict]]:
-    """Every combination of the matrix, in a fixed order: ("c01", {"num_gpu": 60, ...})."""
+    """Every combination of the matrix and the load points, in a fixed order:
+    ("c01", {"num_gpu": 60, ..., "concurrency": 4})."""
     keys = list(params.matrix)
-    combos = list(itertools.product(*(params.matrix[k] for k in keys)))
+    combos = [{**dict(zip(keys, values)), **load}
+              for values in itertools.product(*(params.matrix[k] for k in keys)) for load in load_points(params)]
     width = len(str(len(combos)))
-    return [(f"c{i:0{width}d}", dict(zip(keys, values))) for i, values in enumerate(combos, 1)]
+    return [(f"c{i:0{width}d}", config) for i, config in enumerate(combos, 1)]
+
+
+def slots(params: Params) -> int:
+    """The server's parallel request slots the run needs: the parameter file's
+    server.num_parallel, else the highest concurrency (1 when the run sets none)."""
+    return int(params.server.get("num_parallel") or max(params.raw.get("concurrency") or [1]))
 
 
 def options_for(params: Params, config: dict, mode: str) -> dict:
     """The exact options object an agent sends: baseline (Ollama defaults, plus what the
-    parameter file sets as baseline) or the config's, both with the fixed num_predict/seed."""
+    parameter file sets as baseline) or the config's, both with the fixed num_predict/seed.
+    Load factors (concurrency, arrival rate) are the runner's, never options."""
     fixed = {"num_predict": params.fixed["num_predict"], "seed": params.fixed["seed"]}
-    chosen = params.baseline if mode == "baseline" else config
+    chosen = params.baseline if mode == "baseline" else {k: v for k, v in config.items() if k not in LOAD_FACTORS}
     return {**chosen, **fixed}
 
 
@@ -78,7 +103,6 @@ def build(params: Params) -> list[Batch]:
 
 
 def _round(params: Params, cells: list, batches: list[Batch], previous: dict | None, suffix: str) -> dict | None:
-    n_prompts = len(params.prompts)
     for k, (config_id, config) in enumerate(cells):
         modes = MODES if k % 2 == 0 else MODES[::-1]
         agents = list(params.agents)
@@ -92,19 +116,38 @@ def _round(params: Params, cells: list, batches: list[Batch], previous: dict | N
                     options.get(o) != previous.get(o) for o in RELOAD_OPTIONS)
                 previous = options
                 batch_id = f"{config_id}-{mode}-{agent}{suffix}"
-                runs = [Run(f"{batch_id}-cold", "cold", 0, 0)]
-                runs += [Run(f"{batch_id}-w{i}", "warmup", i, i % n_prompts)
-                         for i in range(1, params.warmups + 1)]
-                runs += [Run(f"{batch_id}-r{i:02d}", "measured", i, (i - 1) % n_prompts)
-                         for i in range(1, params.repetitions + 1)]
-                runs += [Run(f"{batch_id}-u{i:02d}", "measured", params.repetitions + i,
-                             (i - 1) % n_prompts, "uncached")
-                         for i in range(1, params.uncached_repetitions + 1)]
+                runs, streams = _runs(params, batch_id, config, f"{config_id}{suffix}")
                 batches.append(Batch(batch_id, len(batches), config_id, config, mode, agent,
-                                     options, reload, tuple(runs)))
-                if params.null_client and mode == "baseline" and agent == in_order[-1]:
+                                     options, reload, tuple(runs), streams))
+                loaded = any(config.get(f) is not None for f in LOAD_FACTORS)
+                if params.null_client and mode == "baseline" and agent == in_order[-1] and not loaded:
                     batches.append(_null_batch(config_id, config, len(batches), options, runs, suffix))
     return previous
+
+
+def _runs(params: Params, batch_id: str, config: dict, schedule_key: str) -> tuple[list[Run], int | None]:
+    """A batch's runs: the cold one, warm-ups, then the measured ones — one after another, in
+    `concurrency` streams of the same repetitions each, or (open loop) `requests` uncached
+    runs at seeded Poisson send times that every agent and mode of the cell shares."""
+    n_prompts = len(params.prompts)
+    runs = [Run(f"{batch_id}-cold", "cold", 0, 0)]
+    runs += [Run(f"{batch_id}-w{i}", "warmup", i, i % n_prompts) for i in range(1, params.warmups + 1)]
+    rate, streams = config.get("arrival_rate_per_s"), config.get("concurrency")
+    if rate:
+        rng = random.Random(f"{params.order['seed']}:{schedule_key}")
+        requests = params.open_loop["requests"]
+        at = list(itertools.accumulate(rng.expovariate(rate) for _ in range(requests)))
+        runs += [Run(f"{batch_id}-o{i:02d}", "measured", i, (i - 1) % n_prompts, "uncached",
+                     stream=i - 1, send_at_s=round(at[i - 1] - at[0], 6)) for i in range(1, requests + 1)]
+        return runs, requests
+    for k in range(streams or 1):
+        tag = f"-s{k}" if streams else ""
+        runs += [Run(f"{batch_id}{tag}-r{i:02d}", "measured", i, (i - 1) % n_prompts, stream=k if streams else None)
+                 for i in range(1, params.repetitions + 1)]
+        runs += [Run(f"{batch_id}{tag}-u{i:02d}", "measured", params.repetitions + i, (i - 1) % n_prompts,
+                     "uncached", stream=k if streams else None)
+                 for i in range(1, params.uncached_repetitions + 1)]
+    return runs, streams
 
 
 def _null_batch(config_id: str, config: dict, order: int, options: dict, like: list[Run],
@@ -161,7 +204,7 @@ def jobs_document(params: Params, batch: Batch, runs: list[Run], options: dict |
         if r.cache == "uncached":
             index[r.run_id] = len(prompts)
             prompts.append(prompt_text(params, r))
-    return {
+    doc = {
         "schema_version": 1,
         "model": params.model,
         "prompts": prompts,
@@ -169,6 +212,11 @@ def jobs_document(params: Params, batch: Batch, runs: list[Run], options: dict |
         "timeout_s": params.timeouts["run_s"],
         "runs": [{"run_id": r.run_id, "prompt": index.get(r.run_id, r.prompt),
                   "options": batch.options if options is None else options,
-                  "keep_alive": params.fixed["keep_alive"], "warmup": r.phase != "measured"}
+                  "keep_alive": params.fixed["keep_alive"], "warmup": r.phase != "measured",
+                  **({"stream": r.stream} if r.stream is not None and batch.streams else {}),
+                  **({"send_at_s": r.send_at_s} if r.send_at_s is not None and batch.streams else {})}
                  for r in runs],
     }
+    if batch.streams:
+        doc["streams"] = batch.streams
+    return doc

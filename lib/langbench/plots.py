@@ -106,3 +106,32 @@ def power_trace(tel: pd.DataFrame):
     ax.set(xlabel="seconds into the sweep", ylabel="GPU power (W)")
     fig.tight_layout()
     return fig
+
+
+def scaling(t: pd.DataFrame):
+    """Aggregate throughput and scaling efficiency against N, per agent (modes pooled)."""
+    g = t.groupby(["agent", "concurrency"], as_index=False)[["agg_tps", "efficiency"]].mean()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
+    sns.lineplot(data=g, x="concurrency", y="agg_tps", hue="agent", palette=PALETTE, marker="o", ax=a)
+    a.set(xscale="log", xlabel="streams N", ylabel="aggregate tok/s", title="throughput")
+    sns.lineplot(data=g, x="concurrency", y="efficiency", hue="agent", palette=PALETTE, marker="o", ax=b,
+                 legend=False)
+    b.axhline(1.0, color="grey", lw=0.8, ls="--")
+    b.set(xscale="log", xlabel="streams N", ylabel="efficiency vs N = 1", title="scaling efficiency")
+    for ax in (a, b):
+        ax.set_xticks(sorted(g["concurrency"].unique()), labels=[str(int(n)) for n in sorted(g["concurrency"].unique())])
+    fig.tight_layout()
+    return fig
+
+
+def pareto(b: pd.DataFrame):
+    """Throughput against latency across the load points: each point a batch."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharex=True)
+    for ax, value, label in ((axes[0], "ttft_p95_ms", "TTFT p95 (ms)"), (axes[1], "itl_p99_ms", "ITL p99 (ms)")):
+        sns.scatterplot(data=b, x="agg_tps", y=value, hue="agent", style="load_point", palette=PALETTE, ax=ax,
+                        legend=ax is axes[1])
+        ax.set(xlabel="aggregate tok/s", ylabel=label)
+    if axes[1].get_legend():
+        sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -97,7 +97,12 @@ def ensure_embedded_model(binary: Path, gguf: Path) -> None:
 
 
 def ensure_rust_agent() -> Path:
-    """cargo build --release of agents/rust into the cache (cargo rebuilds only what changed)."""
+    """The Rust agent of these sources, from the cache (keyed by their digest) or built there:
+    cargo build --release in a shared target directory (cargo rebuilds only what changed),
+    then the binary copied under its digest."""
+    binary = paths.rust_agent_bin()
+    if binary.exists():
+        return binary
     if not shutil.which("cargo"):
         raise RuntimeError("cargo is not installed: install Rust (https://rustup.rs), "
                            "then rerun `make setup`")
@@ -105,7 +110,11 @@ def ensure_rust_agent() -> Path:
     env = dict(os.environ, CARGO_TARGET_DIR=str(paths.rust_target_dir()))
     subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"],
                    cwd=paths.RUST_CRATE, env=env, check=True)
-    return paths.rust_agent_bin()
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    tmp = binary.with_suffix(f".tmp{os.getpid()}")
+    shutil.copy2(paths.rust_target_dir() / "release" / "langbench-agent", tmp)
+    tmp.replace(binary)
+    return binary
 
 
 def main() -> int:

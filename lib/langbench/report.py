@@ -15,7 +15,8 @@ from pathlib import Path
 
 from langbench import paths, storage
 
-NOTEBOOKS = ("sweep", "throughput", "ttft", "success_patterns", "decision_matrix", "validity", "gpu")
+NOTEBOOKS = ("sweep", "throughput", "ttft", "success_patterns", "decision_matrix", "validity", "gpu",
+             "concurrency")
 TITLES = {
     "sweep": "Sweep: what ran, what failed",
     "throughput": "Throughput (seed §3)",
@@ -24,6 +25,7 @@ TITLES = {
     "decision_matrix": "Decision matrix and factor models (seed §7, Appendix B)",
     "validity": "Measurement validity (seed Appendix C)",
     "gpu": "GPU: offload, power and energy per token",
+    "concurrency": "Concurrency: N streams and open-loop arrivals (TR110/TR113)",
 }
 
 
@@ -32,11 +34,13 @@ def say(msg: str) -> None:
 
 
 def execute(name: str, run_dir: Path, parameters: dict | None = None) -> Path:
+    """Execute notebooks/<name>.ipynb into <run_dir>/notebooks with papermill; its parameters
+    are `parameters`, or (None) the run directory itself."""
     import papermill as pm
     out = run_dir / "notebooks" / f"{name}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(str(paths.NOTEBOOKS / f"{name}.ipynb"), str(out),
-                        parameters={"run_dir": str(run_dir.resolve()), **(parameters or {})},
+                        parameters={"run_dir": str(run_dir.resolve())} if parameters is None else parameters,
                         kernel_name="python3", progress_bar=False, cwd=str(paths.ROOT))
     return out
 
@@ -103,7 +107,7 @@ def write_summary(run_dir: Path, df=None) -> None:
     df = metrics.load_run(run_dir) if df is None else df
     if df.empty:
         return
-    factors = list(storage.read_json(run_dir / "manifest.json")["parameters"]["matrix"])
+    factors = metrics.factors(storage.read_json(run_dir / "manifest.json"), df)
     tmp = run_dir / "summary.csv.tmp"
     metrics.summary(df, factors).to_csv(tmp, index=False)
     tmp.replace(run_dir / "summary.csv")

@@ -342,7 +342,9 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool) -> Pa
     total, done = sweep.planned_runs(), sweep.finished_runs()
     if done < total:
         cpus = isolation.plan(params.isolation)
+        slots = plan.slots(params)
         with server.ollama_server(params.server["host"], params.model, log_path=run_dir / "ollama.log",
+                                  env={"OLLAMA_NUM_PARALLEL": slots},
                                   cpus=cpus["server_cpus"] if cpus["applied"] else None) as srv:
             if cpus["applied"] and not srv.embedded:
                 cpus = {**cpus, "applied": False, "reason": "isolation: pinned applies to the embedded "
@@ -370,7 +372,10 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool) -> Pa
                 server={"url": srv.url, "embedded": srv.embedded, "host_setting": params.server["host"]},
                 model=model, host=host, packages=provenance.package_versions(),
                 agents={a: agents.command(a) for a in params.agents},
-                num_batch_clamp=clamp_note(sweep), isolation=cpus)
+                num_batch_clamp=clamp_note(sweep), isolation=cpus,
+                server_slots={"num_parallel": slots, "embedded": srv.embedded,
+                              "source": "OLLAMA_NUM_PARALLEL of the embedded server" if srv.embedded else
+                              "the parameter file (server.num_parallel): an external server, not verified"})
             storage.write_json(run_dir / "plan.json", {"batches": [b.as_dict() for b in sweep.batches]})
             storage.write_json(manifest_path, manifest)
             keeper = Keeper(srv, run_dir)
@@ -387,6 +392,8 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool) -> Pa
                         bar.set_postfix_str(batch.batch_id)
                         sweep.run_batch(batch, keeper, bar)
                     manifest["loaded_models"] = provenance.loaded_models(keeper.srv.url)
+                    if keeper.srv.embedded:
+                        manifest["server_slots"]["runner_parallel"] = runner_parallel(keeper.srv.log_path)
                 finally:
                     if sweep.sampler:
                         sweep.sampler.close()
@@ -396,6 +403,14 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool) -> Pa
                     storage.write_json(manifest_path, manifest)
     finish(sweep, manifest, manifest_path)
     return run_dir
+
+
+def runner_parallel(log_path: Path | None) -> int | None:
+    """The slots the server's model runner was last started with (`--parallel N` in its log)."""
+    if not log_path or not log_path.exists():
+        return None
+    found = re.findall(r"--parallel (\d+)", log_path.read_text(errors="replace"))
+    return int(found[-1]) if found else None
 
 
 def clamp_note(sweep: Sweep) -> dict:

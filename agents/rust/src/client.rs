@@ -148,5 +148,8 @@ pub async fn generate(http: &reqwest::Client, url: &str, jobs: &Jobs, job: &Job)
         response_sha256: format!("{:x}", Sha256::digest(text.as_bytes())),
         outcome,
         error,
+        concurrency: None,
+        stream: None,
+        schedule_lag_ms: None,
     }
 }

@@ -14,6 +14,9 @@ pub struct Jobs {
     pub raw: bool,
     #[serde(default = "default_timeout")]
     pub timeout_s: f64,
+    /// Concurrent mode: warm-ups one at a time, then the measured runs in this many streams.
+    #[serde(default)]
+    pub streams: Option<usize>,
     pub runs: Vec<Job>,
 }
 
@@ -26,6 +29,12 @@ pub struct Job {
     pub options: Map<String, Value>,
     pub keep_alive: Value,
     pub warmup: bool,
+    /// The stream that runs it (default: its index among the measured runs modulo streams).
+    #[serde(default)]
+    pub stream: Option<usize>,
+    /// Open loop: seconds after the start of the measured phase at which it is sent.
+    #[serde(default)]
+    pub send_at_s: Option<f64>,
 }
 
 fn default_timeout() -> f64 {
@@ -61,6 +70,10 @@ pub fn load(path: &Path) -> Result<Jobs, Error> {
     if !(jobs.timeout_s > 0.0) {
         return Err(Error::BadJobs(format!("{p}: field 'timeout_s' must be > 0")));
     }
+    let streams = jobs.streams.unwrap_or(1);
+    if streams < 1 {
+        return Err(Error::BadJobs(format!("{p}: field 'streams' must be at least 1")));
+    }
     for (i, run) in jobs.runs.iter().enumerate() {
         if run.run_id.is_empty() {
             return Err(Error::BadJobs(format!("{p}: field 'runs[{i}].run_id' must be a non-empty string")));
@@ -71,6 +84,26 @@ pub fn load(path: &Path) -> Result<Jobs, Error> {
         if !(run.keep_alive.is_i64() || run.keep_alive.is_u64() || run.keep_alive.is_string()) {
             return Err(Error::BadJobs(format!("{p}: field 'runs[{i}].keep_alive' must be int/str")));
         }
+        if run.stream.is_some_and(|k| k >= streams) {
+            return Err(Error::BadJobs(format!("{p}: field 'runs[{i}].stream' must be in [0, streams)")));
+        }
+        if let Some(at) = run.send_at_s {
+            if !(at.is_finite() && at >= 0.0) {
+                return Err(Error::BadJobs(format!("{p}: field 'runs[{i}].send_at_s' must be a finite number ≥ 0")));
+            }
+            if jobs.streams.is_none() {
+                return Err(Error::BadJobs(format!(
+                    "{p}: field 'runs[{i}].send_at_s' needs 'streams' (the concurrent mode)"
+                )));
+            }
+        }
+    }
+    let measured: Vec<&Job> = jobs.runs.iter().filter(|r| !r.warmup).collect();
+    let timed = measured.iter().filter(|r| r.send_at_s.is_some()).count();
+    if timed != 0 && timed != measured.len() {
+        return Err(Error::BadJobs(format!(
+            "{p}: either every measured run has 'send_at_s' (open loop) or none has"
+        )));
     }
     Ok(jobs)
 }

@@ -1,6 +1,6 @@
 //! langbench Rust agent: the same contract as agents/python/agent.py (DESIGN.md, "The agent
-//! contract"). One persistent HTTP client, one record per run appended and flushed before the
-//! next run starts.
+//! contract"). One persistent HTTP client, one record per run appended and flushed as soon as
+//! the run ends.
 
 pub mod api;
 pub mod client;
@@ -8,10 +8,12 @@ pub mod jobs;
 pub mod record;
 
 use clap::Parser;
+use futures_util::future::join_all;
+use std::cell::RefCell;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const AGENT_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "+reqwest");
 
@@ -59,7 +61,43 @@ impl std::fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// Runs every job in order; `Ok(true)` when every run ended `ok`.
+/// Appends each record as its run ends, flushed; counts what failed and says so on stderr.
+struct Writer {
+    out: std::fs::File,
+    path: PathBuf,
+    total: usize,
+    done: usize,
+    all_ok: bool,
+}
+
+impl Writer {
+    fn write(&mut self, rec: &record::Record) -> Result<(), Error> {
+        let line = serde_json::to_string(rec).expect("a record always serialises");
+        writeln!(self.out, "{line}")
+            .and_then(|_| self.out.flush())
+            .map_err(|e| Error::Output(self.path.clone(), e))?;
+        self.done += 1;
+        match &rec.error {
+            Some(err) => {
+                self.all_ok = false;
+                eprintln!("rust agent: run {}: {}: {}: {}", rec.run_id, rec.outcome, err.kind, err.message);
+            }
+            None => eprintln!(
+                "rust agent: run {}/{} {} ok ttft={:.1}ms",
+                self.done,
+                self.total,
+                rec.run_id,
+                rec.ttft_ms.unwrap_or(f64::NAN)
+            ),
+        }
+        Ok(())
+    }
+}
+
+/// Runs every job; `Ok(true)` when every run ended `ok`. Without `streams`, one after another.
+/// With `streams: N`: warm-ups one at a time, then the measured runs in N concurrent tasks on
+/// this one-thread runtime (as the Python agent's one asyncio loop), each stream's runs in
+/// turn (closed loop); with `send_at_s`, each run at its offset whatever is in flight (open loop).
 pub fn run(opts: &Opts) -> Result<bool, Error> {
     let jobs = jobs::load(&opts.jobs)?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -72,33 +110,65 @@ pub fn run(opts: &Opts) -> Result<bool, Error> {
         .read_timeout(timeout)
         .build()
         .map_err(|e| Error::Client(e.to_string()))?;
-    let mut out = OpenOptions::new()
+    let out = OpenOptions::new()
         .create(true)
         .append(true)
         .open(&opts.out)
         .map_err(|e| Error::Output(opts.out.clone(), e))?;
     let url = format!("{}/api/generate", opts.host.trim_end_matches('/'));
-    let total = jobs.runs.len();
-    let mut all_ok = true;
-    for (i, job) in jobs.runs.iter().enumerate() {
-        let rec = rt.block_on(client::generate(&http, &url, &jobs, job));
-        let line = serde_json::to_string(&rec).expect("a record always serialises");
-        writeln!(out, "{line}")
-            .and_then(|_| out.flush())
-            .map_err(|e| Error::Output(opts.out.clone(), e))?;
-        match &rec.error {
-            Some(err) => {
-                all_ok = false;
-                eprintln!("rust agent: run {}: {}: {}: {}", job.run_id, rec.outcome, err.kind, err.message);
+    let writer = RefCell::new(Writer { out, path: opts.out.clone(), total: jobs.runs.len(), done: 0, all_ok: true });
+    match jobs.streams {
+        None => {
+            for job in &jobs.runs {
+                let rec = rt.block_on(client::generate(&http, &url, &jobs, job));
+                writer.borrow_mut().write(&rec)?;
             }
-            None => eprintln!(
-                "rust agent: run {}/{} {} ok ttft={:.1}ms",
-                i + 1,
-                total,
-                job.run_id,
-                rec.ttft_ms.unwrap_or(f64::NAN)
-            ),
         }
+        Some(n) => rt.block_on(concurrent(&http, &url, &jobs, n, &writer))?,
     }
+    let all_ok = writer.borrow().all_ok;
     Ok(all_ok)
+}
+
+async fn concurrent(
+    http: &reqwest::Client,
+    url: &str,
+    jobs: &jobs::Jobs,
+    n: usize,
+    writer: &RefCell<Writer>,
+) -> Result<(), Error> {
+    let tagged = |mut rec: record::Record, stream: usize, lag: Option<f64>| {
+        rec.concurrency = Some(n);
+        rec.stream = Some(stream);
+        rec.schedule_lag_ms = lag;
+        rec
+    };
+    for job in jobs.runs.iter().filter(|j| j.warmup) {
+        let rec = client::generate(http, url, jobs, job).await;
+        writer.borrow_mut().write(&tagged(rec, job.stream.unwrap_or(0), None))?;
+    }
+    let measured: Vec<&jobs::Job> = jobs.runs.iter().filter(|j| !j.warmup).collect();
+    if measured.first().is_some_and(|j| j.send_at_s.is_some()) {
+        let start = Instant::now();
+        let sends = measured.iter().enumerate().map(|(i, job)| async move {
+            let at = Duration::from_secs_f64(job.send_at_s.unwrap_or(0.0));
+            tokio::time::sleep_until((start + at).into()).await;
+            let lag = (start.elapsed().as_secs_f64() - at.as_secs_f64()) * 1e3;
+            let rec = client::generate(http, url, jobs, job).await;
+            writer.borrow_mut().write(&tagged(rec, job.stream.unwrap_or(i), Some(lag)))
+        });
+        return join_all(sends).await.into_iter().collect();
+    }
+    let mut by_stream: Vec<Vec<&jobs::Job>> = vec![Vec::new(); n];
+    for (i, job) in measured.iter().enumerate() {
+        by_stream[job.stream.unwrap_or(i % n)].push(job);
+    }
+    let streams = by_stream.into_iter().enumerate().map(|(k, own)| async move {
+        for job in own {
+            let rec = client::generate(http, url, jobs, job).await;
+            writer.borrow_mut().write(&tagged(rec, k, None))?;
+        }
+        Ok(())
+    });
+    join_all(streams).await.into_iter().collect()
 }

@@ -42,6 +42,14 @@ pub struct Record {
     pub response_sha256: String,
     pub outcome: &'static str,
     pub error: Option<RunError>,
+    /// Concurrent mode only: the process's streams, this run's stream, and (open loop) how
+    /// much later than its intended send time the request went out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule_lag_ms: Option<f64>,
 }
 
 /// Linear interpolation between closest ranks (numpy's default); the Python agent matches.
