@@ -141,7 +141,11 @@ def overview(run: Run, b: pd.DataFrame) -> Section:
     sentence = (f"{len(b)} load batches over the load points {points}: {int(b['requests'].sum())} requests, "
                 f"{failed} failed. {slot_text} Every load point ran under that one server setting; each agent "
                 "process is single-threaded (one asyncio loop, one current-thread tokio runtime).")
-    return Section("Load points", sentence, b.sort_values(["load_point", "agent", "mode"]))
+    t = (b.groupby(["load_point", "agent"])
+         .agg(batches=("batch_id", "size"), requests=("requests", "sum"), ok=("ok", "sum"),
+              agg_tps=("agg_tps", "mean"), wall_s=("wall_s", "mean"))
+         .reset_index().sort_values(["load_point", "agent"], key=lambda s: s.map(_point_key) if s.name == "load_point" else s))
+    return Section("Load points", sentence, t)
 
 
 def scaling_section(run: Run, b: pd.DataFrame) -> Section:
@@ -202,12 +206,13 @@ def latency(run: Run, b: pd.DataFrame) -> Section:
          .reset_index().sort_values("load_point", key=lambda s: s.map(_point_key)))
     slo = run.manifest["parameters"].get("slo") or {}
     pooled = t.groupby("load_point", sort=False).mean(numeric_only=True)
-    parts = [f"{p}: TTFT p95 {r.ttft_p95_ms:.0f} ms, queueing {r.queue_ms:.1f} ms, fairness {r.fairness:.3f}"
+    parts = [f"{p}: TTFT p95 {r.ttft_p95_ms:.0f} ms, queueing {r.queue_ms:.1f} ms"
+             + (f", fairness {r.fairness:.3f}" if pd.notna(r.fairness) else "")
              + (f", goodput {100 * r.goodput:.0f}%" if slo else "") for p, r in pooled.iterrows()]
     slo_text = (f" Goodput is the share of requests with TTFT ≤ {slo.get('ttft_ms', '∞')} ms and ITL p99 ≤ "
                 f"{slo.get('itl_p99_ms', '∞')} ms (the parameter file's SLO)." if slo else " The parameter file sets no SLO.")
     sentence = ("Per load point (both agents): " + "; ".join(parts) + ". Fairness is Jain's index over the streams' "
-                "token rates (1 = equal)." + slo_text)
+                "token rates (1 = equal; open loop: over its requests)." + slo_text)
     return Section("Latency, queueing, fairness and goodput", sentence, t, plots.pareto(b))
 
 

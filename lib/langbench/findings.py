@@ -502,7 +502,8 @@ def success_by(d: pd.DataFrame, factor: str, alpha: float = stats.ALPHA) -> Sect
 
 
 def overlap(d: pd.DataFrame, factors: list[str]) -> Section:
-    w = d.pivot_table(index=["config_id", *factors], columns="agent", values="naive_success", aggfunc="first")
+    w = metrics.labelled(d, factors).pivot_table(index=["config_id", *factors], columns="agent",
+                                                 values="naive_success", aggfunc="first")
     both = w[(w.get("python") == True) & (w.get("rust") == True)].reset_index()  # noqa: E712
     sig = d.pivot_table(index="config_id", columns="agent", values="significant_success", aggfunc="first")
     both_sig = int(((sig.get("python") == True) & (sig.get("rust") == True)).sum())  # noqa: E712

@@ -69,6 +69,17 @@ def factors(manifest: dict, df: pd.DataFrame) -> list[str]:
     return list(manifest["parameters"]["matrix"]) + [f for f in LOAD_FACTORS if f in df and df[f].notna().any()]
 
 
+def labelled(df: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
+    """A copy with the factor columns as text, "–" where a row has no value (a baseline row's
+    option, the load factor of the other kind of load): for labels, pivots and groupings that
+    would drop NaN."""
+    df = df.copy()
+    for f in factors:
+        if f in df:
+            df[f] = [("–" if pd.isna(v) else f"{v:g}" if isinstance(v, float) else str(v)) for v in df[f]]
+    return df
+
+
 def final_attempts(df: pd.DataFrame) -> pd.DataFrame:
     """The last attempt of each run (earlier failed attempts stay in the file as data)."""
     if df.empty or "attempt" not in df:

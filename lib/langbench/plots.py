@@ -24,8 +24,9 @@ def distribution(df: pd.DataFrame, value: str, label: str):
 
 
 def delta_heatmap(d: pd.DataFrame, factors: list[str], label: str, lower_is_better: bool = False):
-    d = d.copy()
-    d["config"] = d[factors].astype(str).agg(" / ".join, axis=1)
+    from langbench.metrics import labelled
+    d = labelled(d, factors)
+    d["config"] = d[factors].agg(" / ".join, axis=1)
     grid = d.pivot_table(index="config", columns="agent", values="delta_pct")
     fig, ax = plt.subplots(figsize=(4.5, 0.3 * len(grid) + 1.2))
     # blue = better for the user: a gain in throughput, a drop in latency
@@ -119,6 +120,7 @@ def scaling(t: pd.DataFrame):
     b.axhline(1.0, color="grey", lw=0.8, ls="--")
     b.set(xscale="log", xlabel="streams N", ylabel="efficiency vs N = 1", title="scaling efficiency")
     for ax in (a, b):
+        ax.minorticks_off()
         ax.set_xticks(sorted(g["concurrency"].unique()), labels=[str(int(n)) for n in sorted(g["concurrency"].unique())])
     fig.tight_layout()
     return fig
