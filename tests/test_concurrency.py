@@ -144,7 +144,7 @@ def test_the_concurrency_report_computes_scaling_fairness_and_renders(concurrenc
     run = Run.load(concurrency_run)
     assert {"concurrency", "arrival_rate_per_s"} <= set(run.factors)
     b = concurrency.batches(run)
-    assert set(b["load_point"]) == {"N=1", "N=3", "5/open"}
+    assert set(b["load_point"]) == {"N=1", "N=3", "5/s open"}
     assert (b["agg_tps"] > 0).all() and b["fairness"].dropna().between(0, 1).all()
     assert b.loc[b["load_point"] == "N=3", "fairness"].notna().all()
     s = concurrency.scaling(b)
@@ -153,7 +153,7 @@ def test_the_concurrency_report_computes_scaling_fairness_and_renders(concurrenc
     from langbench import report
     assert report.render(concurrency_run, notebooks=("concurrency",)) == 0
     html = (concurrency_run / "html" / "concurrency-nocode.html").read_text()
-    assert "Aggregate throughput" in html and "Jain" in html and "runner&#x27;s log shows --parallel 3" in html
+    assert "Aggregate throughput" in html and "Jain" in html and "runner's log shows --parallel 3" in html
 
 
 def test_jain_index_and_scaling_efficiency_match_hand_worked_values():

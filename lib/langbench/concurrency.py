@@ -94,6 +94,8 @@ def _jain(ok: pd.DataFrame) -> float:
 def scaling(b: pd.DataFrame) -> pd.DataFrame:
     """Per agent × mode × N: mean aggregate throughput over batches and the efficiency against
     N = 1 of the same agent and mode."""
+    if b.empty or "concurrency" not in b:
+        return pd.DataFrame()
     closed = b[b["concurrency"].notna()].copy()
     if closed.empty:
         return pd.DataFrame()
@@ -167,6 +169,8 @@ def scaling_section(run: Run, b: pd.DataFrame) -> Section:
 
 def languages(run: Run, b: pd.DataFrame) -> Section:
     """The language comparison at each load point, batches as the units, pre-set margins."""
+    if b.empty:
+        return Section("Python and Rust at each load point", "No load batches to compare.")
     rows = []
     for point, g in b.groupby("load_point"):
         for value, better, unit in (("agg_tps", HIGHER, "tok/s"), ("ttft_p50_ms", LOWER, "ms"),
@@ -199,6 +203,8 @@ def languages(run: Run, b: pd.DataFrame) -> Section:
 
 
 def latency(run: Run, b: pd.DataFrame) -> Section:
+    if b.empty:
+        return Section("Latency, queueing, fairness and goodput", "No load batches in this run.")
     t = (b.groupby(["load_point", "agent"])
          .agg(ttft_p50_ms=("ttft_p50_ms", "mean"), ttft_p95_ms=("ttft_p95_ms", "mean"),
               itl_p99_ms=("itl_p99_ms", "mean"), queue_ms=("queue_ms", "mean"), fairness=("fairness", "mean"),
@@ -217,7 +223,7 @@ def latency(run: Run, b: pd.DataFrame) -> Section:
 
 
 def open_loop(run: Run, b: pd.DataFrame) -> Section:
-    o = b[b["arrival_rate_per_s"].notna()] if "arrival_rate_per_s" in b else pd.DataFrame()
+    o = b[b["arrival_rate_per_s"].notna()] if "arrival_rate_per_s" in b and len(b) else pd.DataFrame()
     if o.empty:
         return Section("Open loop", "No open-loop load points in this run.")
     t = (o.groupby(["arrival_rate_per_s", "agent"])
