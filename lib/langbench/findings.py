@@ -277,7 +277,8 @@ def _paired_claim(run: Run, value: str, unit: str, data=None) -> str:
     p = stats.paired(cells["python"], cells["rust"], run.margin_for(value, float(cells["rust"].mean())), run.alpha)
     if p["verdict"] == "not enough data":
         return ""
-    return (f"{LABELS.get(value, value).capitalize()}, paired over the {p['cells']} cells both languages ran: "
+    label = LABELS.get(value, value)
+    return (f"{label[0].upper() + label[1:]}, paired over the {p['cells']} cells both languages ran: "
             f"Python − Rust = {p['mean_diff']:+.2f} {unit} "
             f"[{p['ci_low']:+.2f}, {p['ci_high']:+.2f}] (paired t {p_text(p['t_p'])}, Wilcoxon "
             f"{p_text(p['wilcoxon_p'])}, TOST ±{p['margin']:.2f} {unit} {p_text(p['tost_p'])}): {p['verdict']}.")
@@ -850,7 +851,10 @@ def aa_check(run: Run) -> Section:
     t = pd.DataFrame(rows)
     t["flag"] = np.where(t["p_above"] < run.alpha, "above α beyond binomial noise", "")
     flagged = t[t["flag"] != ""]
-    parts = [f"{r.rule.split(' (')[0]} on {r.metric}: {r.k}/{r.n} = {100 * r.rate:.1f}% "
+    short = {"per-config delta": "per-config delta", "language comparison (pooled": "pooled language comparison",
+             "language comparison (paired": "paired language comparison"}
+    name = lambda rule: next(v for k, v in short.items() if rule.startswith(k))  # noqa: E731
+    parts = [f"{name(r.rule)} on {r.metric}: {r.k}/{r.n} = {100 * r.rate:.1f}% "
              f"[{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}]" for r in t.itertuples() if r.n]
     sentence = (f"A/A check on this run's own baseline batches (identical treatments, α = {run.alpha}): "
                 + "; ".join(parts) + ". "
