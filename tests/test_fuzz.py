@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from langbench import params as params_mod
-from langbench import paths, plan, schemas, storage, sweep
+from langbench import plan, schemas, storage, sweep
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY_DOC = yaml.safe_load((FIXTURES / "tiny.yaml").read_text())

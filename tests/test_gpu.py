@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from langbench import findings, gguf_synth, gpu, metrics, paths, storage, telemetry
+from langbench.sections import gpu as gpu_sections
 
 
 # --- telemetry against a fake NVML ------------------------------------------------------------
@@ -188,9 +188,9 @@ def test_the_bundle_holds_what_a_gpu_host_needs_within_64_mib(tmp_path):
 def test_the_gpu_section_says_so_on_a_run_without_a_gpu(tiny_run):
     run = findings.Run.load(tiny_run)
     assert not (tiny_run / "telemetry.jsonl").exists()
-    s = findings.gpu_setting(run)
+    s = gpu_sections.gpu_setting(run)
     assert s.sentence.startswith("This run was made on a host without an NVIDIA GPU")
-    assert findings.gpu_offload(run).sentence.startswith("No offload was recorded")
+    assert gpu_sections.gpu_offload(run).sentence.startswith("No offload was recorded")
     offload = [p["offload"] for p in storage.read_jsonl(tiny_run / "processes.jsonl")]
     assert all(o["layers_gpu"] == 0 and o["layers_total"] > 0 and o["size"] > 0 and o["size_vram"] == 0
                for o in offload), offload[:2]
@@ -210,10 +210,10 @@ def test_the_kept_gpu_run_renders_its_report_here(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     r = findings.Run.load(run)
     assert r.manifest["host"]["gpus"][0]["name"].startswith("NVIDIA H")
-    offload = findings.gpu_offload(r).sentence
+    offload = gpu_sections.gpu_offload(r).sentence
     assert "num_gpu 60, 80, 120 all ended with 35/35 layers on the GPU (one setting)" in offload
     assert "num_gpu 20 ended with 20/35 layers" in offload
-    energy = findings.gpu_energy(r)
+    energy = gpu_sections.gpu_energy(r)
     assert "J/token" in energy.sentence and energy.figure is not None
     assert set(energy.table["offload"]) == {"35/35", "20/35"}
     assert (energy.table["j_per_token"] > 0).all() and (energy.table["power_w"] > 50).all()

@@ -21,6 +21,7 @@ import yaml
 
 from langbench import findings, paths, plan, server, storage, sweep
 from langbench import params as params_mod
+from langbench.sections import sweep as sweep_sections
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY = FIXTURES / "tiny.yaml"
@@ -244,7 +245,7 @@ def test_failed_attempts_that_a_retry_replaced_still_count(tiny_run, tmp_path):
               "error": {"kind": "http_500", "message": "planted"}}
     (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [failed, *records]))
     r = findings.Run.load(run)
-    section = findings.failures(r)
+    section = sweep_sections.failures(r)
     assert section.sentence == "No run failed in its final attempt."
     assert section.notes == ["1 attempts failed in all; 1 runs failed first and succeeded on a retry "
                              "(their failed attempts stay in records.jsonl and count here): http_500 1."]

@@ -10,6 +10,7 @@ from scipy import stats as sps
 from statsmodels.stats.weightstats import CompareMeans, DescrStatsW, ttost_ind
 
 from langbench import findings, metrics, stats
+from langbench.sections import decision, success, sweep
 from synthetic import make_run
 
 
@@ -92,7 +93,7 @@ def test_triple_variance_is_detected_by_brown_forsythe_and_cv(planted_variance):
     assert ev["brown_forsythe_p"] < 0.001
     ratio = stats.describe(rs)["cv_pct"] / stats.describe(py)["cv_pct"]
     assert 2.4 < ratio < 3.6
-    row = findings.decision_matrix(planted_variance).table.set_index("criterion").loc[
+    row = decision.decision_matrix(planted_variance).table.set_index("criterion").loc[
         "Throughput consistency (per-cell CV)"]
     assert row["winner"] == "python"
 
@@ -106,7 +107,7 @@ def test_no_difference_is_called_equivalent_and_no_test_calls_a_winner(no_differ
     assert c.mw_p == pytest.approx(sps.mannwhitneyu(py, rs).pvalue)
     assert c.tost_p == pytest.approx(ttost_ind(py, rs, -c.margin, c.margin, usevar="unequal")[0])
     assert abs(c.hedges_g) < 0.2
-    matrix = findings.decision_matrix(no_difference).table.set_index("criterion")
+    matrix = decision.decision_matrix(no_difference).table.set_index("criterion")
     for criterion in ("Throughput (warm)", "TTFT warm", "TTFT cold", "Client overhead",
                       "Throughput consistency (per-cell CV)", "Optimization success rate"):
         assert matrix.loc[criterion, "winner"] in ("equivalent", "inconclusive"), criterion
@@ -131,7 +132,7 @@ def test_failed_runs_are_kept_out_of_warm_statistics_and_counted(tmp_path):
     run = findings.Run.load(make_run(tmp_path / "f", failures=3, seed=5))
     assert (run.df["outcome"] == "error").sum() == 3
     assert (run.warm["outcome"] == "ok").all()
-    section = findings.failures(run)
+    section = sweep.failures(run)
     assert "3 runs failed" in section.sentence and len(section.table) == 1
 
 
@@ -176,7 +177,7 @@ def test_success_rates_score_both_languages_on_every_config_failed_ones_included
     w = planted_gpu80.warm
     gone = (w["agent"] == "python") & (w["config_id"] == "c01") & (w["mode"] == "chimera")
     d = stats.deltas(w[~gone], "throughput_tps", planted_gpu80.factors)
-    t = findings.success_table(planted_gpu80, d).set_index("rule")
+    t = success.success_table(planted_gpu80, d).set_index("rule")
     naive = t.iloc[0]
     assert naive["configs"] == 18 and naive["python_failed"] == 1 and naive["rust_failed"] == 0
     ok = {a: d[d["agent"] == a].set_index("config_id")["naive_success"] for a in ("rust", "python")}
@@ -184,12 +185,12 @@ def test_success_rates_score_both_languages_on_every_config_failed_ones_included
     expected = stats.mcnemar_paired(ok["rust"].reindex(sorted(w["config_id"].unique())).fillna(False).astype(bool),
                                     ok["python"].reindex(sorted(w["config_id"].unique())).fillna(False).astype(bool))
     assert naive["mcnemar_p"] == pytest.approx(expected["mcnemar_p"])
-    section, _ = findings.success_rates(planted_gpu80)
+    section, _ = success.success_rates(planted_gpu80)
     assert "McNemar exact" in section.sentence and "/18" in section.sentence
 
 
 def test_decision_matrix_counts_correlated_criteria_once(planted_variance):
-    t = findings.decision_matrix(planted_variance).table
+    t = decision.decision_matrix(planted_variance).table
     latency = t[t["group"] == "latency"]
     assert set(latency["criterion"]) == {"TTFT warm", "Client overhead", "End-to-end latency"}
     assert latency["group_winner"].nunique() == 1
@@ -197,7 +198,7 @@ def test_decision_matrix_counts_correlated_criteria_once(planted_variance):
     expected = decided.pop() if len(decided) == 1 else ("mixed" if decided else "inconclusive")
     assert latency["group_winner"].iloc[0] == expected
     assert "Holm" in t.loc[t["criterion"] == "Throughput (warm)", "test"].iloc[0]
-    sentence = findings.decision_matrix(planted_variance).sentence
+    sentence = decision.decision_matrix(planted_variance).sentence
     assert f"in {t['group'].nunique()} groups" in sentence
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from langbench import findings, metrics, schemas, stats, storage
+from langbench.sections import throughput, ttft, validity
 
 
 def _batchy(n_configs: int = 160, batches: int = 2, runs: int = 3, sd_batch: float = 3.0,
@@ -94,7 +95,7 @@ def test_uncached_runs_evaluate_the_whole_prompt_and_cached_runs_reuse_it(tiny_r
     # the unique prefix is evaluated on top of the prompt: more tokens, more prompt time
     assert uncached["prompt_eval_count"].min() > cached["prompt_eval_count"].max()
     assert uncached["prompt_eval_ms"].median() > cached["prompt_eval_ms"].median()
-    s = findings.ttft_cache(run)
+    s = ttft.ttft_cache(run)
     assert "cached" in s.sentence and "uncached" in s.sentence
 
 
@@ -113,7 +114,7 @@ def test_the_null_client_writes_schema_valid_records_and_gives_the_floor(tiny_ru
             assert r["response_sha256"] == twin["response_sha256"], r["run_id"]
     run = findings.Run.load(tiny_run)
     assert "null" not in set(run.df["agent"]) and len(run.floor)
-    s = findings.client_floor(run)
+    s = validity.client_floor(run)
     assert s.sentence.startswith("The null client") and "python adds" in s.sentence and "rust adds" in s.sentence
     assert np.isfinite(s.table["overhead_median_ms"]).all()
 
@@ -121,10 +122,10 @@ def test_the_null_client_writes_schema_valid_records_and_gives_the_floor(tiny_ru
 @pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # seaborn's heatmap, in matplotlib 3.11
 def test_every_report_rule_has_its_aa_rate_beside_it(tiny_run):
     run = findings.Run.load(tiny_run)
-    aa = findings.aa_check(run)
+    aa = validity.aa_check(run)
     assert set(aa.table["metric"]) == {"throughput", "TTFT"}
     assert aa.sentence.startswith("A/A check on this run's own baseline batches")
-    success = findings.improvement(run)
+    success = throughput.improvement(run)
     assert "that the same rule finds between identical baseline cells" in success.sentence
 
 
@@ -133,7 +134,7 @@ def test_cpu_contention_is_recorded_per_batch_and_reported(tiny_run):
     assert all(p["host_cpus"] >= 1 and p["host_load_1m"] >= 0 for p in procs)
     # the embedded server (and its runner) works during every batch that generates tokens
     assert all(p["server_cpu_s"] > 0 for p in procs), [p["server_cpu_s"] for p in procs]
-    note = findings.footprint(findings.Run.load(tiny_run)).notes
+    note = validity.footprint(findings.Run.load(tiny_run)).notes
     assert note and note[0].startswith("Server and agents shared the host's")
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from langbench import metrics, stats, storage
+from langbench import stats, storage
 from langbench.findings import HIGHER, LOWER, Run, Section, p_text
 from langbench.params import ParamsError
 

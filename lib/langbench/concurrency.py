@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from langbench import metrics, plots
-from langbench.findings import HIGHER, LOWER, Run, Section, p_text
+from langbench import plots
+from langbench.findings import HIGHER, LOWER, Run, Section
 
 NS_PER_MS = 1e6
 
@@ -194,7 +194,7 @@ def languages(run: Run, b: pd.DataFrame) -> Section:
     counts = t["verdict"].value_counts()
     thr = t[t["metric"] == "agg_tps"]
     parts = [f"{r.load_point}: Python {r.python:.1f} vs Rust {r.rust:.1f} tok/s ({r.verdict})" for r in thr.itertuples()]
-    sentence = (f"Aggregate throughput by load point — " + "; ".join(parts) + ". Over all "
+    sentence = ("Aggregate throughput by load point — " + "; ".join(parts) + ". Over all "
                 f"{len(t)} comparisons (throughput, median TTFT, ITL p99; batches as units, margins "
                 f"{run.margin('throughput_tps')[1]} and {run.margin('ttft_ms')[1]}): Rust better in {counts.get('rust', 0)}, "
                 f"Python better in {counts.get('python', 0)}, equivalent in {counts.get('equivalent', 0)}, "

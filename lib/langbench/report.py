@@ -116,9 +116,10 @@ def write_summary(run_dir: Path, df=None) -> None:
 def headlines(run_dir: Path) -> list[str]:
     """The decision matrix's and the key comparisons' sentences, recomputed from the records."""
     from langbench import findings
+    from langbench.sections import decision, success, throughput, ttft
     run = findings.Run.load(run_dir)
-    sections = [run.header(), findings.throughput_overall(run), findings.ttft_warm(run),
-                findings.success_rates(run)[0], findings.decision_matrix(run)]
+    sections = [run.header(), throughput.throughput_overall(run), ttft.ttft_warm(run),
+                success.success_rates(run)[0], decision.decision_matrix(run)]
     import matplotlib.pyplot as plt
     plt.close("all")
     return [s.sentence for s in sections] + [n for s in sections for n in s.notes]

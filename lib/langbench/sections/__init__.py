@@ -1,0 +1,1 @@
+"""The report's sections, one module per notebook; each function builds a findings.Section."""

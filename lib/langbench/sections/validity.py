@@ -1,0 +1,136 @@
+"""Measurement validity: client against server, the null client's floor, drift, footprint, reloads, A/A."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from langbench import metrics, plots, stats, storage
+from langbench.findings import LOWER, Run, Section, language_claim, p_text
+
+
+def client_vs_server(run: Run) -> Section:
+    w = run.warm
+    t = (w.groupby("agent").agg(overhead_median_ms=("client_overhead_ms", "median"),
+                                overhead_p95_ms=("client_overhead_ms", lambda x: x.quantile(0.95)),
+                                decode_ratio_median=("decode_rate_ratio", "median"),
+                                itl_p50_ms=("itl_p50_ms", "median"), itl_p99_ms=("itl_p99_ms", "median"),
+                                itl_max_ms=("itl_max_ms", "max")).reset_index())
+    _, diff = language_claim(run, "client_overhead_ms", "ms", LOWER)
+    parts = [f"{r.agent} adds a median {r.overhead_median_ms:.2f} ms (p95 {r.overhead_p95_ms:.2f}) to the "
+             f"server's TTFT and sees {r.decode_ratio_median:.3f}× the server's decode rate" for r in t.itertuples()]
+    return Section("Client vs server timing (Appendix C answered)", "; ".join(parts) + ". " + diff, t,
+                   plots.overhead(w))
+
+
+def drift(run: Run) -> Section:
+    """Throughput over the run order, fitted with agent and mode terms: a common slope, and
+    whether it differs between the agents or the modes (then the balanced order does not
+    cancel it from their comparison)."""
+    t, fit = stats.drift(run.warm, "throughput_tps")
+    if fit is None:
+        return Section("Drift over run order", "Too few batches to fit a drift.")
+    parts = [f"{r.agent} {r.slope_tps_per_batch:+.4f} tok/s per batch ({p_text(r.p)})" for r in t.itertuples()]
+    common = (f"A fit of throughput on order with agent × mode terms gives a common slope of "
+              f"{fit['slope']:+.4f} tok/s per batch ({p_text(fit['slope_p'])}); it differs by agent "
+              f"{p_text(fit['by_agent_p'])} and by mode {p_text(fit['by_mode_p'])}")
+    if fit["by_agent_p"] < run.alpha or fit["by_mode_p"] < run.alpha:
+        verdict = ("the drift is not the same for every agent and mode, so the balanced order does not spread it "
+                   "evenly: comparisons between them carry part of it")
+    elif fit["slope_p"] < run.alpha:
+        verdict = "the drift is shared by every agent and mode, so the balanced (ABBA) order spreads it over them"
+    else:
+        verdict = f"no significant drift at α = {run.alpha}"
+    return Section("Drift over run order", "Per agent: " + "; ".join(parts) + f". {common}: {verdict}.", t,
+                   plots.drift(run.warm))
+
+
+def footprint(run: Run) -> Section:
+    p = run.processes
+    if p.empty:
+        return Section("Process footprint", "No process measurements in this run.")
+    t = p.groupby("agent")[["peak_rss_mib", "startup_ms", "cpu_s_per_run", "wall_s"]].median().reset_index()
+    parts = [f"{r.agent}: peak RSS {r.peak_rss_mib:.1f} MiB, start-up {r.startup_ms:.1f} ms, "
+             f"{1e3 * r.cpu_s_per_run:.1f} ms CPU per run" for r in t.itertuples()]
+    notes = []
+    if "server_cpu_s" in p and p["server_cpu_s"].notna().any():
+        busy = p["server_cpu_s"] / p["wall_s"]
+        iso = run.manifest.get("isolation") or {}
+        where = (f"Server and agents ran on disjoint CPUs ({iso['reason']})" if iso.get("applied") else
+                 f"Server and agents shared the host's {int(p['host_cpus'].max())} logical CPUs "
+                 f"({iso.get('reason', 'no pinning')})")
+        notes.append(f"{where}: "
+                     f"median host load {p['host_load_1m'].median():.2f} during batches; the embedded server used "
+                     f"a median {busy.median():.2f} CPU-seconds per second of batch, the agents "
+                     + ", ".join(f"{a} {((g['user_cpu_s'] + g['system_cpu_s']) / g['wall_s']).median():.2f}"
+                                 for a, g in p.groupby("agent")) + ".")
+    return Section("Process footprint (medians per agent process)", "; ".join(parts) + ".", t, notes=notes)
+
+
+def reloads(run: Run) -> Section:
+    ev = pd.DataFrame(storage.read_jsonl(run.run_dir / "events.jsonl"))
+    if ev.empty:
+        return Section("Unexpected reloads", "No warm run paid a reload (load_duration stayed near the warm median).")
+    return Section("Unexpected reloads", f"{len(ev)} warm runs paid a reload where none was expected; "
+                   "they are in the warm statistics and explain outliers there.", ev)
+
+
+
+def client_floor(run: Run) -> Section:
+    """Each agent's client overhead against the null client's, measured in the same run."""
+    floor = metrics.warm(run.floor)
+    if floor.empty:
+        return Section("Client overhead over the null client's floor",
+                       "This run has no null client (null_client: false), so client overhead is "
+                       "reported against the server's own timings only.")
+    base = metrics.warm(run.df[run.df["mode"] == "baseline"])
+    f = float(floor["client_overhead_ms"].median())
+    rows = [{"client": "null (floor)", "runs": len(floor), "overhead_median_ms": f, "over_floor_ms": 0.0,
+             "over_floor_ci_low": np.nan, "over_floor_ci_high": np.nan}]
+    parts = []
+    for agent, g in base.groupby("agent"):
+        c = run.compare(g, floor, "client_overhead_ms", (agent, "null"))
+        rows.append({"client": agent, "runs": len(g), "overhead_median_ms": float(g["client_overhead_ms"].median()),
+                     "over_floor_ms": c.diff, "over_floor_ci_low": c.diff_ci_low, "over_floor_ci_high": c.diff_ci_high})
+        parts.append(f"{agent} adds {c.diff:+.2f} ms [{c.diff_ci_low:+.2f}, {c.diff_ci_high:+.2f}] over the floor "
+                     f"({c.verdict} at the ±{c.margin:g} ms margin)")
+    sentence = (f"The null client (raw HTTP/1.1, no JSON model) sees a median {f:.2f} ms between the server's "
+                f"load + prompt evaluation and its first token: the floor on this host. In the same baseline "
+                f"batches, " + "; ".join(parts) + ".")
+    return Section("Client overhead over the null client's floor", sentence, pd.DataFrame(rows))
+
+
+
+AA_METRICS = (("throughput_tps", "throughput"), ("ttft_ms", "TTFT"))
+
+
+def aa_check(run: Run) -> Section:
+    """Each decision rule on identical treatments (baseline vs baseline) of this run."""
+    rows = []
+    for value, label in AA_METRICS:
+        d = stats.aa_delta_pairs(run.warm, value, run.factors, run.alpha)
+        r = stats.rate_against(int(d["differs"].sum()), len(d), run.alpha)
+        rows.append({"rule": "per-config delta (Welch 95% CI of chimera − baseline)", "metric": label, **r})
+        s = stats.aa_language_splits(run.warm, lambda a, b, v=value: run.compare(a, b, v, ("a", "b")))
+        r = stats.rate_against(int(s["differs"].sum()) if len(s) else 0, len(s), run.alpha)
+        rows.append({"rule": "language comparison (pooled runs, Welch + margin)", "metric": label, **r})
+        base = run.warm[run.warm["mode"] == "baseline"]
+        margin = run.margin_for(value, float(base[value].mean())) if len(base) else 0.0
+        s = stats.aa_paired_splits(run.warm, value, margin, run.alpha)
+        r = stats.rate_against(int(s["differs"].sum()) if len(s) else 0, len(s), run.alpha)
+        rows.append({"rule": "language comparison (paired over cells, t + margin)", "metric": label, **r})
+    t = pd.DataFrame(rows)
+    t["flag"] = np.where(t["p_above"] < run.alpha, "above α beyond binomial noise", "")
+    flagged = t[t["flag"] != ""]
+    short = {"per-config delta": "per-config delta", "language comparison (pooled": "pooled language comparison",
+             "language comparison (paired": "paired language comparison"}
+    name = lambda rule: next(v for k, v in short.items() if rule.startswith(k))  # noqa: E731
+    parts = [f"{name(r.rule)} on {r.metric}: {r.k}/{r.n} = {100 * r.rate:.1f}% "
+             f"[{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}]" for r in t.itertuples() if r.n]
+    sentence = (f"A/A check on this run's own baseline batches (identical treatments, α = {run.alpha}): "
+                + "; ".join(parts) + ". "
+                + (f"{len(flagged)} rule × metric combinations call identical treatments different more often "
+                   f"than α allows (exact binomial test, p < {run.alpha}): their 'differs' verdicts in this run "
+                   "are not to be trusted at face value." if len(flagged) else
+                   "No rule exceeds α beyond its binomial noise."))
+    return Section("A/A check: false-positive rate of each decision rule", sentence, t)
