@@ -80,6 +80,10 @@ def test_runs_of_different_models_are_compared_only_when_asked(runs, tmp_path):
     assert cli.returncode == 2 and "--allow-model-mismatch" in cli.stderr
     pair = compare.load(a, other, allow_model_mismatch=True)
     assert "different models" in compare.header(pair).notes[0]
+    m["model"].update(name="synthetic", gguf_sha256="ab" * 32)  # same name, other weights
+    storage.write_json(other / "manifest.json", m)
+    with pytest.raises(compare.CompareError, match="different models"):
+        compare.load(a, other)
 
 
 def test_not_a_run_directory_exits_2(tmp_path):

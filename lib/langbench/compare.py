@@ -58,7 +58,7 @@ def load(run_a: str | Path, run_b: str | Path, allow_model_mismatch: bool = Fals
 
 def _model_id(manifest: dict) -> str:
     m = manifest.get("model") or {}
-    return f"{m.get('name', manifest.get('parameters', {}).get('model'))} ({(m.get('digest') or '?')[:12]})"
+    return f"{m.get('name', manifest.get('parameters', {}).get('model'))} ({(m.get('gguf_sha256') or '?')[:12]})"
 
 
 def differences(pair: Pair) -> pd.DataFrame:
@@ -109,7 +109,7 @@ def provenance(pair: Pair) -> pd.DataFrame:
         host, model = m.get("host") or {}, m.get("model") or {}
         gpus = ", ".join(g.get("name", "?") for g in host.get("gpus") or []) or "none"
         return {"parameters": m.get("parameters_file"), "Ollama": m.get("ollama_version"),
-                "model": model.get("name"), "model digest": (model.get("digest") or "")[:12],
+                "model": model.get("name"), "model digest": (model.get("gguf_sha256") or "")[:12],
                 "CPU": host.get("cpu_model"), "logical CPUs": host.get("cpu_logical"), "GPU": gpus,
                 "git commit": ((m.get("git") or {}).get("commit") or "")[:12], "started": m.get("started_at"),
                 "warm runs": len(r.warm), "batches": r.df["batch_id"].nunique() if "batch_id" in r.df else None}
@@ -129,10 +129,14 @@ def header(pair: Pair) -> Section:
                      "includes the model's.")
     p = provenance(pair)
     differ = p.loc[p["same"] == "no", ""].tolist()
+    own = {n: [f for f in r.factors if f not in pair.cell_keys] for n, r in zip(pair.names, (pair.a, pair.b))}
+    if any(own.values()):
+        notes.append("Factors only one run varies are pooled within each shared cell: "
+                     + "; ".join(f"{', '.join(fs)} in {n}" for n, fs in own.items() if fs) + ".")
     sentence = (f"A = {a}, B = {b}. They differ in: {', '.join(differ) if differ else 'nothing recorded'}. "
                 f"Differences are B − A; margins and α are run A's ({pair.a.margin('throughput_tps')[1]} throughput, "
                 f"{pair.a.margin('ttft_ms')[1]} latency, α = {pair.a.alpha}).")
-    return Section("Comparing two runs", sentence, p, notes=notes)
+    return Section("The two runs", sentence, p, notes=notes)
 
 
 def summary(pair: Pair, d: pd.DataFrame) -> Section:
