@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from langbench import paths, server
+from cli_runs import sweep_fixture
 
 
 @pytest.fixture(scope="session")
@@ -20,17 +21,9 @@ def ollama(tmp_path_factory) -> server.Server:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """One uninterrupted sweep of tests/fixtures/tiny.yaml through the CLI, shared read-only
-    (tests that change a run copy it first)."""
-    import os
-    import subprocess
-    outputs = tmp_path_factory.mktemp("tiny")
-    done = subprocess.run([sys.executable, "-m", "langbench", "sweep",
-                           str(Path(__file__).parent / "fixtures" / "tiny.yaml"), "--run-id", "ref"],
-                          env={**os.environ, "LANGBENCH_OUTPUTS": str(outputs)},
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr
-    return outputs / "ref"
+    """One uninterrupted sweep of tests/fixtures/tiny.yaml, shared read-only (tests that change
+    a run copy it first)."""
+    return sweep_fixture("tiny.yaml", tmp_path_factory.mktemp("tiny"), "ref")
 
 
 @pytest.fixture(scope="session")

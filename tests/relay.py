@@ -8,13 +8,13 @@ network reads. It serves nothing of its own: the answers are the real server's.
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
+from loopback import LoopbackServer, QuietHandler
 
-class Relay:
+
+class Relay(LoopbackServer):
     def __init__(self, upstream: str, piece: int = 7):
         self.upstream = upstream
         self.piece = piece
@@ -22,12 +22,7 @@ class Relay:
         self.finals: list[dict] = []  # the server's own `done` line of each response
         relay = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 relay.bodies.append(json.loads(body))
@@ -54,15 +49,4 @@ class Relay:
                     self.wfile.write(b"0\r\n\r\n")
                     self.wfile.flush()
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> "Relay":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join()
+        super().__init__(Handler)

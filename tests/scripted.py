@@ -11,23 +11,18 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from loopback import LoopbackServer, QuietHandler
 
 
-class ScriptedServer:
+class ScriptedServer(LoopbackServer):
     def __init__(self, first_ms: float = 200.0, gap_ms: float = 20.0, tokens: int = 12):
         self.first_ms, self.gap_ms, self.tokens = first_ms, gap_ms, tokens
         self.sent: list[list[float]] = []  # per request: perf_counter of each chunk's send
         script = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def setup(self):
                 super().setup()
                 self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -54,9 +49,7 @@ class ScriptedServer:
                 self.wfile.flush()
                 script.sent.append(times)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     def chunk(self, k: int, done: bool) -> dict:
         base = {"model": "scripted", "created_at": "2026-01-01T00:00:00Z", "done": done}
@@ -68,12 +61,3 @@ class ScriptedServer:
                 "load_duration": 0, "prompt_eval_count": 1,
                 "prompt_eval_duration": int(self.first_ms * ns), "eval_count": self.tokens,
                 "eval_duration": int(self.tokens * self.gap_ms * ns)}
-
-    def __enter__(self) -> "ScriptedServer":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join()

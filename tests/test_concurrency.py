@@ -4,17 +4,16 @@ open loop's schedule, a concurrency sweep end to end, and the load metrics' know
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from langbench import agents, concurrency, paths, schemas, server, storage
+from langbench import concurrency, paths, schemas, server, storage
+from cli_runs import sweep_fixture
 from langbench.findings import Run
+from test_agents_contract import run_agent
 
 AGENTS = ("python", "rust")
 OPTIONS = {"num_predict": 6, "seed": 7}
@@ -34,13 +33,6 @@ def _jobs(runs: list[dict], streams: int) -> dict:
             "runs": runs}
 
 
-def _run(agent, url, doc, tmp_path):
-    jobs, out = tmp_path / f"{agent}-jobs.json", tmp_path / f"{agent}.jsonl"
-    jobs.write_text(json.dumps(doc))
-    stats = agents.run(agent, url, jobs, out, timeout=300)
-    return stats, storage.read_jsonl(out)
-
-
 def _closed(streams: int, per_stream: int, bad_stream: int | None = None) -> list[dict]:
     runs = [{"run_id": "warm", "prompt": 0, "options": OPTIONS, "keep_alive": -1, "warmup": True}]
     for i in range(per_stream):
@@ -53,7 +45,7 @@ def _closed(streams: int, per_stream: int, bad_stream: int | None = None) -> lis
 
 @pytest.mark.parametrize("agent", AGENTS)
 def test_n_streams_give_n_times_the_records_and_overlap_in_time(agent, parallel_server, tmp_path):
-    stats, records = _run(agent, parallel_server.url, _jobs(_closed(3, 2), 3), tmp_path)
+    stats, records = run_agent(agent, parallel_server.url, _jobs(_closed(3, 2), 3), tmp_path)
     assert stats.exit_code == 0, stats.stderr_tail
     assert len(records) == 1 + 3 * 2 and records[0]["run_id"] == "warm"
     for rec in records:
@@ -71,7 +63,7 @@ def test_n_streams_give_n_times_the_records_and_overlap_in_time(agent, parallel_
 
 @pytest.mark.parametrize("agent", AGENTS)
 def test_a_failing_stream_loses_no_record_of_its_own_or_of_the_others(agent, parallel_server, tmp_path):
-    stats, records = _run(agent, parallel_server.url, _jobs(_closed(3, 2, bad_stream=1), 3), tmp_path)
+    stats, records = run_agent(agent, parallel_server.url, _jobs(_closed(3, 2, bad_stream=1), 3), tmp_path)
     assert stats.exit_code == 1  # a run failed; the agent went on
     by_id = {r["run_id"]: r for r in records}
     assert sorted(by_id) == sorted(["warm"] + [f"s{k}-r{i}" for k in range(3) for i in range(2)])
@@ -87,7 +79,7 @@ def test_open_loop_sends_each_request_at_its_time_whatever_is_in_flight(agent, p
     runs = [{"run_id": "warm", "prompt": 0, "options": OPTIONS, "keep_alive": -1, "warmup": True}]
     runs += [{"run_id": f"o{i}", "prompt": i % 2, "options": {**OPTIONS, "num_predict": 20}, "keep_alive": -1,
               "warmup": False, "send_at_s": t} for i, t in enumerate(at)]
-    stats, records = _run(agent, parallel_server.url, _jobs(runs, 4), tmp_path)
+    stats, records = run_agent(agent, parallel_server.url, _jobs(runs, 4), tmp_path)
     assert stats.exit_code == 0, stats.stderr_tail
     sent = sorted((r for r in records if r["run_id"] != "warm"), key=lambda r: r["run_id"])
     t0 = sent[0]["t0_unix"] - sent[0]["schedule_lag_ms"] / 1e3  # the start of the measured phase
@@ -105,7 +97,7 @@ def test_the_jobs_file_rejects_a_stream_out_of_range_and_half_an_open_loop(tmp_p
     half[1]["send_at_s"] = 0.5
     for agent in AGENTS:
         for doc in (_jobs(runs, 2), _jobs(half, 2)):
-            stats, records = _run(agent, "http://127.0.0.1:9", doc, tmp_path)
+            stats, records = run_agent(agent, "http://127.0.0.1:9", doc, tmp_path)
             assert stats.exit_code == 2 and records == [], stats.stderr_tail
 
 
@@ -113,13 +105,7 @@ def test_the_jobs_file_rejects_a_stream_out_of_range_and_half_an_open_loop(tmp_p
 
 @pytest.fixture(scope="module")
 def concurrency_run(tmp_path_factory) -> Path:
-    outputs = tmp_path_factory.mktemp("conc")
-    done = subprocess.run([sys.executable, "-m", "langbench", "sweep",
-                           str(Path(__file__).parent / "fixtures" / "tiny-concurrency.yaml"), "--run-id", "conc"],
-                          env={**os.environ, "LANGBENCH_OUTPUTS": str(outputs)},
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr
-    return outputs / "conc"
+    return sweep_fixture("tiny-concurrency.yaml", tmp_path_factory.mktemp("conc"), "conc")
 
 
 def test_the_sweep_runs_every_load_point_with_the_slots_it_needs(concurrency_run):
