@@ -11,6 +11,7 @@ import pytest
 
 from langbench import findings, metrics, schemas, stats, storage
 from langbench.sections import throughput, ttft, validity
+from synthetic import make_run
 
 
 def _batchy(n_configs: int = 160, batches: int = 2, runs: int = 3, sd_batch: float = 3.0,
@@ -155,3 +156,27 @@ def test_the_paired_rule_holds_alpha_on_identical_batches_with_batch_effects():
     pooled = sum(stats.paired(*by_run(_batchy(n_configs=20, seed=seed)), 0.0)["verdict"] == "differs"
                  for seed in range(40))
     assert pooled > 2 * differs + 4, (pooled, differs)
+
+
+def test_aa_splits_count_each_distinct_split_once():
+    """4 configs split in halves three distinct ways: 100 draws of them are 3 tests, not 100
+    (the GPU run of issue 17 counted one false positive 33 times)."""
+    df = _batchy(n_configs=4, batches=2)
+    s = stats.aa_language_splits(df, lambda a, b: stats.compare(a["throughput_tps"], b["throughput_tps"], "t"))
+    assert len(s) == 3
+    many = stats.aa_language_splits(_batchy(n_configs=12, batches=2),
+                                    lambda a, b: stats.compare(a["throughput_tps"], b["throughput_tps"], "t"))
+    assert len(many) == 100  # C(12, 6) / 2 = 462 distinct: 100 drawn, none twice
+    p = stats.aa_paired_splits(_batchy(n_configs=3, batches=2), "throughput_tps", margin=0.0)
+    assert len(p) == 4  # 3 cells × 2 batches: 2³ ordered draws, a draw and its mirror are one
+
+
+def test_a_rule_that_fails_its_aa_check_decides_nothing(monkeypatch, tmp_path):
+    run = findings.Run.load(make_run(tmp_path / "planted"))
+    monkeypatch.setattr(stats, "aa_paired_splits", lambda *a, **k: pd.DataFrame({"differs": [True] * 10}))
+    got = validity.deciding_rule(run, "throughput_tps")
+    assert got["rates"]["paired"]["flagged"]
+    assert got["rule"] == "pooled" and "paired rule called identical batches different in 10/10" in got["why"]
+    monkeypatch.setattr(stats, "aa_language_splits", lambda *a, **k: pd.DataFrame({"differs": [True] * 10}))
+    got = validity.deciding_rule(run, "throughput_tps")
+    assert got["rule"] is None and "no verdict is drawn" in got["why"]

@@ -276,11 +276,40 @@ def aa_delta_pairs(df: pd.DataFrame, value: str, factors: list[str], alpha: floa
     return d
 
 
+def _half_splits(items: np.ndarray, splits: int, rng: np.random.Generator) -> list[frozenset]:
+    """Distinct ways to split `items` in two halves (a split and its mirror are one test): all
+    of them where there are at most `splits`, else `splits` distinct seeded draws. Drawing the
+    same split twice would count one test twice and make the A/A rate look more precise than it
+    is (4 configs have only 3 distinct splits: 100 draws of them are 3 tests, not 100)."""
+    import itertools
+    import math
+    n, k = len(items), len(items) // 2
+    total = math.comb(n, k) // (2 if 2 * k == n else 1)
+    if total <= splits:
+        out, seen = [], set()
+        for combo in itertools.combinations(items, k):
+            key = frozenset(combo)
+            mirror = frozenset(set(items) - key)
+            if key not in seen and mirror not in seen:
+                seen.add(key)
+                out.append(key)
+        return out
+    out, seen = [], set()
+    while len(out) < splits:
+        key = frozenset(rng.choice(items, k, replace=False))
+        mirror = frozenset(set(items) - key)
+        if key not in seen and mirror not in seen:
+            seen.add(key)
+            out.append(key)
+    return out
+
+
 def aa_language_splits(df: pd.DataFrame, compare_fn, splits: int = 100,
                        seed: int = 112) -> pd.DataFrame:
     """The pooled language rule (compare_fn(frame_a, frame_b) → Comparison) applied to one agent
-    against itself: its baseline runs split by a seeded random half of the configs, `splits`
-    times (the splits overlap, so the binomial noise printed beside the rate is optimistic)."""
+    against itself: its baseline runs split by half of the configs, over distinct splits only
+    (_half_splits; the splits still share configs, so the binomial noise printed beside the rate
+    is optimistic)."""
     base = df[df["mode"] == "baseline"]
     rng = np.random.default_rng(seed)
     rows = []
@@ -288,8 +317,7 @@ def aa_language_splits(df: pd.DataFrame, compare_fn, splits: int = 100,
         configs = np.array(sorted(g["config_id"].unique()))
         if len(configs) < 4:
             continue
-        for _ in range(splits):
-            half = set(rng.choice(configs, len(configs) // 2, replace=False))
+        for half in _half_splits(configs, splits, rng):
             c = compare_fn(g[g["config_id"].isin(half)], g[~g["config_id"].isin(half)])
             rows.append({"agent": agent, "verdict": c.verdict,
                          "differs": c.verdict not in ("equivalent", "inconclusive", "not enough data")})
@@ -300,8 +328,9 @@ def aa_paired_splits(df: pd.DataFrame, value: str, margin: float, alpha: float =
                      splits: int = 100, seed: int = 112) -> pd.DataFrame:
     """The paired language rule (paired) applied to one agent against itself: in every baseline
     cell with two batches or more, one batch drawn at random poses as language a and another as
-    language b, and the per-cell batch means are compared paired; `splits` seeded draws (they
-    share batches, so the binomial noise printed beside the rate is optimistic)."""
+    language b, and the per-cell batch means are compared paired; up to `splits` distinct seeded
+    draws (a draw and its mirror, a and b swapped, are one test; they share batches, so the
+    binomial noise printed beside the rate is optimistic)."""
     base = df[df["mode"] == "baseline"]
     rng = np.random.default_rng(seed)
     rows = []
@@ -310,8 +339,20 @@ def aa_paired_splits(df: pd.DataFrame, value: str, margin: float, alpha: float =
         cells = [m.to_numpy(float) for _, m in means.groupby(level="config_id") if len(m) >= 2]
         if len(cells) < 3:
             continue
-        for _ in range(splits):
-            pairs = np.array([rng.choice(c, 2, replace=False) for c in cells])
+        distinct = 1
+        for c in cells:
+            distinct *= len(c) * (len(c) - 1)
+        distinct //= 2
+        seen: set = set()
+        for _ in range(50 * splits):
+            if len(seen) >= min(splits, distinct):
+                break
+            picks = [tuple(rng.choice(len(c), 2, replace=False)) for c in cells]
+            key, mirror = tuple(picks), tuple((b, a) for a, b in picks)
+            if key in seen or mirror in seen:
+                continue
+            seen.add(key)
+            pairs = np.array([[c[i], c[j]] for c, (i, j) in zip(cells, picks)])
             p = paired(pairs[:, 0], pairs[:, 1], margin, alpha)
             rows.append({"agent": agent, "verdict": p["verdict"], "differs": p["verdict"] == "differs"})
     return pd.DataFrame(rows)

@@ -102,23 +102,64 @@ def client_floor(run: Run) -> Section:
 
 
 AA_METRICS = (("throughput_tps", "throughput"), ("ttft_ms", "TTFT"))
+RULES = {"delta": "per-config delta (Welch 95% CI of chimera − baseline)",
+         "pooled": "language comparison (pooled runs, Welch + margin)",
+         "paired": "language comparison (paired over cells, t + margin)"}
+
+
+def aa_rates(run: Run, value: str, data: pd.DataFrame | None = None) -> dict[str, dict]:
+    """Each decision rule applied to this run's identical treatments (its baseline batches),
+    over distinct splits: {"delta" | "pooled" | "paired": stats.rate_against(...) + "flagged"},
+    flagged when the rule says 'differs' more often than α beyond binomial noise."""
+    data = run.warm if data is None else data
+    out = {}
+    d = stats.aa_delta_pairs(data, value, run.factors, run.alpha)
+    out["delta"] = stats.rate_against(int(d["differs"].sum()), len(d), run.alpha)
+    s = stats.aa_language_splits(data, lambda a, b: run.compare(a, b, value, ("a", "b")))
+    out["pooled"] = stats.rate_against(int(s["differs"].sum()) if len(s) else 0, len(s), run.alpha)
+    base = data[data["mode"] == "baseline"]
+    margin = run.margin_for(value, float(base[value].mean())) if len(base) else 0.0
+    s = stats.aa_paired_splits(data, value, margin, run.alpha)
+    out["paired"] = stats.rate_against(int(s["differs"].sum()) if len(s) else 0, len(s), run.alpha)
+    for r in out.values():
+        r["flagged"] = bool(r["n"]) and r["p_above"] < run.alpha
+    return out
+
+
+def deciding_rule(run: Run, value: str, data: pd.DataFrame | None = None) -> dict:
+    """The language rule that decides `value`'s verdict in this run: the paired rule (per-cell
+    differences) where it passed its A/A check, else the pooled rule where that passed, else
+    none (the verdict is then 'undecided': no calibrated rule). A rule without A/A splits (too
+    few cells or batches) counts as unchecked and is used only after a checked one.
+    Returns {"rule": "paired" | "pooled" | None, "why": sentence, "rates": aa_rates(...)}."""
+    rates = aa_rates(run, value, data)
+    passed = [r for r in ("paired", "pooled") if rates[r]["n"] and not rates[r]["flagged"]]
+    unchecked = [r for r in ("paired", "pooled") if not rates[r]["n"]]
+    failed = [r for r in ("paired", "pooled") if rates[r]["flagged"]]
+    rule = (passed or unchecked or [None])[0]
+    said = lambda r: (f"the {r} rule called identical batches different in {rates[r]['k']}/{rates[r]['n']} "  # noqa: E731
+                      f"A/A splits ({100 * rates[r]['rate']:.1f} %, above α = {run.alpha})")
+    if rule is None:
+        why = "no language rule passed its A/A check in this run (" + "; ".join(map(said, failed)) + \
+              "), so no verdict is drawn"
+    elif failed:
+        why = f"the {rule} rule decides because " + "; ".join(map(said, failed))
+    elif rule in unchecked:
+        why = f"the {rule} rule decides, unchecked: this run has too few cells or batches for its A/A check"
+    else:
+        why = (f"the {rule} rule decides (it passed its A/A check: {rates[rule]['k']}/{rates[rule]['n']} "
+               f"splits differ)")
+    return {"rule": rule, "why": why, "rates": rates}
 
 
 def aa_check(run: Run) -> Section:
     """Each decision rule on identical treatments (baseline vs baseline) of this run."""
-    rows = []
+    rows, decided = [], []
     for value, label in AA_METRICS:
-        d = stats.aa_delta_pairs(run.warm, value, run.factors, run.alpha)
-        r = stats.rate_against(int(d["differs"].sum()), len(d), run.alpha)
-        rows.append({"rule": "per-config delta (Welch 95% CI of chimera − baseline)", "metric": label, **r})
-        s = stats.aa_language_splits(run.warm, lambda a, b, v=value: run.compare(a, b, v, ("a", "b")))
-        r = stats.rate_against(int(s["differs"].sum()) if len(s) else 0, len(s), run.alpha)
-        rows.append({"rule": "language comparison (pooled runs, Welch + margin)", "metric": label, **r})
-        base = run.warm[run.warm["mode"] == "baseline"]
-        margin = run.margin_for(value, float(base[value].mean())) if len(base) else 0.0
-        s = stats.aa_paired_splits(run.warm, value, margin, run.alpha)
-        r = stats.rate_against(int(s["differs"].sum()) if len(s) else 0, len(s), run.alpha)
-        rows.append({"rule": "language comparison (paired over cells, t + margin)", "metric": label, **r})
+        rule = deciding_rule(run, value)
+        decided.append(f"On {label}, {rule['why']}.")
+        for key, r in rule["rates"].items():
+            rows.append({"rule": RULES[key], "metric": label, **{k: v for k, v in r.items() if k != "flagged"}})
     t = pd.DataFrame(rows)
     t["flag"] = np.where(t["p_above"] < run.alpha, "above α beyond binomial noise", "")
     flagged = t[t["flag"] != ""]
@@ -133,4 +174,4 @@ def aa_check(run: Run) -> Section:
                    f"than α allows (exact binomial test, p < {run.alpha}): their 'differs' verdicts in this run "
                    "are not to be trusted at face value." if len(flagged) else
                    "No rule exceeds α beyond its binomial noise."))
-    return Section("A/A check: false-positive rate of each decision rule", sentence, t)
+    return Section("A/A check: false-positive rate of each decision rule", sentence, t, notes=decided)
