@@ -2,6 +2,8 @@
 # The GPU study as one job on a GPU host without internet (README, "The GPU study").
 #   here:  .venv/bin/python -m langbench bundle gpu --out gpu-bundle     (≤ 64 MiB)
 #   there: bash bench/gpu_study.sh gpu-bundle OUTDIR [PARAMS]
+#   CLUSTER=local (one Dask worker and one embedded Ollama per GPU), RUN_ID=… to name or resume
+#   a run, SWEEP_TIMEOUT=seconds to stop the sweep (resumably) and pack what it has.
 # Installs the bundle's wheels, builds the CUDA backend, writes and registers the synthetic
 # gemma3:latest-shaped model, checks the server offloads to the GPU, runs the sweep, and packs
 # the run (no jobs/, no HTML) into OUTDIR/run.tar.xz, also when the sweep stops early.
@@ -9,6 +11,8 @@ set -uo pipefail
 bundle=$(realpath "$1"); out=$(realpath "$2"); params=${3:-parameters/tr112-gpu.yaml}
 work=${WORK:-/tmp/langbench-gpu}
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | awk '{print tolower($NF)}')
+ngpu=$(nvidia-smi -L 2>/dev/null | wc -l)
+[ "${CLUSTER:-}" ] && [ "$ngpu" -gt 1 ] && gpu="${gpu}x${ngpu}"
 run_id=${RUN_ID:-tr112-gpu-${gpu:-unknown}}
 cd "$(dirname "$0")/.."
 mkdir -p "$work" "$out"
@@ -17,7 +21,9 @@ export PYTHONPATH="$work/site:$PWD/lib" XDG_CACHE_HOME="$work/cache" PATH="$work
 export PYTHONUNBUFFERED=1
 step() { echo "== $(date -u +%T) $*"; }
 step "gpu-host"; python3 -m langbench gpu-host "$bundle" --work "$work" ${GPU_HOST_ARGS:-} || exit 1
-step "sweep $params"; python3 -m langbench sweep "$params" --run-id "$run_id"; rc=$?
+step "sweep $params ${CLUSTER:+on cluster $CLUSTER}"
+timeout -s INT "${SWEEP_TIMEOUT:-0}" python3 -m langbench sweep "$params" --run-id "$run_id" \
+  ${CLUSTER:+--cluster "$CLUSTER"} ${SWEEP_ARGS:-}; rc=$?
 step "sweep exit $rc; packing"
 tar -C outputs -cJf "$out/run.tar.xz" --exclude="$run_id/jobs" --exclude="$run_id/.lock" "$run_id"
 cp outputs/"$run_id"/ollama.log "$out/ollama.log" 2>/dev/null; xz -f "$out/ollama.log" 2>/dev/null

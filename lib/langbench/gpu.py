@@ -204,16 +204,16 @@ def prepare_host(bundle_dir: Path, work: Path, small: bool = False, cuda: bool =
     libs = build_cuda_backend(bundle_dir, work, compute_capability()) if cuda else None
     binary = layout(bundle_dir, work, libs)
     os.environ["PATH"] = f"{binary.parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    started = time.monotonic()
-    model_file = work / "gemma3-4b-shape.gguf"
-    written = gguf_synth.write_gemma3_4b_shape(model_file, bundle_dir / "gemma3-vocab.gguf", small=small)
-    say(f"model written in {time.monotonic() - started:.0f} s: {written}")
     log = work / "check.log"
     srv = server.start_embedded(binary=binary, log_path=log)
     try:
-        if not server.has_model(srv.url, gguf_synth.SYNTHETIC_MODEL):
+        if not server.has_model(srv.url, gguf_synth.SYNTHETIC_MODEL):  # a second call skips this
+            started = time.monotonic()
+            model_file = work / "gemma3-4b-shape.gguf"
+            written = gguf_synth.write_gemma3_4b_shape(model_file, bundle_dir / "gemma3-vocab.gguf", small=small)
+            say(f"model written in {time.monotonic() - started:.0f} s: {written}")
             server.create_model(srv, gguf_synth.SYNTHETIC_MODEL, model_file, binary)
-        model_file.unlink()  # the store holds its own copy (3.3 GB each)
+            model_file.unlink()  # the store holds its own copy (3.3 GB each)
         import httpx
         r = httpx.post(f"{srv.url}/api/generate", timeout=300, json={
             "model": gguf_synth.SYNTHETIC_MODEL, "prompt": "The", "raw": True, "stream": False,

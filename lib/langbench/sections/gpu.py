@@ -86,3 +86,38 @@ def _layers(offload: str) -> int:
         return int(offload.split("/")[0])
     except ValueError:
         return -1
+
+
+def length_dependence(run: Run) -> Section:
+    """Throughput and server TTFT against the generation length (bench/length_probe.py's file
+    in the run directory, made on the same host after the sweep): per num_predict the medians,
+    and OLS slopes of decode throughput and TTFT on the length with their p-values."""
+    import statsmodels.formula.api as smf
+
+    from langbench.findings import p_text
+    rows = storage.read_jsonl(run.run_dir / "length_probe.jsonl")
+    if not rows:
+        return Section("Throughput and TTFT against the generation length",
+                       "This run has no length probe (bench/length_probe.py), so how throughput and TTFT "
+                       "depend on the chosen length is not measured here.")
+    d = pd.DataFrame(rows)
+    d["throughput_tps"] = d["eval_count"] / d["eval_duration"] * 1e9
+    d["server_ttft_ms"] = (d["load_duration"].fillna(0) + d["prompt_eval_duration"].fillna(0)) / 1e6
+    t = (d.groupby("num_predict").agg(runs=("rep", "size"), tokens=("eval_count", "median"),
+                                      throughput_tps=("throughput_tps", "median"),
+                                      server_ttft_ms=("server_ttft_ms", "median")).reset_index())
+    slope = {v: smf.ols(f"{v} ~ num_predict", data=d).fit() for v in ("throughput_tps", "server_ttft_ms")}
+    lo, hi = t.iloc[0], t.iloc[-1]
+    change = 100 * (hi.throughput_tps - lo.throughput_tps) / lo.throughput_tps
+    chosen = (run.manifest.get("parameters", {}).get("fixed") or {}).get("num_predict")
+    sentence = (f"From {int(lo.num_predict)} to {int(hi.num_predict)} tokens, decode throughput goes from "
+                f"{lo.throughput_tps:.1f} to {hi.throughput_tps:.1f} tok/s ({change:+.1f} %; "
+                f"{100 * slope['throughput_tps'].params['num_predict']:+.2f} tok/s per 100 tokens, "
+                f"{p_text(slope['throughput_tps'].pvalues['num_predict'])}) and the server's TTFT from "
+                f"{lo.server_ttft_ms:.1f} to {hi.server_ttft_ms:.1f} ms "
+                f"({100 * slope['server_ttft_ms'].params['num_predict']:+.2f} ms per 100 tokens, "
+                f"{p_text(slope['server_ttft_ms'].pvalues['num_predict'])})"
+                + (f"; this study's runs generate {int(chosen)} tokens" if chosen else "") + ".")
+    notes = [f"Probe options: {rows[0].get('options')}; {int(t['runs'].min())}+ requests per length, each "
+             "length's first request (its reload) not counted; Ollama's own durations."]
+    return Section("Throughput and TTFT against the generation length", sentence, t, notes=notes)
