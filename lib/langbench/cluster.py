@@ -319,7 +319,13 @@ def run(sweep, manifest: dict, manifest_path: Path, address: str, workers: int |
     slots = plan.slots(params)
     client, cluster, expected = connect(address, workers)
     try:
-        client.wait_for_workers(expected, timeout=300)
+        plan.spread(params, sweep.batches, expected)  # a bad fit fails before any server starts
+        try:
+            client.wait_for_workers(expected, timeout=300)
+        except TimeoutError:
+            raise ClusterError(f"{expected} Dask worker(s) did not join the scheduler {cluster_address(client)} "
+                               f"within 300 s: start them with `dask worker {cluster_address(client)} "
+                               "--nthreads 1`") from None
         client.register_plugin(ServerPlugin(params.model, params.server["host"],
                                             {"OLLAMA_NUM_PARALLEL": slots}), name=PLUGIN)
         threads = {a: w.get("nthreads") for a, w in client.scheduler_info(n_workers=-1)["workers"].items()}

@@ -333,7 +333,7 @@ def run_sweep(params_path: str | Path, run_id: str | None = None,
     try:
         with storage.locked(run_dir, "sweep"):
             return _run(params, run_dir, progress, allow_mixed, cluster, workers)
-    except (server.ServerError, storage.RunDirError):
+    except (server.ServerError, storage.RunDirError, ParamsError):
         if fresh:  # nothing was measured: leave no half-made run behind
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
