@@ -11,6 +11,8 @@ RUN ?=
 A ?=
 B ?=
 RUN_ID ?=
+CLUSTER ?=
+WORKERS ?=
 LAB_DIR ?= notebooks
 LAB_ARGS ?=
 
@@ -27,9 +29,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 setup: $(VENV)/.installed
 	$(PY) -m langbench setup
 
-## report: sweep PARAMS (default parameters/quick.yaml) on the embedded Ollama, then render the HTML report
+## report: sweep PARAMS (default parameters/quick.yaml) on the embedded Ollama (CLUSTER=local|tcp://… [WORKERS=N]: on Dask workers), then render the HTML report
 report: setup
-	$(PY) -m langbench report $(PARAMS) $(if $(RUN_ID),--run-id $(RUN_ID)) $(if $(ALLOW_MIXED),--allow-mixed)
+	$(PY) -m langbench report $(PARAMS) $(if $(RUN_ID),--run-id $(RUN_ID)) $(if $(ALLOW_MIXED),--allow-mixed) \
+	  $(if $(CLUSTER),--cluster $(CLUSTER)) $(if $(WORKERS),--workers $(WORKERS))
 
 ## render: re-render a stored run's notebooks and HTML from its records: make render RUN=outputs/<run>
 render: setup

@@ -29,7 +29,14 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--run-id", help="resume this run id (or start it); default: <name>-<time>")
         p.add_argument("--allow-mixed", action="store_true",
                        help="resume even if Ollama, model, parameters or host differ from the "
-                            "first session (each session's provenance is kept; the report says so)")
+                            "first session (each session's provenance is kept; the report says so), "
+                            "or with --cluster, when the workers serve different model digests")
+        p.add_argument("--cluster", metavar="ADDRESS",
+                       help="run the batches on dask.distributed workers, one Ollama server each: "
+                            "'local' (a LocalCluster: one worker per GPU found through NVML) or a "
+                            "scheduler address (tcp://host:8786); default: the parameter file's cluster:")
+        p.add_argument("--workers", type=int, metavar="N",
+                       help="with --cluster local: N workers, each with an embedded CPU server")
     p = sub.add_parser("render", help="execute and render the notebooks of a stored run")
     p.add_argument("run_dir", help="outputs/<run-id>")
     p = sub.add_parser("compare", help="compare two stored runs: every shared metric and cell, rendered to HTML")
@@ -62,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             return provision.main()
         if args.command == "sweep":
             from langbench.sweep import run_sweep
-            run_dir = run_sweep(args.params, args.run_id, allow_mixed=args.allow_mixed)
+            run_dir = run_sweep(args.params, args.run_id, allow_mixed=args.allow_mixed,
+                                cluster=args.cluster, workers=args.workers)
             print(run_dir)
             return 0
         if args.command in ("bundle", "gpu-host"):
@@ -82,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from langbench import report
         if args.command == "report":
-            return report.report(args.params, args.run_id, allow_mixed=args.allow_mixed)
+            return report.report(args.params, args.run_id, allow_mixed=args.allow_mixed,
+                                 cluster=args.cluster, workers=args.workers)
         return report.render(args.run_dir)
     except (ParamsError, RunDirError) as e:
         print(f"langbench: bad input: {e}", file=sys.stderr)

@@ -163,11 +163,13 @@ def offload_table(procs: pd.DataFrame) -> pd.DataFrame:
     return t
 
 
-def energy_per_run(df: pd.DataFrame, telemetry: list[dict], idle_power_w: float | None = None) -> pd.DataFrame:
+def energy_per_run(df: pd.DataFrame, telemetry: list[dict],
+                   idle_power_w: float | dict | None = None) -> pd.DataFrame:
     """Energy of each run from the samples of its batch, joined by time over [t0, t0 + e2e]:
     the energy counter's delta where every GPU has one (NVML, mJ), else power integrated
     (trapezoid). Summed over GPUs. Adds energy_j, energy_source, mean power_w, j_per_token and,
-    with an idle baseline, energy_above_idle_j and j_per_token_above_idle."""
+    with an idle baseline (W: one number for every GPU sampled, or {GPU index (str): W}, of
+    which the run's own GPUs count), energy_above_idle_j and j_per_token_above_idle."""
     out = df.copy()
     for col in ("energy_j", "power_w", "j_per_token", "energy_above_idle_j", "j_per_token_above_idle"):
         out[col] = np.nan
@@ -176,10 +178,13 @@ def energy_per_run(df: pd.DataFrame, telemetry: list[dict], idle_power_w: float 
         return out
     t = pd.DataFrame(telemetry)
     groups = {key: g.sort_values("t_unix") for key, g in t.groupby(["batch_id", "gpu"])}
-    gpus = sorted(t["gpu"].unique())
+    # The GPUs sampled during each batch: all of the host's for one server, the worker's own
+    # under --cluster (two workers' batches run at once, each on its GPU).
+    gpus_of = {b: sorted(g["gpu"].unique()) for b, g in t.groupby("batch_id")}
     for idx, rec in out.iterrows():
+        gpus = gpus_of.get(rec["batch_id"], [])
         start, e2e = rec.get("t0_unix"), rec.get("e2e_ms")
-        if pd.isna(start) or pd.isna(e2e):
+        if not gpus or pd.isna(start) or pd.isna(e2e):
             continue
         end = start + e2e / 1e3
         energy, source = 0.0, "counter"
@@ -208,8 +213,10 @@ def energy_per_run(df: pd.DataFrame, telemetry: list[dict], idle_power_w: float 
         tokens = rec.get("eval_count")
         if tokens and tokens > 0:
             out.at[idx, "j_per_token"] = energy / tokens
-        if idle_power_w is not None:
-            above = energy - idle_power_w * seconds
+        idle = (sum(idle_power_w.get(str(g), 0.0) for g in gpus) if isinstance(idle_power_w, dict)
+                else idle_power_w)
+        if idle is not None:
+            above = energy - idle * seconds
             out.at[idx, "energy_above_idle_j"] = above
             if tokens and tokens > 0:
                 out.at[idx, "j_per_token_above_idle"] = above / tokens

@@ -33,7 +33,8 @@ class Params:
 
     def digest(self) -> str:
         """Identity of what the sweep runs: a resumed run must have the same."""
-        doc = json.dumps({"raw": self.raw, "prompts": self.prompts}, sort_keys=True)
+        raw = {k: v for k, v in self.raw.items() if k != "cluster"}  # where it runs, not what
+        doc = json.dumps({"raw": raw, "prompts": self.prompts}, sort_keys=True)
         return hashlib.sha256(doc.encode()).hexdigest()
 
 

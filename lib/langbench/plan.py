@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from langbench.params import Params
 
@@ -100,6 +100,31 @@ def build(params: Params) -> list[Batch]:
             rng.shuffle(cells)
         previous = _round(params, cells, batches, previous, f"-b{r + 1}" if rounds > 1 else "")
     return batches
+
+
+def spread(params: Params, batches: list[Batch], workers: int) -> list[tuple[Batch, int]]:
+    """Each batch with the worker slot (0 … workers-1) that runs it: whole rounds go to the
+    slots in turn (round r to slot r mod workers), so that every worker runs every cell, mode,
+    agent and null batch equally often, in seeded, balanced order (the worker is a block, never
+    confounded with a factor). Within a slot, `reload_expected` is recomputed against the batch
+    that slot ran before. Raises ParamsError when `batches` is not a multiple of `workers`."""
+    from langbench.params import ParamsError
+    rounds = params.batches
+    if workers < 1 or rounds % workers:
+        raise ParamsError(
+            f"{params.path}: batches: {rounds} cannot be spread evenly over {workers} worker(s): "
+            f"each worker must run whole rounds of every cell; set batches to a multiple of "
+            f"{workers} (e.g. batches: {workers * max(1, -(-rounds // max(workers, 1)))}), or use fewer workers")
+    per_round = len(batches) // rounds
+    previous: dict[int, dict] = {}
+    out = []
+    for b in batches:
+        slot = (b.order // per_round) % workers
+        before = previous.get(slot)
+        reload = before is None or any(b.options.get(o) != before.get(o) for o in RELOAD_OPTIONS)
+        previous[slot] = b.options
+        out.append((replace(b, reload_expected=reload) if reload != b.reload_expected else b, slot))
+    return out
 
 
 def _round(params: Params, cells: list, batches: list[Batch], previous: dict | None, suffix: str) -> dict | None:

@@ -167,7 +167,8 @@ commit <code>{html.escape(str((manifest.get('git') or {}).get('commit')))}</code
     return target
 
 
-def report(params_path: str, run_id: str | None = None, allow_mixed: bool = False) -> int:
+def report(params_path: str, run_id: str | None = None, allow_mixed: bool = False,
+           cluster: str | None = None, workers: int | None = None) -> int:
     from langbench.sweep import run_sweep
-    run_dir = run_sweep(params_path, run_id, allow_mixed=allow_mixed)
+    run_dir = run_sweep(params_path, run_id, allow_mixed=allow_mixed, cluster=cluster, workers=workers)
     return render(run_dir)

@@ -318,19 +318,29 @@ def prepare(params_path: str | Path, run_id: str | None = None,
 
 def run_sweep(params_path: str | Path, run_id: str | None = None,
               outputs: Path = paths.OUTPUTS, progress: bool = True,
-              allow_mixed: bool = False) -> Path:
+              allow_mixed: bool = False, cluster: str | None = None, workers: int | None = None) -> Path:
+    """Run or resume a sweep into outputs/<run_id>; returns the run directory. `cluster`
+    (else the parameter file's `cluster:`): `local` or a Dask scheduler address, to run the
+    batches on dask.distributed workers (langbench.cluster); `workers`: N CPU workers of
+    `--cluster local`. Raises ParamsError / RunDirError (bad input), ServerError."""
     params, run_dir = prepare(params_path, run_id, outputs, allow_mixed)
+    cluster = cluster or params.raw.get("cluster")
+    if workers is not None and cluster != "local":
+        raise ParamsError(f"--workers {workers} starts a local Dask cluster: add --cluster local")
+    if workers is not None and workers < 1:
+        raise ParamsError(f"--workers {workers}: give at least one worker")
     fresh = not run_dir.exists()
     try:
         with storage.locked(run_dir, "sweep"):
-            return _run(params, run_dir, progress, allow_mixed)
-    except (server.ServerError, storage.RunDirError):
+            return _run(params, run_dir, progress, allow_mixed, cluster, workers)
+    except (server.ServerError, storage.RunDirError, ParamsError):
         if fresh:  # nothing was measured: leave no half-made run behind
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
 
-def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool) -> Path:
+def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
+         cluster: str | None = None, workers: int | None = None) -> Path:
     manifest_path = run_dir / "manifest.json"
     manifest = storage.read_json(manifest_path) if manifest_path.exists() else {
         "schema_version": 1, "run_id": run_dir.name, "parameters_file": str(params.path),
@@ -340,7 +350,10 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool) -> Pa
     sweep.jobs_dir.mkdir(parents=True, exist_ok=True)
     sweep.load_state()
     total, done = sweep.planned_runs(), sweep.finished_runs()
-    if done < total:
+    if done < total and cluster:
+        from langbench import cluster as dask_cluster
+        dask_cluster.run(sweep, manifest, manifest_path, cluster, workers, progress, allow_mixed)
+    elif done < total:
         cpus = isolation.plan(params.isolation)
         slots = plan.slots(params)
         with server.ollama_server(params.server["host"], params.model, log_path=run_dir / "ollama.log",

@@ -30,8 +30,11 @@ def _nvml():
 
 
 class Sampler:
-    def __init__(self, path: Path, nvml, handles: list, has_energy: list[bool], hz: float = HZ):
+    def __init__(self, path: Path | None, nvml, handles: list, has_energy: list[bool], hz: float = HZ,
+                 indices: list[int] | None = None):
         self.path, self.nvml, self.handles, self.has_energy = path, nvml, handles, has_energy
+        self.indices = indices if indices is not None else list(range(len(handles)))  # NVML indices
+        self.last_rows: list[dict] = []  # the last batch's rows (what a Dask worker returns)
         self.every = 1.0 / hz
         self._rows: list[dict] = []
         self._stop = threading.Event()
@@ -39,12 +42,16 @@ class Sampler:
         self._tag: str | None = None
 
     @classmethod
-    def start(cls, path: Path, nvml=None, hz: float = HZ) -> "Sampler | None":
-        """A sampler for every NVIDIA GPU, or None where NVML or a GPU is missing."""
+    def start(cls, path: Path | None, nvml=None, hz: float = HZ,
+              indices: list[int] | None = None) -> "Sampler | None":
+        """A sampler for every NVIDIA GPU (or only those of NVML `indices`: a Dask worker's own
+        GPU), or None where NVML or a GPU is missing. `path` None: rows are kept in
+        `last_rows` after each batch instead of appended to a file."""
         try:
             nvml = nvml or _nvml()
             nvml.nvmlInit()
-            handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
+            indices = list(range(nvml.nvmlDeviceGetCount())) if indices is None else indices
+            handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in indices]
         except Exception:  # no driver, no library: a CPU host, not an error
             return None
         if not handles:
@@ -56,12 +63,12 @@ class Sampler:
                 has_energy.append(True)
             except Exception:
                 has_energy.append(False)
-        return cls(path, nvml, handles, has_energy, hz)
+        return cls(path, nvml, handles, has_energy, hz, indices)
 
     def sample(self, tag: str | None) -> list[dict]:
         n, rows, now = self.nvml, [], time.time()
         for i, h in enumerate(self.handles):
-            row = {"t_unix": now, "batch_id": tag, "gpu": i}
+            row = {"t_unix": now, "batch_id": tag, "gpu": self.indices[i]}
             for key, read in (
                 ("power_w", lambda: n.nvmlDeviceGetPowerUsage(h) / 1000.0),
                 ("energy_mj", lambda: n.nvmlDeviceGetTotalEnergyConsumption(h) if self.has_energy[i] else None),
@@ -99,20 +106,23 @@ class Sampler:
             self._stop.set()
             self._thread.join()
             self._rows += self.sample(tag)  # one closing sample: the window is covered to its end
-            storage.append_jsonl(self.path, self._rows)
+            self.last_rows = self._rows
+            if self.path is not None:
+                storage.append_jsonl(self.path, self._rows)
 
     def idle_baseline(self, seconds: float = 3.0) -> dict:
         """Mean power of each GPU with nothing running, sampled before the sweep."""
         with self.batch("idle"):
             time.sleep(seconds)
-        rows = [r for r in storage.read_jsonl(self.path) if r["batch_id"] == "idle"]
+        rows = [r for r in (storage.read_jsonl(self.path) if self.path else self.last_rows)
+                if r["batch_id"] == "idle"]
         by_gpu: dict[int, list[float]] = {}
         for r in rows:
             if r.get("power_w") is not None:
                 by_gpu.setdefault(r["gpu"], []).append(r["power_w"])
         return {"seconds": seconds, "samples": len(rows),
                 "power_w": {str(g): sum(v) / len(v) for g, v in by_gpu.items()},
-                "energy_counter": dict(enumerate(self.has_energy))}
+                "energy_counter": dict(zip(self.indices, self.has_energy))}
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -17,7 +17,7 @@ def _gpu_frame(run: Run) -> pd.DataFrame:
     off = off.sort_values("attempt").groupby("batch_id").tail(1)[["batch_id", "layers_gpu", "layers_total",
                                                                   "size", "size_vram"]]
     idle = (run.manifest.get("gpu_idle") or {}).get("power_w") or {}
-    w = metrics.energy_per_run(run.warm, tel, sum(idle.values()) if idle else None)
+    w = metrics.energy_per_run(run.warm, tel, idle or None)
     w = w.merge(off, on="batch_id", how="left")
     w["offload"] = [f"{int(a)}/{int(b)}" if pd.notna(a) and pd.notna(b) else "?"
                     for a, b in zip(w["layers_gpu"], w["layers_total"])]
