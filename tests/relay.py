@@ -19,6 +19,7 @@ class Relay(LoopbackServer):
         self.upstream = upstream
         self.piece = piece
         self.bodies: list[dict] = []
+        self.paths: list[str] = []
         self.finals: list[dict] = []  # the server's own `done` line of each response
         relay = self
 
@@ -26,6 +27,7 @@ class Relay(LoopbackServer):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 relay.bodies.append(json.loads(body))
+                relay.paths.append(self.path)
                 with httpx.Client(timeout=120) as client, client.stream(
                         "POST", relay.upstream + self.path, content=body,
                         headers={"Content-Type": "application/json"}) as r:

@@ -1,34 +1,53 @@
-"""A scripted /api/generate with known delays, for the timing contract only (DESIGN.md).
+"""Scripted Ollama streams with known delays and known bytes, for what the real server cannot
+be made to do on demand (DESIGN.md: a scripted server only for known delays, error paths and
+constructs the real server can't produce).
 
-Every answer is the same NDJSON stream: the first chunk `first_ms` after the request has been
-read, then one chunk every `gap_ms`, then the `done` line one gap later, each chunk sent at
-an absolute deadline (so that a late wake-up does not shift the ones after it) on a socket with
+ScriptedServer answers /api/generate and /api/chat with the same NDJSON stream: `think`
+thinking chunks, then `tokens` answer chunks, one `gap_ms` apart after a first chunk `first_ms`
+after the request has been read, then the `done` line one gap later; each chunk is sent at an
+absolute deadline (so that a late wake-up does not shift the ones after it) on a socket with
 Nagle off. The `done` line carries server durations that say the whole `first_ms` was prompt
 evaluation, so a client's overhead over this server is its TTFT − first_ms.
+
+CorpusServer replays one hostile but legal stream (CORPUS) byte for byte, write by write.
 """
 
 from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 
 from loopback import LoopbackServer, QuietHandler
 
 
+class NoDelayHandler(QuietHandler):
+    def setup(self):
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def send_chunk(wfile, data: bytes) -> None:
+    """One HTTP/1.1 chunk, flushed: one TCP write on a socket with Nagle off."""
+    wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+    wfile.flush()
+
+
 class ScriptedServer(LoopbackServer):
-    def __init__(self, first_ms: float = 200.0, gap_ms: float = 20.0, tokens: int = 12):
-        self.first_ms, self.gap_ms, self.tokens = first_ms, gap_ms, tokens
+    def __init__(self, first_ms: float = 200.0, gap_ms: float = 20.0, tokens: int = 12, think: int = 0):
+        self.first_ms, self.gap_ms, self.tokens, self.think = first_ms, gap_ms, tokens, think
         self.sent: list[list[float]] = []  # per request: perf_counter of each chunk's send
+        self.paths: list[str] = []
+        self.bodies: list[dict] = []
         script = self
 
-        class Handler(QuietHandler):
-            def setup(self):
-                super().setup()
-                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
+        class Handler(NoDelayHandler):
             def do_POST(self):
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                script.paths.append(self.path)
+                script.bodies.append(json.loads(body))
+                chat = self.path == "/api/chat"
                 start = time.perf_counter()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-ndjson")
@@ -36,14 +55,13 @@ class ScriptedServer(LoopbackServer):
                 self.end_headers()
                 self.wfile.flush()
                 times = []
-                for k in range(script.tokens + 1):
-                    done = k == script.tokens
-                    line = json.dumps(script.chunk(k, done), separators=(",", ":")).encode() + b"\n"  # as Go writes it
+                n = script.think + script.tokens
+                for k in range(n + 1):
+                    line = json.dumps(script.chunk(k, k == n, chat), separators=(",", ":")).encode() + b"\n"  # as Go writes it
                     deadline = start + (script.first_ms + k * script.gap_ms) / 1e3
                     while (left := deadline - time.perf_counter()) > 0:
                         time.sleep(left)  # no spin: on 2 cores it would take the client's CPU
-                    self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
-                    self.wfile.flush()
+                    send_chunk(self.wfile, line)
                     times.append(time.perf_counter())
                 self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
@@ -51,13 +69,103 @@ class ScriptedServer(LoopbackServer):
 
         super().__init__(Handler)
 
-    def chunk(self, k: int, done: bool) -> dict:
-        base = {"model": "scripted", "created_at": "2026-01-01T00:00:00Z", "done": done}
+    def chunk(self, k: int, done: bool, chat: bool = False) -> dict:
+        base = {"model": "scripted", "created_at": "2026-01-01T00:00:00Z"}
+        thinking = k < self.think and not done
+        text = "" if done or thinking else f"t{k} "
+        if chat:
+            msg = {"role": "assistant", "content": text, **({"thinking": f"h{k} "} if thinking else {})}
+            base["message"] = msg
+        else:
+            base["response"] = text
+            if thinking:
+                base["thinking"] = f"h{k} "
+        base["done"] = done
         if not done:
-            return {**base, "response": f"t{k} "}
-        ns = 1_000_000
-        return {**base, "response": "", "done_reason": "length",
-                "total_duration": int((self.first_ms + self.tokens * self.gap_ms) * ns),
+            return base
+        ns, n = 1_000_000, self.think + self.tokens
+        return {**base, "done_reason": "length",
+                "total_duration": int((self.first_ms + n * self.gap_ms) * ns),
                 "load_duration": 0, "prompt_eval_count": 1,
-                "prompt_eval_duration": int(self.first_ms * ns), "eval_count": self.tokens,
-                "eval_duration": int(self.tokens * self.gap_ms * ns)}
+                "prompt_eval_duration": int(self.first_ms * ns), "eval_count": n,
+                "eval_duration": int(n * self.gap_ms * ns)}
+
+
+def _line(response: str, done: bool = False, **extra) -> bytes:
+    """A generate line as Go's encoder writes it, except that non-ASCII is written raw (Go does
+    the same for everything but U+2028/U+2029, which it escapes: writing those raw is still
+    legal JSON, as another server may)."""
+    doc = {"model": "scripted", "created_at": "2026-01-01T00:00:00Z", "response": response, "done": done, **extra}
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def _done(n: int) -> bytes:
+    return _line("", True, done_reason="stop", total_duration=n * 1_000_000, load_duration=0,
+                 prompt_eval_count=1, prompt_eval_duration=1_000_000, eval_count=n, eval_duration=n * 1_000_000)
+
+
+def _plain(pieces: list[str]) -> list[bytes]:
+    """One write per line: the pieces as chunks, then the done line."""
+    return [_line(p) for p in pieces] + [_done(len(pieces))]
+
+
+_EURO = "€".encode()  # 3 bytes: split after the first
+_LONG = "x" * 1_000_000
+
+# construct → (what it is, the HTTP chunks written one by one, each after `pause` seconds, and
+# the answer text a client that reads it must get; None: a failure is the right reading).
+CORPUS: dict[str, dict] = {
+    "raw_u0085": {"what": "a response holding a raw U+0085 (NEL), which Go's encoder does not escape",
+                  "writes": _plain(["a\u0085b", "c"]), "text": "a\u0085bc"},
+    "raw_u2028_u2029": {"what": "raw U+2028 and U+2029 inside strings (legal JSON; Go escapes them, other servers need not)",
+                        "writes": _plain(["a\u2028b", "c\u2029d"]), "text": "a\u2028bc\u2029d"},
+    "utf8_split": {"what": "a UTF-8 character (€, 3 bytes) split across two HTTP chunks and TCP writes",
+                   "writes": [(w := _line("1€2"))[: w.index(_EURO) + 1], w[w.index(_EURO) + 1:], _line("3"), _done(2)],
+                   "pause": 0.02, "text": "1€23"},
+    "line_split": {"what": "one JSON line split across two TCP writes 20 ms apart",
+                   "writes": [(w := _line("ab"))[:17], w[17:], _line("cd"), _done(2)], "pause": 0.02,
+                   "text": "abcd"},
+    "long_line": {"what": "a 1 MB line (one chunk of one million characters)",
+                  "writes": _plain([_LONG, "y"]), "text": _LONG + "y"},
+    "error_after_200": {"what": 'an {"error": ...} line after HTTP 200 and two chunks',
+                        "writes": [_line("a"), _line("b"), json.dumps({"error": "scripted failure"}).encode() + b"\n"],
+                        "text": None, "kind": "server_error"},
+    "stall": {"what": "a stream that stops sending after two chunks (longer than the client's 1 s timeout)",
+              "writes": [_line("a"), _line("b")], "stall_s": 3.0, "text": None, "kind": "timeout"},
+}
+
+
+class CorpusServer(LoopbackServer):
+    """Replays CORPUS[construct] to every request, chunk by chunk."""
+
+    def __init__(self, construct: str):
+        case = CORPUS[construct]
+        done = threading.Event()
+        self.done = done
+
+        class Handler(NoDelayHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-ndjson")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.flush()
+                try:
+                    for data in case["writes"]:
+                        time.sleep(case.get("pause", 0))
+                        send_chunk(self.wfile, data)
+                    if "stall_s" in case:
+                        done.wait(case["stall_s"])  # then close without the body's end
+                        self.close_connection = True
+                        return
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up first
+                    self.close_connection = True
+
+        super().__init__(Handler)
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        super().__exit__(*exc)

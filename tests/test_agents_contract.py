@@ -121,6 +121,60 @@ def test_options_are_sent_exactly_as_given(both, agent):
 
 
 @pytest.mark.parametrize("agent", AGENTS)
+def test_ten_sequential_runs_share_one_kept_alive_connection(agent, ollama, tmp_path):
+    """Each client reads every stream to its end, so its one HTTP client keeps the connection:
+    ten runs, one TCP connection (counted by the relay that accepts them), and the records say
+    so (the first run opened it, with its connect time; the other nine reused it)."""
+    runs = [{"run_id": f"c{i}", "prompt": 0, "options": {"num_predict": 3, "seed": 1}, "keep_alive": -1,
+             "warmup": False} for i in range(10)]
+    with Relay(ollama.url, piece=64) as relay:
+        stats, records = run_agent(agent, relay.url, jobs_doc(runs=runs), tmp_path)
+    assert stats.exit_code == 0, stats.stderr_tail
+    print(f"\n{agent}: {relay.connections} TCP connection(s) for 10 sequential runs")
+    assert relay.connections == 1
+    assert [r["new_connection"] for r in records] == [True] + [False] * 9
+    assert records[0]["connect_ms"] > 0 and all(r["connect_ms"] is None for r in records[1:])
+
+
+def chat_doc(**extra) -> dict:
+    doc = jobs_doc(**extra)
+    return {**doc, "endpoint": "chat", "prompts": [[{"role": "user", "content": p}] for p in doc["prompts"]]}
+
+
+@pytest.fixture(scope="module")
+def chat(ollama, tmp_path_factory):
+    """The contract's jobs on /api/chat, each prompt one user message, through all three clients."""
+    tmp = tmp_path_factory.mktemp("chat")
+    out = {}
+    for agent in AGENTS:
+        with Relay(ollama.url, piece=7) as relay:
+            stats, records = run_agent(agent, relay.url, chat_doc(), tmp)
+        out[agent] = (stats, records, relay.bodies, relay.paths, relay.finals)
+    return out
+
+
+@pytest.mark.parametrize("agent", AGENTS)
+def test_chat_endpoint_runs_with_the_same_timing_points(chat, agent):
+    stats, records, bodies, paths_, finals = chat[agent]
+    assert stats.exit_code == 0, stats.stderr_tail
+    assert paths_ == ["/api/chat"] * 3
+    assert [b["messages"] for b in bodies] == [chat_doc()["prompts"][r["prompt"]] for r in chat_doc()["runs"]]
+    assert all("prompt" not in b and "raw" not in b for b in bodies)
+    for rec, final in zip(records, finals):
+        assert schemas.problems("record", rec) == []
+        assert rec["endpoint"] == "chat" and rec["outcome"] == "ok"
+        assert 0 < rec["ttft_ms"] <= rec["e2e_ms"] and rec["ttft_answer_ms"] == rec["ttft_ms"]
+        assert rec["chunks_answer"] == rec["chunks"] > 0 and rec["chunks_thinking"] == 0
+        assert abs(rec["chunks"] - rec["eval_count"]) <= 1
+        assert rec["eval_count"] == final["eval_count"]
+
+
+def test_chat_gives_the_same_seeded_text_through_every_client(chat):
+    digests = {a: [r["response_sha256"] for r in chat[a][1] if "seed" in r["options"]] for a in AGENTS}
+    assert len({tuple(d) for d in digests.values()}) == 1, digests
+
+
+@pytest.mark.parametrize("agent", AGENTS)
 def test_unreachable_host_gives_error_records_and_non_zero_exit(agent, tmp_path):
     host = f"http://127.0.0.1:{server.free_port()}"
     stats, records = run_agent(agent, host, jobs_doc(), tmp_path)

@@ -67,3 +67,56 @@ def test_ttft_is_never_shorter_than_the_injected_delay(measured, agent):
         server_ttft = (rec["load_duration"] + rec["prompt_eval_duration"]) / 1e6
         assert rec["ttft_ms"] - server_ttft == pytest.approx(rec["ttft_ms"] - FIRST_MS)
         assert rec["ttft_ms"] - FIRST_MS < 100, "a client that adds 100 ms is broken"
+
+
+THINK, ANSWER = 10, 3
+
+
+@pytest.fixture(scope="module")
+def thinking(tmp_path_factory):
+    """A thinking-style stream on both endpoints: 10 `thinking` chunks 20 ms apart, then 3
+    answer chunks (the issue's case), the first chunk 200 ms after the request."""
+    tmp = tmp_path_factory.mktemp("thinking")
+    runs = [{"run_id": f"k{i}", "prompt": 0, "options": {"num_predict": THINK + ANSWER}, "keep_alive": -1,
+             "think": True, "warmup": False} for i in range(3)]
+    out = {}
+    for endpoint in ("generate", "chat"):
+        for agent in agents.AGENTS:
+            doc = jobs_doc(model="scripted", runs=runs)
+            if endpoint == "chat":
+                doc = {**doc, "endpoint": "chat", "prompts": [[{"role": "user", "content": p}] for p in doc["prompts"]]}
+            d = tmp / f"{endpoint}-{agent}"
+            d.mkdir()
+            with ScriptedServer(FIRST_MS, GAP_MS, ANSWER, think=THINK) as srv:
+                stats, records = run_agent(agent, srv.url, doc, d)
+            out[endpoint, agent] = (stats, records, srv)
+    print("\nthinking stream (10 thinking + 3 answer chunks; first at 200 ms, 20 ms apart), median of 3 runs:")
+    for (endpoint, agent), (_, recs, _) in out.items():
+        med = lambda k: sorted(r[k] for r in recs)[1]
+        think_ms = sorted(r["ttft_answer_ms"] - r["ttft_ms"] for r in recs)[1]
+        print(f"  {endpoint:>8} {agent:>6}: TTFT {med('ttft_ms'):.1f} ms, thinking {think_ms:.1f} ms, "
+              f"first answer {med('ttft_answer_ms'):.1f} ms, overhead {med('ttft_ms') - FIRST_MS:.2f} ms")
+    return out
+
+
+@pytest.mark.parametrize("endpoint", ["generate", "chat"])
+@pytest.mark.parametrize("agent", agents.AGENTS)
+def test_thinking_chunks_are_timed_and_counted_apart(thinking, agent, endpoint):
+    """TTFT is the first chunk of any kind (200 ms), the first answer comes 10 gaps later, the
+    chunks are counted by kind, and the overhead the report derives is the client's alone (the
+    thinking phase no longer lands in it)."""
+    stats, records, srv = thinking[endpoint, agent]
+    assert stats.exit_code == 0, stats.stderr_tail
+    assert srv.paths == [f"/api/{endpoint}"] * 3 and all(b["think"] is True for b in srv.bodies)
+    assert "think" not in srv.bodies[0]["options"]
+    for rec in records:
+        assert schemas.problems("record", rec) == []
+        assert rec["endpoint"] == endpoint and rec["think"] is True
+        assert (rec["chunks_thinking"], rec["chunks_answer"], rec["chunks"]) == (THINK, ANSWER, THINK + ANSWER)
+        assert rec["chunks"] == rec["eval_count"] and rec["itl_ms"]["n"] == THINK + ANSWER - 1
+        assert FIRST_MS <= rec["ttft_ms"] < FIRST_MS + 100
+        assert rec["ttft_answer_ms"] - rec["ttft_ms"] == pytest.approx(THINK * GAP_MS, abs=5)
+        server_ttft = (rec["load_duration"] + rec["prompt_eval_duration"]) / 1e6
+        assert rec["ttft_ms"] - server_ttft < 100  # was ≈ 200 ms more when TTFT waited for the answer
+        assert rec["thinking_chars"] == len("".join(f"h{k} " for k in range(THINK)))
+        assert rec["response_chars"] == len("".join(f"t{k} " for k in range(THINK, THINK + ANSWER)))

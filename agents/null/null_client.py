@@ -5,10 +5,11 @@
 
 Same contract and timing points as the agents (DESIGN.md), with as little client as a client
 can have: one persistent HTTP/1.1 connection from the standard library (http.client decodes the
-chunked stream), no JSON model per chunk. A chunk counts as non-empty when its bytes do not say
-`"response":""`; only the final `done` line is parsed, for the server's own fields. Its client
-overhead (TTFT − load − prompt_eval) is what no client can go below on this host; each agent's
-overhead is reported against it.
+chunked stream and splits lines at b"\\n" only), each line parsed with json.loads into a dict
+(no model object), on /api/generate or /api/chat. It reads each body to its end and keeps the
+connection (the agents' policy); a request that had to open one says so, with the connect's
+duration. Its client overhead (TTFT − load − prompt_eval) is what no client can go below on
+this host; each agent's overhead is reported against it.
 
 The jobs loader, the percentile and the record's fields are the Python agent's (imported from
 agents/python/agent.py, so the two can never drift apart).
@@ -30,25 +31,33 @@ _spec = importlib.util.spec_from_file_location("langbench_python_agent",
                                                Path(__file__).resolve().parents[1] / "python" / "agent.py")
 _agent = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_agent)
-load_jobs, JobsError, percentile, SERVER_FIELDS = (_agent.load_jobs, _agent.JobsError, _agent.percentile,
-                                                   _agent.SERVER_FIELDS)
+load_jobs, JobsError, itl, SERVER_FIELDS = (_agent.load_jobs, _agent.JobsError, _agent.itl, _agent.SERVER_FIELDS)
 
 AGENT_VERSION = "0.1.0+http.client"
-EMPTY = b'"response":""'
-DONE = b'"done":true'
+CLIENT = f"http.client (Python {sys.version.split()[0]})"
 
 
 class Connection:
-    """One keep-alive HTTP/1.1 connection, reopened once if the server closed it."""
+    """One keep-alive HTTP/1.1 connection, reopened once if the server closed it. After each
+    post, `new` says whether it had to connect and `connect_ms` how long the connect took."""
 
     def __init__(self, host: str, timeout: float):
         url = urlsplit(host if "://" in host else f"http://{host}")
         self.host, self.port, self.timeout = url.hostname, url.port or 80, timeout
         self.conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        self.new, self.connect_ms = False, None
+
+    def _connect_if_closed(self) -> None:
+        if self.conn.sock is None:
+            start = time.perf_counter()
+            self.conn.connect()
+            self.new, self.connect_ms = True, (time.perf_counter() - start) * 1e3
 
     def post(self, path: str, body: bytes) -> http.client.HTTPResponse:
+        self.new, self.connect_ms = False, None
         for attempt in (1, 2):
             try:
+                self._connect_if_closed()
                 self.conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
                 return self.conn.getresponse()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
@@ -59,60 +68,92 @@ class Connection:
         raise AssertionError("unreachable")
 
 
+def request_body(jobs: dict, run: dict) -> tuple[str, bytes]:
+    """The path and the JSON body, as the agents send them: options as given, keep_alive and
+    think (when the run sets it) at the top of the request."""
+    body = {"model": jobs["model"], "options": run["options"], "keep_alive": run["keep_alive"], "stream": True}
+    if "think" in run:
+        body["think"] = run["think"]
+    if jobs.get("endpoint", "generate") == "chat":
+        return "/api/chat", json.dumps({**body, "messages": jobs["prompts"][run["prompt"]]}).encode()
+    return "/api/generate", json.dumps({**body, "prompt": jobs["prompts"][run["prompt"]],
+                                        "raw": jobs.get("raw", False)}).encode()
+
+
 def run_one(conn: Connection, jobs: dict, run: dict) -> dict:
-    body = json.dumps({"model": jobs["model"], "prompt": jobs["prompts"][run["prompt"]],
-                       "raw": jobs.get("raw", False), "options": run["options"],
-                       "keep_alive": run["keep_alive"], "stream": True}).encode()
+    chat = jobs.get("endpoint", "generate") == "chat"
+    path, body = request_body(jobs, run)
     chunk_times: list[float] = []
-    final, error, t_first, t_last, n_bytes = None, None, None, None, 0
+    final, error, t_first, t_first_answer, t_last = None, None, None, None, None
+    n_thinking = n_answer = n_chars = n_thinking_chars = 0
     digest = hashlib.sha256()
+    named = lambda kind, message: {"kind": kind, "message": message, "client": CLIENT}
     t0_unix = time.time()
-    t0 = time.perf_counter()  # immediately before the request is written
+    t0 = time.perf_counter()  # immediately before the request is written (a connect included, as in the agents)
     try:
-        resp = conn.post("/api/generate", body)
+        resp = conn.post(path, body)
         if resp.status != 200:
             text = resp.read().decode(errors="replace")
-            error = {"kind": f"http_{resp.status}", "message": text[:500]}
+            error = named(f"http_{resp.status}", text[:500])
         else:
-            while line := resp.readline():
+            while line := resp.readline():  # to the body's end: the connection stays usable
                 now = time.perf_counter()
-                if DONE in line:
-                    t_last = now
-                    final = json.loads(line)
-                    break
-                if b'"error"' in line:
-                    error = {"kind": "server_error", "message": line.decode(errors="replace")[:500]}
-                    break
-                if EMPTY not in line:
+                if not line.strip() or final is not None or error is not None:
+                    continue
+                try:
+                    chunk = json.loads(line)
+                except ValueError as e:
+                    error = named("bad_chunk", f"line is not JSON: {e}: {line[:60]!r}")
+                    continue
+                if "error" in chunk:
+                    error = named("server_error", str(chunk["error"])[:500])
+                    continue
+                part = (chunk.get("message") or {}) if chat else chunk
+                text = part.get("content" if chat else "response") or ""
+                thinking = part.get("thinking") or ""
+                if text or thinking:
                     chunk_times.append(now)
                     if t_first is None:
                         t_first = now
-                    # the text itself is only counted: no JSON model, but the same digest
-                    piece = json.loads(line)["response"]
-                    n_bytes += len(piece)
-                    digest.update(piece.encode())
-            resp.read()  # drain, so the connection can be reused
+                if thinking:
+                    n_thinking += 1
+                    n_thinking_chars += len(thinking)
+                if text:
+                    n_answer += 1
+                    n_chars += len(text)
+                    digest.update(text.encode())
+                    if t_first_answer is None:
+                        t_first_answer = now
+                if chunk.get("done"):
+                    t_last, final = now, chunk
     except (http.client.HTTPException, OSError) as e:
         conn.conn.close()  # a failed exchange leaves the connection unusable: the next run reconnects
         kind = ("connect" if isinstance(e, ConnectionRefusedError) else
                 "timeout" if isinstance(e, TimeoutError) else "stream_interrupted")
-        error = {"kind": kind, "message": str(e) or repr(e)}
-    outcome = "ok" if final is not None else ("truncated" if chunk_times else "error")
-    if outcome != "ok" and error is None:
-        error = {"kind": "no_done", "message": "stream ended without a done:true line"}
+        error = named(kind, str(e) or repr(e))
+    if final is not None:
+        outcome, error = "ok", None
+    else:
+        outcome = "truncated" if chunk_times else "error"
+        if error is None:
+            error = named("no_done", "stream ended without a done:true line")
+    if error is not None:
+        conn.conn.close()  # whatever is left of that body is not read: start clean
     gaps = sorted((b - a) * 1e3 for a, b in zip(chunk_times, chunk_times[1:]))
+    ms = lambda t: None if t is None else (t - t0) * 1e3
     record = {"schema_version": 1, "run_id": run["run_id"], "agent": "null", "agent_version": AGENT_VERSION,
-              "model": jobs["model"], "options": run["options"], "warmup": run["warmup"], "t0_unix": t0_unix,
-              "ttft_ms": None if t_first is None else (t_first - t0) * 1e3,
-              "e2e_ms": None if t_last is None else (t_last - t0) * 1e3,
+              "model": jobs["model"], "endpoint": jobs.get("endpoint", "generate"), "options": run["options"],
+              "think": run.get("think"), "warmup": run["warmup"], "t0_unix": t0_unix,
+              "new_connection": conn.new, "connect_ms": conn.connect_ms,
+              "ttft_ms": ms(t_first), "ttft_answer_ms": ms(t_first_answer), "e2e_ms": ms(t_last),
               "decode_ms": None if t_last is None or t_first is None else (t_last - t_first) * 1e3,
-              "chunks": len(chunk_times),
-              "itl_ms": {"p50": percentile(gaps, 0.50), "p95": percentile(gaps, 0.95),
-                         "p99": percentile(gaps, 0.99), "max": gaps[-1] if gaps else None}}
+              "chunks": len(chunk_times), "chunks_thinking": n_thinking, "chunks_answer": n_answer,
+              "itl_ms": itl(gaps)}
     for field in SERVER_FIELDS:
         record[field] = final.get(field) if final else None
     record["done_reason"] = final.get("done_reason") if final else None
-    record["response_chars"] = n_bytes
+    record["thinking_chars"] = n_thinking_chars
+    record["response_chars"] = n_chars
     record["response_sha256"] = digest.hexdigest()
     record["outcome"] = outcome
     record["error"] = error

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""langbench Python agent: streams /api/generate through the official `ollama` client.
+"""langbench Python agent: streams /api/generate or /api/chat through the official `ollama` client.
 
     agent.py --host URL --jobs JOBS.json --out RECORDS.jsonl
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextvars
 import hashlib
 import json
 import math
@@ -38,8 +39,10 @@ SERVER_FIELDS = (
     "prompt_eval_duration", "eval_count", "eval_duration",
 )
 
-TOP_KEYS = {"schema_version", "model", "prompts", "raw", "timeout_s", "streams", "runs"}
-RUN_KEYS = {"run_id", "prompt", "options", "keep_alive", "warmup", "stream", "send_at_s"}
+TOP_KEYS = {"schema_version", "model", "endpoint", "prompts", "raw", "timeout_s", "streams", "runs"}
+RUN_KEYS = {"run_id", "prompt", "options", "keep_alive", "think", "warmup", "stream", "send_at_s"}
+ENDPOINTS = ("generate", "chat")
+CLIENT = f"ollama-python {version('ollama')} (httpx {version('httpx')})"  # named in every error
 
 
 class JobsError(ValueError):
@@ -67,8 +70,15 @@ def load_jobs(path: str) -> dict:
         raise JobsError(f"{path}: field 'model' must be a non-empty string")
     if jobs.get("schema_version") != 1:
         raise JobsError(f"{path}: field 'schema_version' must be 1")
-    if not jobs["prompts"] or not all(isinstance(p, str) and p for p in jobs["prompts"]):
-        raise JobsError(f"{path}: field 'prompts' must be a non-empty list of non-empty strings")
+    endpoint = jobs.get("endpoint", "generate")
+    if endpoint not in ENDPOINTS:
+        raise JobsError(f"{path}: field 'endpoint' must be one of {', '.join(ENDPOINTS)}, got {endpoint!r}")
+    if endpoint == "generate":
+        if not jobs["prompts"] or not all(isinstance(p, str) and p for p in jobs["prompts"]):
+            raise JobsError(f"{path}: field 'prompts' must be a non-empty list of non-empty strings")
+    elif not jobs["prompts"] or not all(_is_messages(p) for p in jobs["prompts"]):
+        raise JobsError(f"{path}: field 'prompts': endpoint chat needs each prompt as a non-empty list "
+                        "of messages {role: system|user|assistant, content: non-empty string}")
     _check(path, jobs.get("raw", False), "raw", bool)
     _check(path, jobs.get("timeout_s", 600), "timeout_s", (int, float))
     streams = jobs.get("streams", 1)
@@ -87,6 +97,8 @@ def load_jobs(path: str) -> dict:
             if key not in run:
                 raise JobsError(f"{path}: missing field '{where}.{key}'")
             _check(path, run[key], f"{where}.{key}", kind)
+        if "think" in run:
+            _check(path, run["think"], f"{where}.think", bool)
         if not run["run_id"]:
             raise JobsError(f"{path}: field '{where}.run_id' must be a non-empty string")
         if not 0 <= run["prompt"] < len(jobs["prompts"]):
@@ -105,6 +117,12 @@ def load_jobs(path: str) -> dict:
     if any("send_at_s" in r for r in measured) and not all("send_at_s" in r for r in measured):
         raise JobsError(f"{path}: either every measured run has 'send_at_s' (open loop) or none has")
     return jobs
+
+
+def _is_messages(prompt) -> bool:
+    return isinstance(prompt, list) and bool(prompt) and all(
+        isinstance(m, dict) and set(m) == {"role", "content"} and m["role"] in ("system", "user", "assistant")
+        and isinstance(m["content"], str) and m["content"] for m in prompt)
 
 
 def _check(path: str, value, key: str, kind) -> None:
@@ -127,85 +145,168 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
+def itl(sorted_gaps: list[float]) -> dict:
+    """Inter-chunk gaps (ms, over chunks of any kind): p50, p95, p99, max and their count n."""
+    g = sorted_gaps
+    return {"p50": percentile(g, 0.50), "p95": percentile(g, 0.95), "p99": percentile(g, 0.99),
+            "max": g[-1] if g else None, "n": len(g)}
+
+
 # Error kinds are the Rust agent's (agents/rust/src/client.rs), one for one.
-CLIENT_ERRORS = (ollama.ResponseError, httpx.HTTPError, ConnectionError, ValueError)
+CLIENT_ERRORS = (ollama.ResponseError, httpx.HTTPError, ConnectionError, ValueError)  # JSONDecodeError too
 
 
 def error_of(e: BaseException) -> dict:
+    """{kind, message, client}: the cause, in the Rust agent's kinds, and the client that met it."""
+    def named(kind: str, message: str) -> dict:
+        return {"kind": kind, "message": message, "client": CLIENT}
+
     if isinstance(e, ollama.ResponseError):  # an HTTP error status, or an {"error": ...} line after 200
         kind = "server_error" if e.status_code in (-1, 200) else f"http_{e.status_code}"
-        return {"kind": kind, "message": str(e.error)}
+        return named(kind, str(e.error))
     if isinstance(e, (httpx.ConnectError, ConnectionError)):  # the client wraps it when not streaming
-        return {"kind": "connect", "message": str(e)}
+        return named("connect", str(e))
     if isinstance(e, httpx.TimeoutException):
-        return {"kind": "timeout", "message": str(e) or repr(e)}
+        return named("timeout", str(e) or repr(e))
     if isinstance(e, httpx.HTTPError):  # the server closed or died mid-stream
-        return {"kind": "stream_interrupted", "message": str(e) or repr(e)}
-    return {"kind": "bad_chunk", "message": str(e)}  # a line that is not JSON
+        return named("stream_interrupted", str(e) or repr(e))
+    if isinstance(e, json.JSONDecodeError):  # the client's line splitter handed over a piece of a line
+        piece = e.doc[:60] + ("…" if len(e.doc) > 60 else "")
+        cut = " (httpx's iter_lines splits lines with str.splitlines, which also breaks at U+0085, " \
+              "U+2028, U+2029, \\x1c-\\x1e: a legal JSON line holding one arrives in pieces)" \
+            if "Unterminated string" in e.msg or e.doc.lstrip()[:1] not in ("{", "") else ""
+        return named("bad_chunk", f"line is not JSON: {e.msg} (char {e.pos}) in {piece!r}{cut}")
+    return named("bad_chunk", f"{type(e).__name__}: {e}")
 
 
 def request(jobs: dict, run: dict) -> dict:
-    return dict(model=jobs["model"], prompt=jobs["prompts"][run["prompt"]], raw=jobs.get("raw", False),
-                options=run["options"], keep_alive=run["keep_alive"], stream=True)
+    """The keyword arguments of client.generate or client.chat: options as given, and the
+    request-level fields (keep_alive, think) at the top of the request, where the API reads them;
+    think only when the run sets it (absent and false differ for some models)."""
+    common = dict(model=jobs["model"], options=run["options"], keep_alive=run["keep_alive"], stream=True)
+    if "think" in run:
+        common["think"] = run["think"]
+    if jobs.get("endpoint", "generate") == "chat":
+        return dict(messages=jobs["prompts"][run["prompt"]], **common)
+    return dict(prompt=jobs["prompts"][run["prompt"]], raw=jobs.get("raw", False), **common)
+
+
+def call(client, jobs: dict, run: dict):
+    """The streaming call: client.chat or client.generate (a generator, or for the AsyncClient a
+    coroutine that returns an async generator)."""
+    method = client.chat if jobs.get("endpoint", "generate") == "chat" else client.generate
+    return method(**request(jobs, run))
+
+
+# The run whose request is being sent in this thread or asyncio task: the httpx event hook puts
+# a trace on each request that reports a new connection to it (httpcore's "connect_tcp" events).
+CURRENT: contextvars.ContextVar["Timing"] = contextvars.ContextVar("current_run")
+
+
+def _trace_hook(request: httpx.Request) -> None:
+    timing = CURRENT.get(None)
+    if timing is not None:
+        request.extensions["trace"] = timing.trace
+
+
+async def _async_trace_hook(request: httpx.Request) -> None:
+    timing = CURRENT.get(None)
+    if timing is not None:
+        request.extensions["trace"] = timing.async_trace
 
 
 class Timing:
     """One run's timing points (DESIGN.md, "The agent contract"): t0 immediately before the
     request is written (the client sends it on the first next()); t_first when the first chunk
-    with a non-empty `response` has been parsed; t_last when the `done` chunk has been parsed;
-    one timestamp per non-empty chunk. The same code for the blocking and the asyncio client."""
+    carrying any token (thinking or answer) has been parsed; t_first_answer when the first chunk
+    with non-empty answer text has been parsed; t_last when the `done` chunk has been parsed; one
+    timestamp per non-empty chunk, kind kept. Whether the request opened a new connection, and
+    the TCP connect's duration, come from httpcore's trace events. The same code for the
+    blocking and the asyncio client."""
 
     def __init__(self, jobs: dict, run: dict):
         self.jobs, self.run = jobs, run
+        self.chat = jobs.get("endpoint", "generate") == "chat"
         self.parts: list[str] = []
+        self.thinking_parts: list[str] = []
         self.chunk_times: list[float] = []
-        self.final = self.error = self.t_first = self.t_last = None
+        self.chunks_thinking = self.chunks_answer = 0
+        self.final = self.error = self.t_first = self.t_first_answer = self.t_last = None
+        self.new_connection, self.connect_started, self.connect_ms = False, None, None
         self.t0_unix = time.time()
         self.t0 = time.perf_counter()
+
+    def trace(self, event: str, info: dict) -> None:
+        if event == "connection.connect_tcp.started":
+            self.new_connection, self.connect_started = True, time.perf_counter()
+        elif event == "connection.connect_tcp.complete" and self.connect_started is not None:
+            self.connect_ms = (time.perf_counter() - self.connect_started) * 1e3
+
+    async def async_trace(self, event: str, info: dict) -> None:
+        self.trace(event, info)
 
     def chunk(self, chunk) -> bool:
         """Take one parsed chunk; True when it was the last."""
         now = time.perf_counter()
-        if chunk.response:
+        part = chunk.message if self.chat else chunk
+        text = (part.content if self.chat else part.response) if part is not None else None
+        thinking = part.thinking if part is not None else None
+        if text or thinking:
             self.chunk_times.append(now)
-            self.parts.append(chunk.response)
             if self.t_first is None:
                 self.t_first = now
+        if thinking:
+            self.chunks_thinking += 1
+            self.thinking_parts.append(thinking)
+        if text:
+            self.chunks_answer += 1
+            self.parts.append(text)
+            if self.t_first_answer is None:
+                self.t_first_answer = now
         if chunk.done:
             self.t_last, self.final = now, chunk
         return bool(chunk.done)
 
     def record(self, **extra) -> dict:
         final, t0, t_first, t_last, error = self.final, self.t0, self.t_first, self.t_last, self.error
-        if final is not None:
-            outcome = "ok"
+        if final is not None:  # whatever the body's end did after the done line
+            outcome, error = "ok", None
         elif error is None:
             outcome = "truncated"
-            error = {"kind": "no_done", "message": "stream ended without a done:true line"}
+            error = {"kind": "no_done", "message": "stream ended without a done:true line", "client": CLIENT}
         else:
             outcome = "truncated" if self.chunk_times else "error"
         times = self.chunk_times
         gaps = sorted((b - a) * 1e3 for a, b in zip(times, times[1:]))
         response = "".join(self.parts)
+        thinking = "".join(self.thinking_parts)
+        ms = lambda t: None if t is None else (t - t0) * 1e3
         record = {
             "schema_version": 1,
             "run_id": self.run["run_id"],
             "agent": "python",
             "agent_version": AGENT_VERSION,
             "model": self.jobs["model"],
+            "endpoint": self.jobs.get("endpoint", "generate"),
             "options": self.run["options"],
+            "think": self.run.get("think"),
             "warmup": self.run["warmup"],
             "t0_unix": self.t0_unix,
-            "ttft_ms": None if t_first is None else (t_first - t0) * 1e3,
-            "e2e_ms": None if t_last is None else (t_last - t0) * 1e3,
+            "new_connection": self.new_connection,
+            "connect_ms": self.connect_ms,
+            "ttft_ms": ms(t_first),
+            "ttft_answer_ms": ms(self.t_first_answer),
+            "e2e_ms": ms(t_last),
             "decode_ms": None if t_last is None or t_first is None else (t_last - t_first) * 1e3,
             "chunks": len(times),
-            "itl_ms": {"p50": percentile(gaps, 0.50), "p95": percentile(gaps, 0.95),
-                       "p99": percentile(gaps, 0.99), "max": gaps[-1] if gaps else None},
+            "chunks_thinking": self.chunks_thinking,
+            "chunks_answer": self.chunks_answer,
+            "itl_ms": itl(gaps),
         }
         for field in SERVER_FIELDS:
             record[field] = getattr(final, field, None) if final is not None else None
         record["done_reason"] = getattr(final, "done_reason", None) if final is not None else None
+        record["thinking_chars"] = len(thinking)
         record["response_chars"] = len(response)
         record["response_sha256"] = hashlib.sha256(response.encode("utf-8")).hexdigest()
         record["outcome"] = outcome
@@ -216,27 +317,33 @@ class Timing:
 
 def run_one(client: ollama.Client, jobs: dict, run: dict) -> dict:
     timing = Timing(jobs, run)
+    token = CURRENT.set(timing)
     try:
-        for chunk in client.generate(**request(jobs, run)):
-            if timing.chunk(chunk):
-                break
+        # Read to the end, as a plain `for chunk in ...` loop does: the body's last bytes come
+        # after the done line, and a response left unread closes its connection.
+        for chunk in call(client, jobs, run):
+            timing.chunk(chunk)
     except CLIENT_ERRORS as e:
         timing.error = error_of(e)
+    finally:
+        CURRENT.reset(token)
     return timing.record()
 
 
 async def run_one_async(client: ollama.AsyncClient, jobs: dict, run: dict, **extra) -> dict:
     timing = Timing(jobs, run)
+    token = CURRENT.set(timing)
     try:
-        stream = await client.generate(**request(jobs, run))
+        stream = await call(client, jobs, run)
         try:
-            async for chunk in stream:
-                if timing.chunk(chunk):
-                    break
+            async for chunk in stream:  # to the end (see run_one)
+                timing.chunk(chunk)
         finally:
             await stream.aclose()  # give the connection back to the pool now, not at GC
     except CLIENT_ERRORS as e:
         timing.error = error_of(e)
+    finally:
+        CURRENT.reset(token)
     return timing.record(**extra)
 
 
@@ -264,7 +371,8 @@ async def run_concurrent(host: str, jobs: dict, write: Writer) -> None:
     loop) or each at its `send_at_s` (open loop)."""
     n = jobs["streams"]
     client = ollama.AsyncClient(host=host, timeout=jobs.get("timeout_s", 600),
-                                limits=httpx.Limits(max_connections=None, max_keepalive_connections=None))
+                                limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
+                                event_hooks={"request": [_async_trace_hook]})
     runs = jobs["runs"]
     for run in (r for r in runs if r["warmup"]):
         write(await run_one_async(client, jobs, run, concurrency=n, stream=run.get("stream", 0)))
@@ -308,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
         if "streams" in jobs:
             asyncio.run(run_concurrent(args.host, jobs, write))
         else:
-            client = ollama.Client(host=args.host, timeout=jobs.get("timeout_s", 600))
+            client = ollama.Client(host=args.host, timeout=jobs.get("timeout_s", 600),
+                                   event_hooks={"request": [_trace_hook]})
             for run in jobs["runs"]:
                 write(run_one(client, jobs, run))
     return 1 if write.failed else 0

@@ -55,20 +55,23 @@ def _die_with_runner(runner_pid: int, cpus: list[int] | None = None) -> None:
 
 
 def failure_record(agent: str, run_id: str, model: str, options: dict, warmup: bool,
-                   stats: "ProcessStats") -> dict:
+                   stats: "ProcessStats", endpoint: str = "generate", think: bool | None = None) -> dict:
     """What the runner records for a run the agent process never wrote (it crashed, was
     killed, or timed out): an `error` record in the agents' schema."""
     why = "timed out and was killed" if stats.timed_out else f"exited {stats.exit_code}"
     return {"schema_version": 1, "run_id": run_id, "agent": agent, "agent_version": "unknown",
-            "model": model, "options": options, "warmup": warmup, "t0_unix": time.time(),
-            "ttft_ms": None, "e2e_ms": None, "decode_ms": None, "chunks": 0,
-            "itl_ms": {"p50": None, "p95": None, "p99": None, "max": None},
+            "model": model, "endpoint": endpoint, "options": options, "think": think, "warmup": warmup,
+            "t0_unix": time.time(), "new_connection": False, "connect_ms": None,
+            "ttft_ms": None, "ttft_answer_ms": None, "e2e_ms": None, "decode_ms": None,
+            "chunks": 0, "chunks_thinking": 0, "chunks_answer": 0,
+            "itl_ms": {"p50": None, "p95": None, "p99": None, "max": None, "n": 0},
             "total_duration": None, "load_duration": None, "prompt_eval_count": None,
             "prompt_eval_duration": None, "eval_count": None, "eval_duration": None,
-            "done_reason": None, "response_chars": 0,
+            "done_reason": None, "thinking_chars": 0, "response_chars": 0,
             "response_sha256": hashlib.sha256(b"").hexdigest(),
             "outcome": "error",
-            "error": {"kind": "agent_exit", "message": f"the agent {why} before this run: {stats.stderr_tail[-500:]}"}}
+            "error": {"kind": "agent_exit", "client": "langbench runner",
+                      "message": f"the {agent} agent {why} before this run: {stats.stderr_tail[-500:]}"}}
 
 
 @dataclass

@@ -1,22 +1,43 @@
-//! Ollama's /api/generate wire types: our own, every metric optional.
+//! Ollama's /api/generate and /api/chat wire types: our own, every metric optional.
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// The request body of either endpoint: options as given; keep_alive and think at the top of
+/// the request, where the API reads them (think only when the run sets it).
 #[derive(Debug, Serialize)]
-pub struct GenerateRequest<'a> {
+pub struct Request<'a> {
     pub model: &'a str,
-    pub prompt: &'a str,
-    pub raw: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<&'a Value>,
     pub stream: bool,
     pub options: &'a Map<String, Value>,
     pub keep_alive: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub think: Option<bool>,
 }
 
-/// One NDJSON line of the stream. An `{"error": ...}` line can arrive after HTTP 200.
+/// A chat chunk's message: answer text in `content`, the thinking trace in `thinking`.
 #[derive(Debug, Default, Deserialize)]
-pub struct GenerateChunk {
+pub struct Message {
+    #[serde(default)]
+    pub content: Option<String>,
+    #[serde(default)]
+    pub thinking: Option<String>,
+}
+
+/// One NDJSON line of either stream. An `{"error": ...}` line can arrive after HTTP 200.
+#[derive(Debug, Default, Deserialize)]
+pub struct Chunk {
     #[serde(default)]
     pub response: Option<String>,
+    #[serde(default)]
+    pub thinking: Option<String>,
+    #[serde(default)]
+    pub message: Option<Message>,
     #[serde(default)]
     pub done: Option<bool>,
     #[serde(default)]

@@ -1,5 +1,6 @@
 //! Streaming one run: the timing points of DESIGN.md, "The agent contract".
-use crate::api::{GenerateChunk, GenerateRequest};
+use crate::api::{Chunk, Request};
+use crate::conn;
 use crate::jobs::{Job, Jobs};
 use crate::record::{percentile, Itl, Record, RunError};
 use crate::AGENT_VERSION;
@@ -7,8 +8,24 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+/// Named in every error: the client that met the failure.
+pub const CLIENT: &str = "reqwest 0.12 (hyper 1)";
+
 fn err(kind: &str, message: impl Into<String>) -> RunError {
-    RunError { kind: kind.to_string(), message: message.into() }
+    RunError { kind: kind.to_string(), message: message.into(), client: CLIENT }
+}
+
+/// The error and its causes, outermost first: reqwest's own text alone ("error decoding
+/// response body") does not say that the cause was a timeout or a reset.
+fn chain(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 fn transport_kind(e: &reqwest::Error) -> &'static str {
@@ -21,78 +38,141 @@ fn transport_kind(e: &reqwest::Error) -> &'static str {
     }
 }
 
-pub async fn generate(http: &reqwest::Client, url: &str, jobs: &Jobs, job: &Job) -> Record {
-    let body = GenerateRequest {
+/// The URL path of the jobs' endpoint.
+pub fn path(jobs: &Jobs) -> &'static str {
+    if jobs.endpoint == "chat" {
+        "/api/chat"
+    } else {
+        "/api/generate"
+    }
+}
+
+/// What one run saw: filled while the stream is read.
+#[derive(Default)]
+struct Seen {
+    text: String,
+    thinking_chars: usize,
+    chunk_times: Vec<Instant>,
+    chunks_thinking: usize,
+    chunks_answer: usize,
+    t_first: Option<Instant>,
+    t_first_answer: Option<Instant>,
+    t_last: Option<Instant>,
+    fin: Option<Chunk>,
+    error: Option<RunError>,
+}
+
+impl Seen {
+    /// One parsed line; false when reading should stop (an error line).
+    fn take(&mut self, chunk: Chunk, chat: bool, now: Instant) -> bool {
+        if let Some(m) = chunk.error.clone() {
+            self.error = Some(err("server_error", m));
+            return false;
+        }
+        let (text, thinking) = match (chat, &chunk.message) {
+            (true, Some(m)) => (m.content.as_deref(), m.thinking.as_deref()),
+            (true, None) => (None, None),
+            (false, _) => (chunk.response.as_deref(), chunk.thinking.as_deref()),
+        };
+        let text = text.filter(|t| !t.is_empty());
+        let thinking = thinking.filter(|t| !t.is_empty());
+        if text.is_some() || thinking.is_some() {
+            self.chunk_times.push(now);
+            self.t_first.get_or_insert(now);
+        }
+        if let Some(t) = thinking {
+            self.chunks_thinking += 1;
+            self.thinking_chars += t.chars().count();
+        }
+        if let Some(t) = text {
+            self.chunks_answer += 1;
+            self.text.push_str(t);
+            self.t_first_answer.get_or_insert(now);
+        }
+        if chunk.done == Some(true) {
+            self.t_last = Some(now);
+            self.fin = Some(chunk);
+        }
+        true
+    }
+}
+
+/// One run, its connect attributed to it (src/conn.rs).
+pub async fn run(http: &reqwest::Client, base: &str, jobs: &Jobs, job: &Job) -> Record {
+    let (mut rec, connect_ms) = conn::scoped(stream(http, base, jobs, job)).await;
+    rec.new_connection = connect_ms.is_some();
+    rec.connect_ms = connect_ms;
+    rec
+}
+
+async fn stream(http: &reqwest::Client, base: &str, jobs: &Jobs, job: &Job) -> Record {
+    let chat = jobs.endpoint == "chat";
+    let prompt = &jobs.prompts[job.prompt];
+    let body = Request {
         model: &jobs.model,
-        prompt: &jobs.prompts[job.prompt],
-        raw: jobs.raw,
+        prompt: (!chat).then_some(prompt),
+        raw: (!chat).then_some(jobs.raw),
+        messages: chat.then_some(prompt),
         stream: true,
         options: &job.options,
         keep_alive: &job.keep_alive,
+        think: job.think,
     };
-    let mut text = String::new();
-    let mut chunk_times: Vec<Instant> = Vec::new();
-    let mut t_first: Option<Instant> = None;
-    let mut t_last: Option<Instant> = None;
-    let mut fin: Option<GenerateChunk> = None;
-    let mut error: Option<RunError> = None;
+    let url = format!("{base}{}", path(jobs));
+    let mut seen = Seen::default();
 
     // Timing points (DESIGN.md, "The agent contract"): t0 immediately before the request is
-    // written; t_first when the first chunk with a non-empty `response` has been parsed;
-    // t_last when the `done` chunk has been parsed; one timestamp per non-empty chunk.
+    // written; t_first when the first chunk carrying any token (thinking or answer) has been
+    // parsed; t_first_answer at the first chunk with answer text; t_last when the `done` chunk
+    // has been parsed; one timestamp per non-empty chunk, kind kept.
     let t0_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
     let t0 = Instant::now();
-    match http.post(url).json(&body).send().await {
-        Err(e) => error = Some(err(transport_kind(&e), e.to_string())),
+    match http.post(&url).json(&body).send().await {
+        Err(e) => seen.error = Some(err(transport_kind(&e), chain(&e))),
         Ok(resp) if !resp.status().is_success() => {
             let status = resp.status().as_u16();
             let body = resp.text().await.unwrap_or_default();
-            let message = serde_json::from_str::<GenerateChunk>(&body)
-                .ok()
-                .and_then(|c| c.error)
-                .unwrap_or(body);
-            error = Some(err(&format!("http_{status}"), message));
+            let message = serde_json::from_str::<Chunk>(&body).ok().and_then(|c| c.error).unwrap_or(body);
+            seen.error = Some(err(&format!("http_{status}"), message));
         }
         Ok(resp) => {
             let mut stream = resp.bytes_stream();
             let mut buf: Vec<u8> = Vec::new();
+            // Read to the body's end, as typical client code does: the chunked body's last bytes
+            // come after the done line, and hyper closes a connection whose body was left unread.
             'read: loop {
                 match stream.next().await {
                     None => break,
                     Some(Err(e)) => {
-                        error = Some(err(transport_kind(&e), e.to_string()));
+                        seen.error = Some(err(transport_kind(&e), chain(&e)));
                         break;
                     }
                     Some(Ok(bytes)) => {
+                        if seen.fin.is_some() {
+                            continue; // past the done line: only draining
+                        }
                         buf.extend_from_slice(&bytes);
-                        // A line can arrive split across network chunks: parse whole lines only.
+                        // A line can arrive split across network chunks: parse whole lines only,
+                        // split at b'\n' and nowhere else (U+0085, U+2028 are text inside a line).
                         while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
                             let line: Vec<u8> = buf.drain(..=nl).collect();
                             let line = &line[..line.len() - 1];
                             if line.iter().all(u8::is_ascii_whitespace) {
                                 continue;
                             }
-                            let chunk: GenerateChunk = match serde_json::from_slice(line) {
+                            let chunk: Chunk = match serde_json::from_slice(line) {
                                 Ok(c) => c,
                                 Err(e) => {
-                                    error = Some(err("bad_chunk", e.to_string()));
+                                    let head = String::from_utf8_lossy(&line[..line.len().min(60)]).into_owned();
+                                    seen.error = Some(err("bad_chunk", format!("line is not JSON: {e}: {head:?}")));
                                     break 'read;
                                 }
                             };
-                            let now = Instant::now();
-                            if let Some(m) = chunk.error.clone() {
-                                error = Some(err("server_error", m));
+                            if !seen.take(chunk, chat, Instant::now()) {
                                 break 'read;
                             }
-                            if let Some(r) = chunk.response.as_deref().filter(|r| !r.is_empty()) {
-                                chunk_times.push(now);
-                                text.push_str(r);
-                                t_first.get_or_insert(now);
-                            }
-                            if chunk.done == Some(true) {
-                                t_last = Some(now);
-                                fin = Some(chunk);
-                                break 'read;
+                            if seen.fin.is_some() {
+                                break;
                             }
                         }
                     }
@@ -101,7 +181,9 @@ pub async fn generate(http: &reqwest::Client, url: &str, jobs: &Jobs, job: &Job)
         }
     }
 
+    let Seen { text, thinking_chars, chunk_times, chunks_thinking, chunks_answer, t_first, t_first_answer, t_last, fin, mut error } = seen;
     let outcome = if fin.is_some() {
+        error = None; // whatever the body's end did after the done line
         "ok"
     } else if error.is_none() {
         error = Some(err("no_done", "stream ended without a done:true line"));
@@ -121,21 +203,29 @@ pub async fn generate(http: &reqwest::Client, url: &str, jobs: &Jobs, job: &Job)
         agent: "rust",
         agent_version: AGENT_VERSION,
         model: jobs.model.clone(),
+        endpoint: jobs.endpoint.clone(),
         options: job.options.clone(),
+        think: job.think,
         warmup: job.warmup,
         t0_unix,
+        new_connection: false,
+        connect_ms: None,
         ttft_ms: t_first.map(|t| ms(t0, t)),
+        ttft_answer_ms: t_first_answer.map(|t| ms(t0, t)),
         e2e_ms: t_last.map(|t| ms(t0, t)),
         decode_ms: match (t_first, t_last) {
             (Some(a), Some(b)) => Some(ms(a, b)),
             _ => None,
         },
         chunks: chunk_times.len(),
+        chunks_thinking,
+        chunks_answer,
         itl_ms: Itl {
             p50: percentile(&gaps, 0.50),
             p95: percentile(&gaps, 0.95),
             p99: percentile(&gaps, 0.99),
             max: gaps.last().copied(),
+            n: gaps.len(),
         },
         total_duration: f.total_duration,
         load_duration: f.load_duration,
@@ -144,6 +234,7 @@ pub async fn generate(http: &reqwest::Client, url: &str, jobs: &Jobs, job: &Job)
         eval_count: f.eval_count,
         eval_duration: f.eval_duration,
         done_reason: f.done_reason,
+        thinking_chars,
         response_chars: text.chars().count(),
         response_sha256: format!("{:x}", Sha256::digest(text.as_bytes())),
         outcome,

@@ -9,7 +9,11 @@ use std::path::Path;
 pub struct Jobs {
     pub schema_version: u32,
     pub model: String,
-    pub prompts: Vec<String>,
+    /// `generate` (prompts are strings) or `chat` (prompts are message lists).
+    #[serde(default = "default_endpoint")]
+    pub endpoint: String,
+    /// Strings for generate, lists of {role, content} messages for chat: checked in `load`.
+    pub prompts: Vec<Value>,
     #[serde(default)]
     pub raw: bool,
     #[serde(default = "default_timeout")]
@@ -28,6 +32,9 @@ pub struct Job {
     /// Sent to Ollama exactly as given: an absent option and a set one reload differently.
     pub options: Map<String, Value>,
     pub keep_alive: Value,
+    /// Request-level `think`, sent only when set (absent and false differ for some models).
+    #[serde(default)]
+    pub think: Option<bool>,
     pub warmup: bool,
     /// The stream that runs it (default: its index among the measured runs modulo streams).
     #[serde(default)]
@@ -39,6 +46,23 @@ pub struct Job {
 
 fn default_timeout() -> f64 {
     600.0
+}
+
+fn default_endpoint() -> String {
+    "generate".to_string()
+}
+
+fn is_messages(prompt: &Value) -> bool {
+    prompt.as_array().is_some_and(|msgs| {
+        !msgs.is_empty()
+            && msgs.iter().all(|m| {
+                m.as_object().is_some_and(|o| {
+                    o.len() == 2
+                        && o.get("role").and_then(Value::as_str).is_some_and(|r| ["system", "user", "assistant"].contains(&r))
+                        && o.get("content").and_then(Value::as_str).is_some_and(|c| !c.is_empty())
+                })
+            })
+    })
 }
 
 pub fn load(path: &Path) -> Result<Jobs, Error> {
@@ -61,8 +85,23 @@ pub fn load(path: &Path) -> Result<Jobs, Error> {
     if jobs.model.is_empty() {
         return Err(Error::BadJobs(format!("{p}: field 'model' must be a non-empty string")));
     }
-    if jobs.prompts.is_empty() || jobs.prompts.iter().any(|s| s.is_empty()) {
-        return Err(Error::BadJobs(format!("{p}: field 'prompts' must be a non-empty list of non-empty strings")));
+    match jobs.endpoint.as_str() {
+        "generate" => {
+            if jobs.prompts.is_empty() || jobs.prompts.iter().any(|s| s.as_str().map_or(true, str::is_empty)) {
+                return Err(Error::BadJobs(format!("{p}: field 'prompts' must be a non-empty list of non-empty strings")));
+            }
+        }
+        "chat" => {
+            if jobs.prompts.is_empty() || !jobs.prompts.iter().all(is_messages) {
+                return Err(Error::BadJobs(format!(
+                    "{p}: field 'prompts': endpoint chat needs each prompt as a non-empty list of messages \
+                     {{role: system|user|assistant, content: non-empty string}}"
+                )));
+            }
+        }
+        other => {
+            return Err(Error::BadJobs(format!("{p}: field 'endpoint' must be one of generate, chat, got {other:?}")));
+        }
     }
     if jobs.runs.is_empty() {
         return Err(Error::BadJobs(format!("{p}: field 'runs' is empty")));

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod client;
+pub mod conn;
 pub mod jobs;
 pub mod record;
 
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 pub const AGENT_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "+reqwest");
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Streams Ollama /api/generate for each run of a jobs file")]
+#[command(version, about = "Streams Ollama /api/generate or /api/chat for each run of a jobs file")]
 pub struct Opts {
     /// Ollama base URL, e.g. http://127.0.0.1:11434
     #[arg(long)]
@@ -108,6 +109,7 @@ pub fn run(opts: &Opts) -> Result<bool, Error> {
     let http = reqwest::Client::builder()
         .connect_timeout(timeout)
         .read_timeout(timeout)
+        .connector_layer(conn::TimeConnects)
         .build()
         .map_err(|e| Error::Client(e.to_string()))?;
     let out = OpenOptions::new()
@@ -115,12 +117,12 @@ pub fn run(opts: &Opts) -> Result<bool, Error> {
         .append(true)
         .open(&opts.out)
         .map_err(|e| Error::Output(opts.out.clone(), e))?;
-    let url = format!("{}/api/generate", opts.host.trim_end_matches('/'));
+    let url = opts.host.trim_end_matches('/').to_string();
     let writer = RefCell::new(Writer { out, path: opts.out.clone(), total: jobs.runs.len(), done: 0, all_ok: true });
     match jobs.streams {
         None => {
             for job in &jobs.runs {
-                let rec = rt.block_on(client::generate(&http, &url, &jobs, job));
+                let rec = rt.block_on(client::run(&http, &url, &jobs, job));
                 writer.borrow_mut().write(&rec)?;
             }
         }
@@ -144,7 +146,7 @@ async fn concurrent(
         rec
     };
     for job in jobs.runs.iter().filter(|j| j.warmup) {
-        let rec = client::generate(http, url, jobs, job).await;
+        let rec = client::run(http, url, jobs, job).await;
         writer.borrow_mut().write(&tagged(rec, job.stream.unwrap_or(0), None))?;
     }
     let measured: Vec<&jobs::Job> = jobs.runs.iter().filter(|j| !j.warmup).collect();
@@ -154,7 +156,7 @@ async fn concurrent(
             let at = Duration::from_secs_f64(job.send_at_s.unwrap_or(0.0));
             tokio::time::sleep_until((start + at).into()).await;
             let lag = (start.elapsed().as_secs_f64() - at.as_secs_f64()) * 1e3;
-            let rec = client::generate(http, url, jobs, job).await;
+            let rec = client::run(http, url, jobs, job).await;
             writer.borrow_mut().write(&tagged(rec, job.stream.unwrap_or(i), Some(lag)))
         });
         return join_all(sends).await.into_iter().collect();
@@ -165,7 +167,7 @@ async fn concurrent(
     }
     let streams = by_stream.into_iter().enumerate().map(|(k, own)| async move {
         for job in own {
-            let rec = client::generate(http, url, jobs, job).await;
+            let rec = client::run(http, url, jobs, job).await;
             writer.borrow_mut().write(&tagged(rec, k, None))?;
         }
         Ok(())

@@ -8,12 +8,16 @@ pub struct Itl {
     pub p95: Option<f64>,
     pub p99: Option<f64>,
     pub max: Option<f64>,
+    /// How many gaps the percentiles come from.
+    pub n: usize,
 }
 
 #[derive(Debug, Serialize)]
 pub struct RunError {
     pub kind: String,
     pub message: String,
+    /// The client that met the failure (library and version).
+    pub client: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -23,13 +27,20 @@ pub struct Record {
     pub agent: &'static str,
     pub agent_version: &'static str,
     pub model: String,
+    pub endpoint: String,
     pub options: Map<String, Value>,
+    pub think: Option<bool>,
     pub warmup: bool,
     pub t0_unix: f64,
+    pub new_connection: bool,
+    pub connect_ms: Option<f64>,
     pub ttft_ms: Option<f64>,
+    pub ttft_answer_ms: Option<f64>,
     pub e2e_ms: Option<f64>,
     pub decode_ms: Option<f64>,
     pub chunks: usize,
+    pub chunks_thinking: usize,
+    pub chunks_answer: usize,
     pub itl_ms: Itl,
     pub total_duration: Option<u64>,
     pub load_duration: Option<u64>,
@@ -38,6 +49,7 @@ pub struct Record {
     pub eval_count: Option<u64>,
     pub eval_duration: Option<u64>,
     pub done_reason: Option<String>,
+    pub thinking_chars: usize,
     pub response_chars: usize,
     pub response_sha256: String,
     pub outcome: &'static str,
