@@ -220,3 +220,12 @@ def test_the_kept_gpu_run_renders_its_report_here(tmp_path):
     html = (run / "html" / "gpu-nocode.html").read_text()
     assert "synthetic weights with the shapes and quantization of gemma3:latest" in html
     assert "data:image/png;base64" in html
+
+
+def test_servers_of_one_host_get_disjoint_equal_cpu_slices():
+    from langbench import cluster
+    shares = [cluster.cpu_share(i, 2, list(range(32))) for i in range(2)]
+    cpus = [set(map(int, s["LANGBENCH_SERVER_CPUS"].split(","))) for s in shares]
+    assert cpus[0] == set(range(16)) and cpus[1] == set(range(16, 32))
+    assert cluster.cpu_share(0, 1, list(range(32))) == {}  # one server: nothing to share
+    assert cluster.cpu_share(1, 2, [0, 1]) == {}  # one CPU each is no server's share

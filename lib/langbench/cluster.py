@@ -115,8 +115,11 @@ class ServerPlugin(WorkerPlugin):
                      "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
         try:
             url = server.resolve(self.host_setting)
+            share = os.environ.get("LANGBENCH_SERVER_CPUS")  # cpu_share: one host, several servers
+            cpus = [int(c) for c in share.split(",")] if share else None
+            self.info["server_cpus"] = cpus
             srv = server.Server(url=url, embedded=False) if url else server.start_embedded(
-                log_path=self.scratch / "ollama.log", env=self.env)
+                log_path=self.scratch / "ollama.log", env=self.env, cpus=cpus)
             self.keeper = sweep.Keeper(srv, self.scratch)
             server.ensure_model(srv, self.model)
             model = provenance.model_details(srv.url, self.model)
@@ -214,6 +217,17 @@ def nvml_gpus(nvml=None) -> list[int]:
             nvml.nvmlShutdown()
 
 
+def cpu_share(i: int, n: int, cpus: list[int] | None = None) -> dict:
+    """{"LANGBENCH_SERVER_CPUS": "a,b,…"}: the i-th of n disjoint, equal slices of this
+    process's CPUs, for the server of worker i of n on one host, so that servers running layers
+    on the CPU (partial offload) do not compete for cores; {} where a slice would be < 2 CPUs."""
+    cpus = sorted(cpus if cpus is not None else os.sched_getaffinity(0))
+    size = len(cpus) // n if n else 0
+    if n < 2 or size < 2:
+        return {}
+    return {"LANGBENCH_SERVER_CPUS": ",".join(map(str, cpus[i * size:(i + 1) * size]))}
+
+
 def _local_cluster_class():
     from distributed import LocalCluster
 
@@ -231,7 +245,8 @@ def _local_cluster_class():
             free = [g for g in self.gpus if f"gpu{g}" not in self.worker_spec]
             spec = copy.deepcopy(self.new_spec)
             spec["options"]["env"] = {**spec["options"].get("env", {}),
-                                      "CUDA_VISIBLE_DEVICES": str(free[0]), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+                                      "CUDA_VISIBLE_DEVICES": str(free[0]), "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+                                      **cpu_share(self.gpus.index(free[0]), len(self.gpus))}
             return {f"gpu{free[0]}": spec}
 
     return LocalCluster, GpuLocalCluster
@@ -293,7 +308,8 @@ def record_fields(info: dict) -> dict:
 def worker_provenance(info: dict) -> dict:
     """What the manifest keeps of one worker."""
     keep = ("worker", "name", "address", "host", "gpu", "ollama_version", "model_digest", "model",
-            "server", "cpu_model", "cpus", "memory_bytes", "python", "telemetry", "cuda_visible_devices")
+            "server", "cpu_model", "cpus", "memory_bytes", "python", "telemetry", "cuda_visible_devices",
+            "server_cpus")
     return {k: info.get(k) for k in keep}
 
 

@@ -40,7 +40,9 @@ GGML_PATHS = ("CMakeLists.txt", "CMakePresets.json", "ml/backend/ggml/ggml")
 # one measured here.
 WHEELS = ("ollama", "pydantic", "pydantic_core", "annotated-types", "typing-inspection",
           "typing_extensions", "httpx", "httpcore", "h11", "anyio", "idna", "certifi",
-          "jsonschema", "jsonschema-specifications", "referencing", "rpds-py", "gguf")
+          "jsonschema", "jsonschema-specifications", "referencing", "rpds-py", "gguf",
+          # the distributed runner (--cluster): dask.distributed and what the host image lacks
+          "dask", "distributed", "partd", "locket", "tblib", "zict", "tornado", "toolz", "cloudpickle")
 
 
 class GpuError(RuntimeError):
