@@ -3,7 +3,8 @@
 #   here:  .venv/bin/python -m langbench bundle gpu --out gpu-bundle     (≤ 64 MiB)
 #   there: bash bench/gpu_study.sh gpu-bundle OUTDIR [PARAMS]
 #   CLUSTER=local (one Dask worker and one embedded Ollama per GPU), RUN_ID=… to name or resume
-#   a run, SWEEP_TIMEOUT=seconds to stop the sweep (resumably) and pack what it has.
+#   a run, SWEEP_TIMEOUT=seconds to stop the sweep (resumably) and pack what it has,
+#   LENGTH_PROBE=1 to add bench/length_probe.py's file to a finished run.
 # Installs the bundle's wheels, builds the CUDA backend, writes and registers the synthetic
 # gemma3:latest-shaped model, checks the server offloads to the GPU, runs the sweep, and packs
 # the run (no jobs/, no HTML) into OUTDIR/run.tar.xz, also when the sweep stops early.
@@ -24,8 +25,13 @@ step "gpu-host"; python3 -m langbench gpu-host "$bundle" --work "$work" ${GPU_HO
 step "sweep $params ${CLUSTER:+on cluster $CLUSTER}"
 timeout -s INT "${SWEEP_TIMEOUT:-0}" python3 -m langbench sweep "$params" --run-id "$run_id" \
   ${CLUSTER:+--cluster "$CLUSTER"} ${SWEEP_ARGS:-}; rc=$?
+if [ "$rc" = 0 ] && [ "${LENGTH_PROBE:-}" ]; then  # throughput and TTFT against num_predict, one GPU
+  step "length probe"
+  CUDA_VISIBLE_DEVICES=0 python3 bench/length_probe.py --model gemma3-4b-shape-synthetic:q4_k_m \
+    --num-gpu 99 --lengths 64 128 256 512 --reps 5 --out "outputs/$run_id/length_probe.jsonl"
+fi
 step "sweep exit $rc; packing"
-tar -C outputs -cJf "$out/run.tar.xz" --exclude="$run_id/jobs" --exclude="$run_id/.lock" "$run_id"
+tar -C outputs -cJf "$out/run.tar.xz" --exclude="$run_id/jobs" --exclude="$run_id/.lock" --exclude="$run_id/length_probe.ollama.log" "$run_id"
 cp outputs/"$run_id"/ollama.log "$out/ollama.log" 2>/dev/null; xz -f "$out/ollama.log" 2>/dev/null
 step "done"; touch "$out/done"
 exit $rc
