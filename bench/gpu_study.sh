@@ -4,7 +4,7 @@
 #   there: bash bench/gpu_study.sh gpu-bundle OUTDIR [PARAMS]
 #   CLUSTER=local (one Dask worker and one embedded Ollama per GPU), RUN_ID=… to name or resume
 #   a run, SWEEP_TIMEOUT=seconds to stop the sweep (resumably) and pack what it has,
-#   LENGTH_PROBE=1 to add bench/length_probe.py's file to a finished run.
+#   DEADLINE=epoch seconds to stop it by then, LENGTH_PROBE=1 to add bench/length_probe.py's file to a finished run.
 # Installs the bundle's wheels, builds the CUDA backend, writes and registers the synthetic
 # gemma3:latest-shaped model, checks the server offloads to the GPU, runs the sweep, and packs
 # the run (no jobs/, no HTML) into OUTDIR/run.tar.xz, also when the sweep stops early.
@@ -22,7 +22,8 @@ export PYTHONPATH="$work/site:$PWD/lib" XDG_CACHE_HOME="$work/cache" PATH="$work
 export PYTHONUNBUFFERED=1
 step() { echo "== $(date -u +%T) $*"; }
 step "gpu-host"; python3 -m langbench gpu-host "$bundle" --work "$work" ${GPU_HOST_ARGS:-} || exit 1
-step "sweep $params ${CLUSTER:+on cluster $CLUSTER}"
+[ "${DEADLINE:-}" ] && SWEEP_TIMEOUT=$(( DEADLINE - $(date +%s) ))  # stop by this epoch second
+step "sweep $params ${CLUSTER:+on cluster $CLUSTER} ${SWEEP_TIMEOUT:+(stops after ${SWEEP_TIMEOUT} s)}"
 timeout -s INT "${SWEEP_TIMEOUT:-0}" python3 -m langbench sweep "$params" --run-id "$run_id" \
   ${CLUSTER:+--cluster "$CLUSTER"} ${SWEEP_ARGS:-}; rc=$?
 if [ "$rc" = 0 ] && [ "${LENGTH_PROBE:-}" ]; then  # throughput and TTFT against num_predict, one GPU
