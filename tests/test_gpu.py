@@ -229,3 +229,13 @@ def test_servers_of_one_host_get_disjoint_equal_cpu_slices():
     assert cpus[0] == set(range(16)) and cpus[1] == set(range(16, 32))
     assert cluster.cpu_share(0, 1, list(range(32))) == {}  # one server: nothing to share
     assert cluster.cpu_share(1, 2, [0, 1]) == {}  # one CPU each is no server's share
+
+
+def test_a_fixed_num_thread_goes_with_both_modes(tmp_path):
+    """Two servers on one host: their CPU threads are fixed for baseline and chimera alike."""
+    from langbench import params, plan
+    doc = (paths.ROOT / "parameters" / "tr112-gpu.yaml").read_text()
+    p = params.load(paths.ROOT / "parameters" / "tr112-gpu.yaml")
+    assert p.fixed.get("num_thread") and "num_thread" in doc
+    for b in plan.build(p):
+        assert b.options["num_thread"] == p.fixed["num_thread"], b.batch_id

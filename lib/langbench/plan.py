@@ -80,9 +80,10 @@ def slots(params: Params) -> int:
 
 def options_for(params: Params, config: dict, mode: str) -> dict:
     """The exact options object an agent sends: baseline (Ollama defaults, plus what the
-    parameter file sets as baseline) or the config's, both with the fixed num_predict/seed.
-    Load factors (concurrency, arrival rate) are the runner's, never options."""
-    fixed = {"num_predict": params.fixed["num_predict"], "seed": params.fixed["seed"]}
+    parameter file sets as baseline) or the config's, both with the fixed num_predict/seed
+    (and num_thread where the file fixes it). Load factors (concurrency, arrival rate) are the
+    runner's, never options."""
+    fixed = {k: params.fixed[k] for k in ("num_predict", "seed", "num_thread") if k in params.fixed}
     chosen = params.baseline if mode == "baseline" else {k: v for k, v in config.items() if k not in LOAD_FACTORS}
     return {**chosen, **fixed}
 
