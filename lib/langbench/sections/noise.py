@@ -149,6 +149,10 @@ def consistency(run: Run) -> Section:
         t.attrs["sd_ratio"] = ratio
     else:
         notes.append("No test of equal variance: it needs two batches or more per agent and cell.")
+    if (t["configs"] < 2).any():
+        notes.append("The seed's CV (over config means) needs two configs or more at one offload; this run has "
+                     f"{int(t['configs'].min())} at its fullest offload, so only the CVs within batches and cells "
+                     "are given.")
     return Section("Consistency: CV per language, with CIs", sentence, t, notes=notes)
 
 
