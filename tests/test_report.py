@@ -147,3 +147,25 @@ def test_render_of_something_that_is_not_a_run_exits_2(tmp_path):
     done = subprocess.run([sys.executable, "-m", "langbench", "render", str(tmp_path)],
                           capture_output=True, text=True)
     assert done.returncode == 2 and "not a run directory" in done.stderr
+
+
+def _imports(module: Path) -> set[str]:
+    """The langbench modules `module` imports anywhere (top level or inside functions)."""
+    import ast
+    found = set()
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("langbench"):
+            found |= {f"{node.module}.{a.name}" for a in node.names} | {node.module}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("langbench")}
+    return {name.split(".")[1] for name in found if "." in name}
+
+
+def test_dependencies_flow_one_way_from_the_runner_to_the_report():
+    """cli → sweep (the runner); cli → report → sections → findings → metrics → stats: the
+    runner never imports the report side, and the report never imports the runner."""
+    lib = Path(paths.__file__).parent
+    report_side = {"report", "sections", "findings", "plots", "tables", "claims", "compare"}
+    for name in ("sweep", "agents", "plan", "server", "stop", "summary", "storage", "metrics", "stats"):
+        assert not _imports(lib / f"{name}.py") & report_side, name
+    assert "sweep" not in _imports(lib / "report.py")

@@ -91,9 +91,12 @@ def _command(args: argparse.Namespace) -> int:
         from langbench import compare
         print(compare.render(args.run_a, args.run_b, args.out, args.allow_model_mismatch))
         return 0
+    if args.command == "report":  # a sweep, then a render: the runner never imports the report
+        from langbench.sweep import run_sweep
+        run_dir = run_sweep(args.params, args.run_id, allow_mixed=args.allow_mixed)
+        from langbench import report
+        return report.render(run_dir)
     from langbench import report
-    if args.command == "report":
-        return report.report(args.params, args.run_id, allow_mixed=args.allow_mixed)
     return report.render(args.run_dir)
 
 

@@ -13,7 +13,7 @@ import time
 import traceback
 from pathlib import Path
 
-from langbench import paths, storage
+from langbench import paths, stop, storage, summary
 
 NOTEBOOKS = ("sweep", "throughput", "ttft", "success_patterns", "decision_matrix", "validity", "gpu",
              "concurrency")
@@ -76,9 +76,10 @@ def render(run_dir: str | Path, notebooks=NOTEBOOKS) -> int:
 def _render(run_dir: Path, notebooks) -> int:
     html_dir = run_dir / "html"
     html_dir.mkdir(parents=True, exist_ok=True)
-    write_summary(run_dir)
+    summary.write_summary(run_dir)
     results = {}
     for name in notebooks:
+        stop.check()  # a stop signal whose exception was lost: render no further notebook
         started = time.monotonic()
         say(f"executing {name}")
         try:
@@ -98,19 +99,6 @@ def _render(run_dir: Path, notebooks) -> int:
     failed = [n for n, r in results.items() if not r["ok"]]
     say(f"{run_dir / 'index.html'} ({len(notebooks) - len(failed)}/{len(notebooks)} notebooks ok)")
     return 1 if failed else 0
-
-
-def write_summary(run_dir: Path, df=None) -> None:
-    """summary.csv from the stored records (the seed's rust_vs_python_sweep_summary.csv);
-    `df` is metrics.load_run(run_dir) when the caller has it already."""
-    from langbench import metrics
-    df = metrics.load_run(run_dir) if df is None else df
-    if df.empty:
-        return
-    factors = metrics.factors(storage.read_json(run_dir / "manifest.json"), df)
-    tmp = run_dir / "summary.csv.tmp"
-    metrics.summary(df, factors).to_csv(tmp, index=False)
-    tmp.replace(run_dir / "summary.csv")
 
 
 def headlines(run_dir: Path) -> list[str]:
@@ -166,8 +154,3 @@ commit <code>{html.escape(str((manifest.get('git') or {}).get('commit')))}</code
     tmp.replace(target)
     return target
 
-
-def report(params_path: str, run_id: str | None = None, allow_mixed: bool = False) -> int:
-    from langbench.sweep import run_sweep
-    run_dir = run_sweep(params_path, run_id, allow_mixed=allow_mixed)
-    return render(run_dir)

@@ -26,7 +26,7 @@ import psutil
 from tqdm import tqdm  # not tqdm.auto: it warns in a kernel without ipywidgets
 
 from langbench import (agents, gguf_synth, isolation, metrics, paths, plan, provenance, server, storage,
-                       telemetry)
+                       summary, telemetry)
 from langbench.params import Params, ParamsError, load
 
 
@@ -441,8 +441,7 @@ def finish(sweep: Sweep, manifest: dict, manifest_path: Path) -> None:
                 "server_restarts": sum(s.get("server_restarts", 0) for s in manifest.get("sessions", [])),
                 "unexpected_reloads": len(storage.read_jsonl(sweep.events_path))})
     storage.write_json(manifest_path, manifest)
-    from langbench.report import write_summary
-    write_summary(sweep.run_dir, df)
+    summary.write_summary(sweep.run_dir, df)
 
 
 def run_into(params_file: str | Path, run_dir: str | Path = "") -> str:
