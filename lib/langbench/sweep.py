@@ -400,6 +400,9 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool) -> Pa
                     server.stop(keeper.srv)  # a restarted server is not the context's
                     session["ended_at"] = _now()
                     session["server_restarts"] = keeper.restarts
+                    if (exc := sys.exc_info()[1]) is not None:  # the report's first line says why
+                        session["stopped_by"] = (f"it was interrupted ({exc})" if isinstance(exc, KeyboardInterrupt)
+                                                 else f"{type(exc).__name__}: {exc}"[:300])
                     storage.write_json(manifest_path, manifest)
     finish(sweep, manifest, manifest_path)
     return run_dir
