@@ -64,8 +64,10 @@ def test_findings_are_sentences_built_from_numbers(rendered):
     nb = nbformat.read(rendered / "notebooks" / "success_patterns.ipynb", as_version=4)
     text = json.dumps([o for c in nb.cells for o in c.get("outputs", [])])
     assert "Fisher p = " in text and "not p &lt; 0.01" in text
+    matrix = (rendered / "html" / "decision_matrix-nocode.html").read_text()
+    assert re.search(r"\d+ criteria in \d+ groups .*Of the \d+ groups, \d+ are decided: Rust wins \d+", matrix)
     index = (rendered / "index.html").read_text()
-    assert re.search(r"\d+ criteria in \d+ groups .*Of the \d+ groups, \d+ are decided: Rust wins \d+", index)
+    assert re.search(r"Rust \d+, Python \d+ of \d+ measured groups", index)
 
 
 def test_figures_are_rendered_as_images(rendered):
@@ -233,3 +235,21 @@ def test_a_run_that_stopped_early_says_how_far_it_got_and_why(tmp_path):
     first = findings.Run.load(run_dir).header().sentence
     assert first.startswith("Run stopped stopped early: 360 of 500 planned runs recorded")
     assert "because it was interrupted (signal 15)" in first and "None" not in first
+
+
+def test_one_formatter_per_column_kind_with_units_in_the_headers():
+    import pandas as pd
+    from langbench import tables
+    df = pd.DataFrame({"agent": ["python", "rust"], "n": [216.0, 1024.0], "num_ctx": [1024.0, 256.0],
+                       "ttft_ms": [1408.456, 3793.44], "throughput_tps": [99.149, 98.861],
+                       "cv_pct": [0.4812, 0.4011], "mcnemar_p": [0.0004, 0.2345], "_hidden": [1, 2]},
+                      dtype=object)  # describe_by's transposed rows arrive as objects
+    st = tables.style(df)
+    assert list(st.data.columns) == ["agent", "n", "num_ctx", "TTFT (ms)", "throughput (tok/s)", "CV (%)",
+                                     "McNemar p"]
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", st.to_html())
+    assert cells[:7] == ["python", "216", "1024", "1,408.5", "99.1", "0.48", "&lt; 0.001"]
+    assert cells[7:] == ["rust", "1,024", "256", "3,793.4", "98.9", "0.40", "0.234"]
+    described = pd.DataFrame({"agent": ["rust"], "mean": [12.345], "std": [0.5]})
+    described.attrs["unit"] = "ms"
+    assert list(tables.style(described).data.columns) == ["agent", "mean (ms)", "std (ms)"]

@@ -34,6 +34,7 @@ class Section:
     table: pd.DataFrame | None = None
     figure: object | None = None
     notes: list[str] = field(default_factory=list)
+    caption: str | None = None  # what the figure shows, beyond its title
 
     def show(self) -> None:
         from IPython.display import HTML, display
@@ -51,6 +52,8 @@ class Section:
             self.figure.savefig(buf, format="png", dpi=110, bbox_inches="tight")
             plt.close(self.figure)
             display(Image(data=buf.getvalue(), format="png"))
+            display(HTML(f'<p style="font-size: 90%; color: #444">Figure: {html.escape(self.title)}. '
+                         f'{html.escape(self.caption or "")}</p>'))
 
 
 def newest_run() -> Path:

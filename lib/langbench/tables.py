@@ -12,6 +12,7 @@ describe() table's unit-less columns (mean, median, std, …).
 
 from __future__ import annotations
 
+import html
 import re
 
 import numpy as np
@@ -20,8 +21,9 @@ import pandas as pd
 COUNTS = {"n", "runs", "configs", "records", "batches", "cells", "rank", "attempt", "chunks", "count",
           "levels", "rust", "python", "rust_only", "python_only", "rust_failed", "python_failed",
           "naive_improved", "significant_improved", "ok", "error", "truncated", "eval_count",
-          "prompt_eval_count", "concurrency", "num_ctx", "num_gpu", "num_batch", "num_thread",
-          "num_predict", "seed", "order", "streams", "load_point", "exit_code"}
+          "prompt_eval_count", "streams", "exit_code"}
+LEVELS = {"concurrency", "num_ctx", "num_gpu", "num_batch", "num_thread", "num_predict", "seed", "order",
+          "load_point", "main_gpu"}  # Ollama option names: printed as they are set, 1024 not 1,024
 DESCRIBED = {"mean", "median", "min", "max", "range", "std", "q1", "q3", "iqr", "mean_ci_low",
              "mean_ci_high", "diff", "diff_ci_low", "diff_ci_high", "margin"}
 NAMES = {"throughput_tps": "throughput", "ttft_ms": "TTFT", "itl_p99_ms": "ITL p99", "itl_p50_ms": "ITL p50",
@@ -35,7 +37,7 @@ KIND_OF_UNIT = {"ms": "ms", "tok/s": "tps", "%": "pct"}
 
 
 def kind(name: str, values: pd.Series, unit: str | None = None) -> str:
-    """The column kind: 'p', 'int', 'ms', 'tps', 'pct', 'num' or 'text'."""
+    """The column kind: 'p', 'int', 'level', 'ms', 'tps', 'pct', 'num' or 'text'."""
     n = str(name).lower()
     numeric = pd.to_numeric(values, errors="coerce")
     if numeric.notna().sum() < values.notna().sum() or values.notna().sum() == 0:
@@ -45,6 +47,8 @@ def kind(name: str, values: pd.Series, unit: str | None = None) -> str:
     finite = numeric.dropna()
     finite = finite[np.isfinite(finite)]
     integral = bool(len(finite)) and bool(np.all(np.isclose(finite, finite.round())))
+    if n in LEVELS:
+        return "level" if integral else "num"
     if n in COUNTS or n.startswith("n_") or n.endswith("_count") or n.endswith("_runs"):
         return "int" if integral else "num"
     if n.endswith("_ms"):
@@ -69,6 +73,7 @@ def _p(x) -> str:
 FORMATS = {
     "p": _p,
     "int": lambda x: f"{int(round(x)):,}",
+    "level": lambda x: f"{int(round(x))}",
     "ms": lambda x: f"{x:,.1f}",
     "tps": lambda x: f"{x:,.1f}",
     "pct": lambda x: f"{x:,.2f}",
@@ -80,6 +85,8 @@ HEADER_UNIT = {"ms": "ms", "tps": "tok/s", "pct": "%"}
 def header(name: str, k: str) -> str:
     """A column's header for people: its name (TTFT, ITL, …) and its unit."""
     n = str(name)
+    if n in LEVELS:
+        return n
     base = NAMES.get(n)
     if base is None:
         base = re.sub(r"_(ms|tps|pct)$", "", n).replace("_", " ")
@@ -108,7 +115,7 @@ def style(df: pd.DataFrame, unit: str | None = None, caption: str | None = None)
     headers = {c: header(c, k) for c, k in kinds.items()}
     shown = df.rename(columns=headers)
     formats = {headers[c]: (lambda f: (lambda x: "–" if x is None or (isinstance(x, float) and np.isnan(x))
-                                       else f(x)))(FORMATS[k])
+                                       else html.escape(f(x))))(FORMATS[k])
                for c, k in kinds.items() if k in FORMATS}
     st = shown.style.format(formats, na_rep="–", escape="html").hide(axis="index")
     if caption:
