@@ -77,7 +77,8 @@ FORMATS = {
     "ms": lambda x: f"{x:,.1f}",
     "tps": lambda x: f"{x:,.1f}",
     "pct": lambda x: f"{x:,.2f}",
-    "num": lambda x: f"{x:,.3g}" if abs(x) < 1e4 else f"{x:,.0f}",
+    "num": lambda x: (f"{x:,.0f}" if float(x).is_integer() else f"{x:.3g}" if abs(x) < 1000
+                      else f"{x:,.1f}"),
 }
 HEADER_UNIT = {"ms": "ms", "tps": "tok/s", "pct": "%"}
 
