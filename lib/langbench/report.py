@@ -155,7 +155,13 @@ def write_index(run_dir: Path, results: dict) -> Path:
     try:
         g = glance(run_dir)
     except Exception:
-        g = {"first_line": "The findings could not be computed: " + traceback.format_exc(limit=1),
+        first = "The findings could not be computed: " + traceback.format_exc(limit=1)
+        try:  # how far the run got, even so
+            from langbench import findings
+            first = findings.Run.load(run_dir).progress() + " " + first
+        except Exception:
+            pass
+        g = {"first_line": first,
              "host": "", "verdicts": "", "verdicts_note": "", "claims": "", "figures": [], "sentences": []}
     items = []
     for name in results:

@@ -39,6 +39,9 @@ KIND_OF_UNIT = {"ms": "ms", "tok/s": "tps", "%": "pct"}
 def kind(name: str, values: pd.Series, unit: str | None = None) -> str:
     """The column kind: 'p', 'int', 'level', 'ms', 'tps', 'pct', 'num' or 'text'."""
     n = str(name).lower()
+    present = values.dropna()
+    if pd.api.types.is_bool_dtype(values) or (len(present) and present.map(type).eq(bool).all()):
+        return "text"  # True / False as they are
     numeric = pd.to_numeric(values, errors="coerce")
     if numeric.notna().sum() < values.notna().sum() or values.notna().sum() == 0:
         return "text"
@@ -107,6 +110,17 @@ def _numeric(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _cell(f):
+    """A formatter that takes what a cell holds (a number, a numeric label, a missing value)."""
+    def cell(x) -> str:
+        try:
+            v = float(x)
+        except (TypeError, ValueError):
+            return "–" if x is None else html.escape(str(x))
+        return "–" if not np.isfinite(v) else html.escape(f(v))
+    return cell
+
+
 def style(df: pd.DataFrame, unit: str | None = None, caption: str | None = None):
     """`df` as a Styler: one formatter per column kind, headers named with units, no index.
     `unit` defaults to df.attrs["unit"] (findings.by_agent sets it)."""
@@ -115,9 +129,7 @@ def style(df: pd.DataFrame, unit: str | None = None, caption: str | None = None)
     kinds = {c: kind(c, df[c], unit) for c in df.columns}
     headers = {c: header(c, k) for c, k in kinds.items()}
     shown = df.rename(columns=headers)
-    formats = {headers[c]: (lambda f: (lambda x: "–" if x is None or (isinstance(x, float) and np.isnan(x))
-                                       else html.escape(f(x))))(FORMATS[k])
-               for c, k in kinds.items() if k in FORMATS}
+    formats = {headers[c]: _cell(FORMATS[k]) for c, k in kinds.items() if k in FORMATS}
     st = shown.style.format(formats, na_rep="–", escape="html").hide(axis="index")
     if caption:
         st = st.set_caption(caption)
