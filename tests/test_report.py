@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from langbench import paths, report
+from langbench import findings, paths, report
 from synthetic import make_run
 
 CHROMIUM = shutil.which("chromium")
@@ -64,8 +64,10 @@ def test_findings_are_sentences_built_from_numbers(rendered):
     nb = nbformat.read(rendered / "notebooks" / "success_patterns.ipynb", as_version=4)
     text = json.dumps([o for c in nb.cells for o in c.get("outputs", [])])
     assert "Fisher p = " in text and "not p &lt; 0.01" in text
+    matrix = (rendered / "html" / "decision_matrix-nocode.html").read_text()
+    assert re.search(r"\d+ criteria in \d+ groups .*Of the \d+ groups, \d+ are decided: Rust wins \d+", matrix)
     index = (rendered / "index.html").read_text()
-    assert re.search(r"\d+ criteria in \d+ groups .*Of the \d+ groups, \d+ are decided: Rust wins \d+", index)
+    assert re.search(r"Rust \d+, Python \d+ of \d+ measured groups", index)
 
 
 def test_figures_are_rendered_as_images(rendered):
@@ -109,7 +111,7 @@ def test_index_opens_in_headless_chromium_and_every_link_resolves(rendered, tmp_
     dom = _chromium("--dump-dom", index.as_uri(), tmp=tmp_path)
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert "<title>langbench report: fixture</title>" in dom.stdout
-    assert "Headline findings" in dom.stdout
+    assert "TR112, claim by claim" in dom.stdout and "Python vs Rust" in dom.stdout
     parser = _Links()
     parser.feed(dom.stdout)
     assert len(parser.links) >= 3 * len(report.NOTEBOOKS)
@@ -147,3 +149,108 @@ def test_render_of_something_that_is_not_a_run_exits_2(tmp_path):
     done = subprocess.run([sys.executable, "-m", "langbench", "render", str(tmp_path)],
                           capture_output=True, text=True)
     assert done.returncode == 2 and "not a run directory" in done.stderr
+
+
+def _imports(module: Path) -> set[str]:
+    """The langbench modules `module` imports anywhere (top level or inside functions)."""
+    import ast
+    found = set()
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("langbench"):
+            found |= {f"{node.module}.{a.name}" for a in node.names} | {node.module}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("langbench")}
+    return {name.split(".")[1] for name in found if "." in name}
+
+
+def test_dependencies_flow_one_way_from_the_runner_to_the_report():
+    """cli → sweep (the runner); cli → report → sections → findings → metrics → stats: the
+    runner never imports the report side, and the report never imports the runner."""
+    lib = Path(paths.__file__).parent
+    report_side = {"report", "sections", "findings", "plots", "tables", "claims", "compare"}
+    for name in ("sweep", "agents", "plan", "server", "stop", "summary", "storage", "metrics", "stats"):
+        assert not _imports(lib / f"{name}.py") & report_side, name
+    assert "sweep" not in _imports(lib / "report.py")
+
+
+def test_no_table_prints_an_integer_level_or_count_as_a_float(rendered):
+    """Levels (num_ctx 1024) and counts (n 216) as integers, in every notebook and the index."""
+    pages = sorted((rendered / "html").glob("*-nocode.html")) + [rendered / "index.html"]
+    for page in pages:
+        cells = re.findall(r"<td[^>]*>\s*([^<]*?)\s*</td>", page.read_text())
+        assert cells or page.name != "throughput-nocode.html"
+        # three decimals are for p-values only (≤ 1): a count or a level would end in .000
+        floats = [c for c in cells if re.fullmatch(r"[\d,]+\.000+", c) and c not in ("1.000", "0.000")]
+        levels = [c for c in cells if re.fullmatch(r"(60|80|120|256|512|1024|216)\.\d+", c)]
+        assert floats == [] and levels == [], (page.name, floats[:5], levels[:5])
+    throughput = (rendered / "html" / "throughput-nocode.html").read_text()
+    assert "mean (tok/s)" in throughput and "CV (%)" in throughput
+
+
+def test_index_first_screen_shows_the_verdict_and_the_claim_tables(rendered, tmp_path):
+    """A 1366×768 screenshot holds both tables whole: each one's header colour and its bottom
+    border colour (set only on those tables) are in the picture."""
+    from PIL import Image
+    assert CHROMIUM, "Debian's chromium is missing: `make browser` (run by `make test`) installs it"
+    shot = tmp_path / "first-screen.png"
+    _chromium(f"--screenshot={shot}", "--window-size=1366,768", "--hide-scrollbars",
+              (rendered / "index.html").as_uri(), tmp=tmp_path)
+    img = Image.open(shot).convert("RGB")
+    assert img.size == (1366, 768)
+    colours = {c for _, c in img.getcolors(maxcolors=1 << 20)}
+    for name, rgb in (("verdict table header", (0x1f, 0x4e, 0x79)), ("verdict table end", (0x0b, 0x6e, 0x4f)),
+                      ("claim table header", (0x5b, 0x2c, 0x6f)), ("claim table end", (0xb3, 0x5c, 0x00))):
+        assert rgb in colours, f"the {name} is not on the first screen"
+
+
+def test_tr112_claims_follow_the_planted_results(tmp_path):
+    """Rust planted 5 % faster and twice as steady; no GPU: the claims say so."""
+    from langbench.sections import tr112
+    from synthetic import make_run
+    run = findings.Run.load(make_run(tmp_path / "planted", reps=6, rust_tps_shift=5.0, sd=1.0,
+                                     sd_ratio_rust=0.5, seed=5))
+    claims = tr112.claims(run).table.set_index("TR112 claim")["verdict"]
+    assert claims["Throughput: Python 0.3 % faster"] == "contradicted"
+    assert claims["Success by num_gpu: Rust better at every level"] == "not measurable here"
+    assert set(claims) <= {"supported", "contradicted", "not shown", "not measurable here"}
+    verdicts = tr112.verdicts(run).table.set_index("metric")
+    assert verdicts.loc["throughput (tok/s)", "verdict"] == "differs: Rust better"
+    equal = findings.Run.load(make_run(tmp_path / "equal", reps=6, seed=6))
+    claims = tr112.claims(equal).table.set_index("TR112 claim")["verdict"]
+    assert claims["Throughput: Python 0.3 % faster"] == "not shown"  # equivalent: +0.3 % is inside ±2 %
+    assert claims["TTFT: Python's first token far sooner"] == "contradicted"  # equivalent within ±5 ms
+
+
+def test_a_run_that_stopped_early_says_how_far_it_got_and_why(tmp_path):
+    from synthetic import make_run
+    from langbench import storage
+    run_dir = make_run(tmp_path / "stopped", reps=3, seed=7)
+    m = storage.read_json(run_dir / "manifest.json")
+    for key in ("counts", "ended_at"):
+        m.pop(key)
+    m.update(complete=False, sessions=[{"started_at": "2026-01-01T00:00:00+00:00",
+                                        "ended_at": "2026-01-01T00:10:00+00:00",
+                                        "stopped_by": "it was interrupted (signal 15)"}])
+    storage.write_json(run_dir / "manifest.json", m)
+    storage.write_json(run_dir / "plan.json", {"batches": [{"runs": [{}] * 500}]})
+    first = findings.Run.load(run_dir).header().sentence
+    assert first.startswith("Run stopped stopped early: 360 of 500 planned runs recorded")
+    assert "because it was interrupted (signal 15)" in first and "None" not in first
+
+
+def test_one_formatter_per_column_kind_with_units_in_the_headers():
+    import pandas as pd
+    from langbench import tables
+    df = pd.DataFrame({"agent": ["python", "rust"], "n": [216.0, 1024.0], "num_ctx": [1024.0, 256.0],
+                       "ttft_ms": [1408.456, 3793.44], "throughput_tps": [99.149, 98.861],
+                       "cv_pct": [0.4812, 0.4011], "mcnemar_p": [0.0004, 0.2345], "_hidden": [1, 2]},
+                      dtype=object)  # describe_by's transposed rows arrive as objects
+    st = tables.style(df)
+    assert list(st.data.columns) == ["agent", "n", "num_ctx", "TTFT (ms)", "throughput (tok/s)", "CV (%)",
+                                     "McNemar p"]
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", st.to_html())
+    assert cells[:7] == ["python", "216", "1024", "1,408.5", "99.1", "0.48", "&lt; 0.001"]
+    assert cells[7:] == ["rust", "1,024", "256", "3,793.4", "98.9", "0.40", "0.234"]
+    described = pd.DataFrame({"agent": ["rust"], "mean": [12.345], "std": [0.5]})
+    described.attrs["unit"] = "ms"
+    assert list(tables.style(described).data.columns) == ["agent", "mean (ms)", "std (ms)"]

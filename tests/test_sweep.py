@@ -170,10 +170,18 @@ def test_resuming_a_run_id_with_other_parameters_is_refused(tmp_path):
 
 # --- against the real Ollama --------------------------------------------------------------
 
-def _run_cli(run_id: str, outputs: Path, params: Path = TINY) -> subprocess.Popen:
+def _run_cli(run_id: str, outputs: Path, params: Path = TINY, preexec_fn=None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "langbench", "sweep", str(params), "--run-id", run_id],
                             env={**os.environ, "LANGBENCH_OUTPUTS": str(outputs)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=preexec_fn)
+
+
+def _signals_blocked_and_ignored() -> None:
+    """A parent that left SIGTERM and SIGINT blocked and ignored (both survive exec)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _wait_for_records(path: Path, n: int, timeout: float = 120) -> float:
@@ -307,7 +315,7 @@ def test_missing_rust_agent_is_a_clear_error_before_anything_is_written(tmp_path
 
 @pytest.mark.slow
 def test_sigterm_stops_the_sweep_with_no_process_left_and_it_resumes(reference_run, tmp_path):
-    proc = _run_cli("s", tmp_path)
+    proc = _run_cli("s", tmp_path, preexec_fn=_signals_blocked_and_ignored)
     _wait_for_records(tmp_path / "s" / "records.jsonl", 4)
     children = psutil.Process(proc.pid).children(recursive=True)
     assert children, "the runner has an embedded server (and maybe an agent) running"

@@ -3,6 +3,7 @@ contract": wall time, user and system CPU, peak RSS, start-up)."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -16,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from langbench import paths
+from langbench import paths, stop
 
 AGENTS = ("python", "rust", "null")  # null: the minimal client whose overhead is the floor
 
@@ -97,38 +98,49 @@ def run(agent: str, host: str, jobs: Path, out: Path, timeout: float | None = No
         cpus: list[int] | None = None) -> ProcessStats:
     """Run one agent process to completion; measure it with wait4 (exact rusage of that child).
     `cpus`: the CPUs the agent may use (None: as the runner)."""
+    stop.check()  # a stop signal whose exception was lost: start no agent
     before = _count_lines(out)
     err_path = out.with_suffix(out.suffix + ".stderr")
+    timed_out = threading.Event()
+    proc = None
+
+    def kill() -> None:
+        timed_out.set()
+        proc.kill()
+
+    # A daemon, started inside the try: an interrupt at any point cancels it, and a timer
+    # left behind could never keep an interrupted runner alive for batch_s seconds.
+    watchdog = threading.Timer(timeout, kill) if timeout else None
+    if watchdog:
+        watchdog.daemon = True
+    poller, status = None, None
     with open(err_path, "wb") as err:
-        spawn_unix = time.time()
-        spawn = time.perf_counter()
-        proc = subprocess.Popen([*command(agent), "--host", host, "--jobs", str(jobs),
-                                 "--out", str(out)], stdout=subprocess.DEVNULL, stderr=err,
-                                stdin=subprocess.DEVNULL,
-                                preexec_fn=functools.partial(_die_with_runner, os.getpid(), cpus))
-        timed_out = threading.Event()
-
-        def kill() -> None:
-            timed_out.set()
-            proc.kill()
-
-        # A daemon, started inside the try: an interrupt at any point cancels it, and a timer
-        # left behind could never keep an interrupted runner alive for batch_s seconds.
-        watchdog = threading.Timer(timeout, kill) if timeout else None
-        if watchdog:
-            watchdog.daemon = True
-        poller = None
-        try:
+        try:  # any interrupt from here on kills and reaps the agent, if it was started
+            with stop.deferred():  # no interrupt between the spawn and the watch
+                spawn_unix = time.time()
+                spawn = time.perf_counter()
+                proc = subprocess.Popen(
+                    [*command(agent), "--host", host, "--jobs", str(jobs), "--out", str(out)],
+                    stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,
+                    preexec_fn=functools.partial(_die_with_runner, os.getpid(), cpus))
+                stop.watch(proc.pid)  # a stop signal kills it even if its exception is lost
             if watchdog:
                 watchdog.start()
             poller = _ProcPoller(proc.pid)
             _, status, usage = os.wait4(proc.pid, 0)
+            stop.unwatch(proc.pid)
+            stop.check()
         except BaseException:  # interrupted: no agent may outlive its runner and keep writing
-            proc.kill()
-            os.waitpid(proc.pid, 0)
-            proc.returncode = -9
+            if proc is not None:
+                if status is None:  # started and not reaped yet
+                    proc.kill()
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(proc.pid, 0)
+                proc.returncode = -9
             raise
         finally:
+            if proc is not None:
+                stop.unwatch(proc.pid)
             if poller:
                 poller.stop()
             if watchdog:

@@ -8,16 +8,16 @@ sessions); 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 
-
-def _sigterm_as_interrupt(signum, frame):  # so context managers stop the embedded server
-    raise KeyboardInterrupt(f"signal {signum}")
+from langbench import stop
 
 
 def main(argv: list[str] | None = None) -> int:
+    # First: SIGTERM and SIGINT raise KeyboardInterrupt (context managers stop the embedded
+    # server) and are remembered, whatever mask or SIG_IGN the parent left (langbench.stop).
+    stop.install()
     parser = argparse.ArgumentParser(prog="langbench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -54,45 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--small", action="store_true", help="a 2-block model (tests)")
     p.add_argument("--no-cuda", action="store_true", help="skip the CUDA backend (a CPU host)")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    # A blocked signal mask is inherited across exec: a parent that blocked SIGTERM (seen under
-    # a long pytest session) would make this process ignore it and run to the end.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
 
     from langbench.agents import AgentMissing
     from langbench.params import ParamsError
     from langbench.server import ServerError
     from langbench.storage import RunDirError
     try:
-        if args.command == "setup":
-            from langbench import provision
-            return provision.main()
-        if args.command == "sweep":
-            from langbench.sweep import run_sweep
-            run_dir = run_sweep(args.params, args.run_id, allow_mixed=args.allow_mixed,
-                                cluster=args.cluster, workers=args.workers)
-            print(run_dir)
-            return 0
-        if args.command in ("bundle", "gpu-host"):
-            from langbench import gpu
-            try:
-                if args.command == "bundle":
-                    gpu.bundle(Path(args.out))
-                else:
-                    gpu.prepare_host(Path(args.bundle), Path(args.work), args.small, not args.no_cuda)
-            except gpu.GpuError as e:
-                print(f"langbench: {e}", file=sys.stderr)
-                return 1
-            return 0
-        if args.command == "compare":
-            from langbench import compare
-            print(compare.render(args.run_a, args.run_b, args.out, args.allow_model_mismatch))
-            return 0
-        from langbench import report
-        if args.command == "report":
-            return report.report(args.params, args.run_id, allow_mixed=args.allow_mixed,
-                                 cluster=args.cluster, workers=args.workers)
-        return report.render(args.run_dir)
+        code = _command(args)
+        stop.check()  # a signal whose exception was lost on the way still stops with 130
+        return code
     except (ParamsError, RunDirError) as e:
         print(f"langbench: bad input: {e}", file=sys.stderr)
         return 2
@@ -102,6 +72,41 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("langbench: interrupted; rerun with the same --run-id to resume", file=sys.stderr)
         return 130
+
+
+def _command(args: argparse.Namespace) -> int:
+    if args.command == "setup":
+        from langbench import provision
+        return provision.main()
+    if args.command == "sweep":
+        from langbench.sweep import run_sweep
+        run_dir = run_sweep(args.params, args.run_id, allow_mixed=args.allow_mixed,
+                            cluster=args.cluster, workers=args.workers)
+        print(run_dir)
+        return 0
+    if args.command in ("bundle", "gpu-host"):
+        from langbench import gpu
+        try:
+            if args.command == "bundle":
+                gpu.bundle(Path(args.out))
+            else:
+                gpu.prepare_host(Path(args.bundle), Path(args.work), args.small, not args.no_cuda)
+        except gpu.GpuError as e:
+            print(f"langbench: {e}", file=sys.stderr)
+            return 1
+        return 0
+    if args.command == "compare":
+        from langbench import compare
+        print(compare.render(args.run_a, args.run_b, args.out, args.allow_model_mismatch))
+        return 0
+    if args.command == "report":  # a sweep, then a render: the runner never imports the report
+        from langbench.sweep import run_sweep
+        run_dir = run_sweep(args.params, args.run_id, allow_mixed=args.allow_mixed,
+                            cluster=args.cluster, workers=args.workers)
+        from langbench import report
+        return report.render(run_dir)
+    from langbench import report
+    return report.render(args.run_dir)
 
 
 if __name__ == "__main__":

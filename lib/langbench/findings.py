@@ -34,13 +34,15 @@ class Section:
     table: pd.DataFrame | None = None
     figure: object | None = None
     notes: list[str] = field(default_factory=list)
+    caption: str | None = None  # what the figure shows, beyond its title
 
     def show(self) -> None:
         from IPython.display import HTML, display
         text = "".join(f"<p>{html.escape(s)}</p>" for s in [self.sentence, *self.notes] if s)
         display(HTML(f"<h3>{html.escape(self.title)}</h3>{text}"))
         if self.table is not None:
-            display(self.table.style.format(precision=3, na_rep="–", escape="html").hide(axis="index"))
+            from langbench import tables
+            display(tables.style(self.table))
         if self.figure is not None:  # as PNG bytes: independent of the kernel's backend
             import io
 
@@ -50,6 +52,8 @@ class Section:
             self.figure.savefig(buf, format="png", dpi=110, bbox_inches="tight")
             plt.close(self.figure)
             display(Image(data=buf.getvalue(), format="png"))
+            display(HTML(f'<p style="font-size: 90%; color: #444">Figure: {html.escape(self.title)}. '
+                         f'{html.escape(self.caption or "")}</p>'))
 
 
 def newest_run() -> Path:
@@ -132,11 +136,9 @@ class Run:
         m = self.manifest
         model, host = m.get("model", {}), m.get("host", {})
         gpus = ", ".join(g["name"] for g in host.get("gpus", [])) or "no GPU"
-        sentence = (f"Run {m['run_id']}: {model.get('name')} ({model.get('parameter_size')}, "
+        sentence = (f"{self.progress()} Model {model.get('name')} ({model.get('parameter_size')}, "
                     f"{model.get('quantization_level')}) on Ollama {m.get('ollama_version')}, "
-                    f"{host.get('cpu_model')} with {host.get('cpu_logical')} logical cores, {gpus}. "
-                    f"{m.get('counts', {}).get('planned_runs')} runs planned, "
-                    f"{m.get('counts', {}).get('failed_runs')} failed.")
+                    f"{host.get('cpu_model')} with {host.get('cpu_logical')} logical cores, {gpus}.")
         notes = []
         if not host.get("gpus"):
             notes.append("These numbers come from a CPU-only host: num_gpu only forces a reload "
@@ -146,6 +148,33 @@ class Run:
             notes.append(f"Model: {m['model']['note']}.")
         notes += [n for n in (self.clamp_sentence(), self.mixed_sentence()) if n]
         return Section("What was measured", sentence, notes=notes)
+
+    def progress(self) -> str:
+        """How far the run got, and why it stopped if it did not finish: the first line of
+        every report. Counts come from the manifest, else from plan.json and the records."""
+        m = self.manifest
+        counts = m.get("counts") or {}
+        planned = counts.get("planned_runs")
+        if planned is None and (self.run_dir / "plan.json").exists():
+            batches = storage.read_json(self.run_dir / "plan.json").get("batches", [])
+            planned = sum(len(b.get("runs", [])) for b in batches) or None
+        all_runs = pd.concat([self.df, self.floor])
+        final = all_runs[all_runs["phase"] != "resume"] if "phase" in all_runs else all_runs
+        done, failed = len(final), int((final["outcome"] != "ok").sum())
+        of = f" of {planned:,} planned" if planned else ""
+        sessions = m.get("sessions") or []
+        last = sessions[-1] if sessions else {}
+        if m.get("complete") is not False and m.get("ended_at"):
+            return (f"Run {m['run_id']} finished: {done:,}{of} runs recorded, {failed:,} failed "
+                    f"(ended {m['ended_at']}).")
+        why = last.get("stopped_by") or ("its last session has no end time: the runner was killed "
+                                        "(SIGKILL, power loss) or is still running"
+                                        if not last.get("ended_at") else "the sweep did not reach its end")
+        since = f"; last session {last.get('started_at')} to {last.get('ended_at') or 'no end recorded'}"
+        return (f"Run {m['run_id']} stopped early: {done:,}{of} runs recorded ({failed:,} failed), "
+                f"because {why}{since}. Resume it with `python -m langbench sweep "
+                f"{m.get('parameters_file')} --run-id {m['run_id']}`; until then every comparison "
+                "below covers only the cells that ran.")
 
     def clamp_sentence(self) -> str:
         """The num_batch clamp sent to a server older than 0.12.0, from the records."""
@@ -174,8 +203,11 @@ class Run:
 
 
 def by_agent(run: Run, value: str, data: pd.DataFrame | None = None) -> pd.DataFrame:
+    """stats.describe per agent; attrs["unit"] is `value`'s unit (ms, tok/s) for the table."""
     data = run.warm if data is None else data
-    return stats.describe_by(data, value, ["agent"])
+    t = stats.describe_by(data, value, ["agent"])
+    t.attrs["unit"] = "ms" if value.endswith("_ms") else "tok/s" if value.endswith("_tps") else None
+    return t
 
 
 LABELS = {"throughput_tps": "throughput", "ttft_ms": "TTFT", "client_overhead_ms": "client overhead",

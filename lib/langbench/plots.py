@@ -18,7 +18,7 @@ def distribution(df: pd.DataFrame, value: str, label: str):
     sns.boxplot(data=df, x="mode", y=value, hue="agent", palette=PALETTE, ax=ax, showfliers=False)
     sns.stripplot(data=df, x="mode", y=value, hue="agent", palette=PALETTE, ax=ax, dodge=True,
                   size=3, alpha=0.5, legend=False)
-    ax.set(ylabel=label, xlabel="")
+    ax.set(ylabel=label, xlabel="", title=f"{label} per warm run, by mode and language")
     fig.tight_layout()
     return fig
 
@@ -45,7 +45,7 @@ def ttft_phases(t: pd.DataFrame):
     for col, color in (("load_ms", "#8da0cb"), ("prompt_eval_ms", "#66c2a5"), ("client_overhead_ms", "#fc8d62")):
         ax.barh(t["label"], t[col].clip(lower=0), left=left, color=color, label=col.removesuffix("_ms"))
         left += t[col].clip(lower=0)
-    ax.set(xlabel="ms (median)")
+    ax.set(xlabel="ms (median)", title="TTFT by phase (median, ms)")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig
@@ -60,7 +60,7 @@ def timeline(df: pd.DataFrame):
     if not bad.empty:
         ax.scatter(bad["t0_unix"], [ok["throughput_tps"].min()] * len(bad), marker="x", color="red", label="failed")
         ax.legend(fontsize=7)
-    ax.set(xlabel="time (unix s)", ylabel="throughput (tok/s)")
+    ax.set(xlabel="time (unix s)", ylabel="throughput (tok/s)", title="Throughput of every run over the sweep")
     fig.tight_layout()
     return fig
 
@@ -68,7 +68,7 @@ def timeline(df: pd.DataFrame):
 def overhead(df: pd.DataFrame):
     fig, ax = plt.subplots(figsize=(7, 3))
     sns.ecdfplot(data=df, x="client_overhead_ms", hue="agent", palette=PALETTE, ax=ax)
-    ax.set(xlabel="client TTFT − server TTFT (ms)")
+    ax.set(xlabel="client TTFT − server TTFT (ms)", title="Client overhead per run (ms)")
     fig.tight_layout()
     return fig
 
@@ -79,7 +79,7 @@ def drift(df: pd.DataFrame):
                 scatter_kws={"s": 8}, label="python")
     sns.regplot(data=df[df["agent"] == "rust"], x="order", y="throughput_tps", ax=ax, color=PALETTE["rust"],
                 scatter_kws={"s": 8}, label="rust")
-    ax.set(xlabel="batch order", ylabel="throughput (tok/s)")
+    ax.set(xlabel="batch order", ylabel="throughput (tok/s)", title="Drift: batch mean throughput in run order")
     ax.legend()
     fig.tight_layout()
     return fig
@@ -104,7 +104,7 @@ def power_trace(tel: pd.DataFrame):
     fig, ax = plt.subplots(figsize=(11, 2.8))
     t0 = tel["t_unix"].min()
     ax.plot(tel["t_unix"] - t0, tel["power_w"], lw=0.6, color="#444")
-    ax.set(xlabel="seconds into the sweep", ylabel="GPU power (W)")
+    ax.set(xlabel="seconds into the sweep", ylabel="GPU power (W)", title="GPU power over the sweep")
     fig.tight_layout()
     return fig
 

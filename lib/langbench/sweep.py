@@ -26,7 +26,7 @@ import psutil
 from tqdm import tqdm  # not tqdm.auto: it warns in a kernel without ipywidgets
 
 from langbench import (agents, gguf_synth, isolation, metrics, paths, plan, provenance, server, storage,
-                       telemetry)
+                       summary, telemetry)
 from langbench.params import Params, ParamsError, load
 
 
@@ -413,6 +413,9 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
                     server.stop(keeper.srv)  # a restarted server is not the context's
                     session["ended_at"] = _now()
                     session["server_restarts"] = keeper.restarts
+                    if (exc := sys.exc_info()[1]) is not None:  # the report's first line says why
+                        session["stopped_by"] = (f"it was interrupted ({exc})" if isinstance(exc, KeyboardInterrupt)
+                                                 else f"{type(exc).__name__}: {exc}"[:300])
                     storage.write_json(manifest_path, manifest)
     finish(sweep, manifest, manifest_path)
     return run_dir
@@ -454,8 +457,7 @@ def finish(sweep: Sweep, manifest: dict, manifest_path: Path) -> None:
                 "server_restarts": sum(s.get("server_restarts", 0) for s in manifest.get("sessions", [])),
                 "unexpected_reloads": len(storage.read_jsonl(sweep.events_path))})
     storage.write_json(manifest_path, manifest)
-    from langbench.report import write_summary
-    write_summary(sweep.run_dir, df)
+    summary.write_summary(sweep.run_dir, df)
 
 
 def run_into(params_file: str | Path, run_dir: str | Path = "") -> str:
