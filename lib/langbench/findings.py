@@ -243,15 +243,22 @@ def language_claim(run: Run, value: str, unit: str, better: str, data=None,
     return c, f"{claim} ({tests})."
 
 
-def paired_claim(run: Run, value: str, unit: str, data=None) -> str:
-    """Both languages ran the same config × mode cells: the per-cell differences, paired."""
+def paired_result(run: Run, value: str, data=None) -> dict | None:
+    """stats.paired over the config × mode cells both languages ran (batch means averaged per
+    cell), or None when they share too few cells."""
     data = run.warm if data is None else data
     cells = (data.groupby(["config_id", "mode", "agent", "batch_id"])[value].mean()
              .groupby(["config_id", "mode", "agent"]).mean().unstack("agent"))
     if not {"python", "rust"} <= set(cells.columns):
-        return ""
+        return None
     p = stats.paired(cells["python"], cells["rust"], run.margin_for(value, float(cells["rust"].mean())), run.alpha)
-    if p["verdict"] == "not enough data":
+    return None if p["verdict"] == "not enough data" else p
+
+
+def paired_claim(run: Run, value: str, unit: str, data=None) -> str:
+    """Both languages ran the same config × mode cells: the per-cell differences, paired."""
+    p = paired_result(run, value, data)
+    if p is None:
         return ""
     label = LABELS.get(value, value)
     return (f"{label[0].upper() + label[1:]}, paired over the {p['cells']} cells both languages ran: "

@@ -14,7 +14,8 @@ import pandas as pd
 import scipy.stats as sps
 
 from langbench import stats
-from langbench.findings import HIGHER, LOWER, Run, Section, p_text
+from langbench.findings import HIGHER, LOWER, Run, Section, p_text, paired_result
+from langbench.sections import validity
 
 SUPPORTED, CONTRADICTED, NOT_SHOWN, NOT_MEASURABLE = ("supported", "contradicted", "not shown",
                                                       "not measurable here")
@@ -53,16 +54,32 @@ def verdicts(run: Run) -> Section:
         c = run.compare(py, rs, value)
         if c.verdict == "not enough data":
             continue
-        if c.verdict.endswith("higher"):
+        decided = validity.deciding_rule(run, value, data)
+        p = paired_result(run, value, data) if decided["rule"] == "paired" else None
+        if decided["rule"] is None:
+            verdict, verdict_text, rule = "inconclusive", "undecided: no calibrated rule", decided["why"]
+        elif p is not None:
+            verdict = p["verdict"]
+            best = ("python" if p["mean_diff"] > 0 else "rust") if better == HIGHER else \
+                   ("rust" if p["mean_diff"] > 0 else "python")
+            verdict_text = f"differs: {best.capitalize()} better" if verdict == "differs" else verdict
+            rule = (f"paired over {p['cells']} cells: t {p_text(p['t_p'])}, TOST {p_text(p['tost_p'])} "
+                    f"(passed its A/A check)")
+            rows.append({"metric": f"{label} ({unit})", "Python": _fmt(c.mean_a, unit), "Rust": _fmt(c.mean_b, unit),
+                         "Python − Rust [95 % CI]": f"{p['mean_diff']:+,.2f} [{p['ci_low']:+,.2f}, {p['ci_high']:+,.2f}]",
+                         "margin": f"±{p['margin']:,.2f}", "rule that decided": rule, "verdict": verdict_text,
+                         "_class": verdict, "_sentence": _sentence(label, unit, c, verdict_text)})
+            continue
+        elif c.verdict.endswith("higher"):
             hi = c.verdict.split()[0]
             best = hi if better == HIGHER else ("rust" if hi == "python" else "python")
-            verdict, rule = "differs", f"Welch {p_text(c.welch_p)}, |difference| beyond the margin"
+            verdict, rule = "differs", f"pooled: Welch {p_text(c.welch_p)}, |difference| beyond the margin"
             verdict_text = f"differs: {best.capitalize()} better"
         elif c.verdict == "equivalent":
-            verdict, rule = "equivalent", f"TOST {p_text(c.tost_p)} within the margin"
+            verdict, rule = "equivalent", f"pooled: TOST {p_text(c.tost_p)} within the margin"
             verdict_text = "equivalent"
         else:
-            verdict, rule = "inconclusive", f"neither: Welch {p_text(c.welch_p)}, TOST {p_text(c.tost_p)}"
+            verdict, rule = "inconclusive", f"pooled: neither Welch {p_text(c.welch_p)} nor TOST {p_text(c.tost_p)}"
             verdict_text = "inconclusive"
         rows.append({"metric": f"{label} ({unit})", "Python": _fmt(c.mean_a, unit), "Rust": _fmt(c.mean_b, unit),
                      "Python − Rust [95 % CI]": f"{c.diff:+,.2f} [{c.diff_ci_low:+,.2f}, {c.diff_ci_high:+,.2f}]",
@@ -70,7 +87,8 @@ def verdicts(run: Run) -> Section:
                      "_class": verdict, "_sentence": _sentence(label, unit, c, verdict_text)})
     t = pd.DataFrame(rows)
     sentence = (f"{len(t)} metrics compared on warm runs, batches as the unit; a verdict needs its test at "
-                f"α = {run.alpha} and the margin fixed in the parameter file.")
+                f"α = {run.alpha} and the margin fixed in the parameter file, and is decided by the paired rule "
+                "(per-cell differences) unless it failed this run's A/A check, then by the pooled rule, else by none.")
     return Section("The languages at a glance", sentence, t)
 
 
