@@ -12,11 +12,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import psutil
 import pytest
 
-from langbench import cluster, params, plan
+from langbench import cluster, findings, params, plan, stats
 from langbench.params import ParamsError
+from langbench.sections import validity
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY = FIXTURES / "tiny-cluster.yaml"
@@ -81,6 +84,39 @@ def test_workers_serving_other_model_digests_are_refused_unless_mixed_is_allowed
     cluster.check_workers(infos, allow_mixed=True)
 
 
+def _blocked_frame(worker_shift: float) -> pd.DataFrame:
+    """Warm runs of 3 configs × 2 agents, 2 batches per cell on each of 2 workers: throughput
+    10 (python) / 12 (rust) plus a seeded noise, plus `worker_shift` on worker b."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for c in ("c1", "c2", "c3"):
+        for agent, level in (("python", 10.0), ("rust", 12.0)):
+            for worker in ("h/a", "h/b"):
+                for k in range(2):
+                    batch = f"{c}-baseline-{agent}-{worker[-1]}{k}"
+                    for r in range(2):
+                        rows.append({"run_id": f"{batch}-r{r}", "batch_id": batch, "config_id": c, "mode": "baseline",
+                                     "agent": agent, "worker": worker, "ttft_ms": 50.0 + rng.normal(0, 1),
+                                     "throughput_tps": level + (worker_shift if worker == "h/b" else 0.0)
+                                     + rng.normal(0, 0.05)})
+    return pd.DataFrame(rows)
+
+
+def test_worker_effect_is_found_when_one_worker_is_faster_and_not_when_none_is():
+    shifted = stats.worker_effect(_blocked_frame(3.0), "throughput_tps")
+    assert shifted["workers"] == 2 and shifted["batches"] == 24
+    assert shifted["p"] < 0.001 and shifted["spread"] == pytest.approx(3.0, abs=0.1)
+    assert stats.worker_effect(_blocked_frame(0.0), "throughput_tps")["p"] > 0.01
+
+
+def test_aa_pairs_within_workers_hide_a_worker_effect_that_pairs_across_show():
+    df = _blocked_frame(3.0)  # identical treatments, but worker b is 3 tok/s faster
+    within = stats.aa_paired_splits(df, "throughput_tps", 0.2, pairing="within", splits=20)
+    across = stats.aa_paired_splits(df, "throughput_tps", 0.2, pairing="across", splits=20)
+    assert len(within) == len(across) == 40  # 20 splits per agent
+    assert within["differs"].mean() < 0.2 < 0.8 < across["differs"].mean()
+
+
 def _sweep_cmd(run_id: str) -> list[str]:
     return [sys.executable, "-m", "langbench", "sweep", str(TINY), "--cluster", "local", "--workers", "2",
             "--run-id", run_id]
@@ -120,6 +156,13 @@ def test_two_worker_local_cluster_yields_the_planned_records_spread_over_both(tm
     assert len({w["model_digest"] for w in manifest["workers"]}) == 1
     assert all(w["server"]["embedded"] and w["ollama_version"] for w in manifest["workers"])
     assert manifest["complete"] and manifest["counts"]["records"] == 30
+    run = findings.Run.load(run_dir)  # the analysis blocks on the worker
+    results, aa = validity.worker_sections(run)
+    assert sorted(results.table["worker"].unique()) == sorted(workers)
+    assert set(results.table["batches"]) == {2}  # every agent: one baseline + one chimera batch per worker
+    assert "pair within each worker" in results.sentence
+    assert set(aa.table["pairs"]) == {"within workers", "across workers"}
+    assert "× workers" in findings.paired_claim(run, "throughput_tps", "tok/s")
 
 
 def _agent_running_worker(sweep: psutil.Process) -> tuple[psutil.Process, psutil.Process] | None:

@@ -120,6 +120,11 @@ class Run:
         margin_abs, _ = self.margin(value)
         return stats.compare(a, b, value, names, self.margins["throughput_pct"] / 100, self.alpha, margin_abs)
 
+    def workers(self, data: pd.DataFrame | None = None) -> list[str]:
+        """The Dask workers that ran this run's batches (`--cluster`); [] for one server."""
+        data = self.df if data is None else data
+        return sorted(data["worker"].dropna().unique()) if "worker" in data else []
+
     @property
     def warm(self) -> pd.DataFrame:
         return metrics.warm(self.df)
@@ -214,15 +219,19 @@ def language_claim(run: Run, value: str, unit: str, better: str, data=None,
 def paired_claim(run: Run, value: str, unit: str, data=None) -> str:
     """Both languages ran the same config × mode cells: the per-cell differences, paired."""
     data = run.warm if data is None else data
-    cells = (data.groupby(["config_id", "mode", "agent", "batch_id"])[value].mean()
-             .groupby(["config_id", "mode", "agent"]).mean().unstack("agent"))
+    within = run.workers(data)  # several servers: pairs within each worker (the worker is a block)
+    keys = ["worker", "config_id", "mode"] if len(within) > 1 else ["config_id", "mode"]
+    cells = (data.groupby([*keys, "agent", "batch_id"])[value].mean()
+             .groupby([*keys, "agent"]).mean().unstack("agent"))
     if not {"python", "rust"} <= set(cells.columns):
         return ""
     p = stats.paired(cells["python"], cells["rust"], run.margin_for(value, float(cells["rust"].mean())), run.alpha)
     if p["verdict"] == "not enough data":
         return ""
     label = LABELS.get(value, value)
-    return (f"{label[0].upper() + label[1:]}, paired over the {p['cells']} cells both languages ran: "
+    where = (f"cells × workers both languages ran (pairs within each of {len(within)} workers)"
+             if len(within) > 1 else "cells both languages ran")
+    return (f"{label[0].upper() + label[1:]}, paired over the {p['cells']} {where}: "
             f"Python − Rust = {p['mean_diff']:+.2f} {unit} "
             f"[{p['ci_low']:+.2f}, {p['ci_high']:+.2f}] (paired t {p_text(p['t_p'])}, Wilcoxon "
             f"{p_text(p['wilcoxon_p'])}, TOST ±{p['margin']:.2f} {unit} {p_text(p['tost_p'])}): {p['verdict']}.")
