@@ -201,9 +201,34 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(tmp_path
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    serve_gone = not serve.is_running() or serve.status() == psutil.STATUS_ZOMBIE
+    try:
+        serve_gone = not serve.is_running() or serve.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        serve_gone = True
     assert serve_gone, "the killed worker's ollama serve outlived it"
     if proc.returncode != 0:  # Dask gave up on the lost task: the resume runs it
         done = subprocess.run(_sweep_cmd("kill"), env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
     _assert_exactly_the_plan(tmp_path / "kill")
+
+
+def test_a_run_whose_workers_serve_other_weights_says_so_in_every_header():
+    manifest = {"mixed": ["model_digest"], "workers": [{"worker": "h/gpu0", "model_digest": "a" * 64},
+                                                       {"worker": "h/gpu1", "model_digest": "b" * 64}]}
+    run = findings.Run(Path("."), manifest, pd.DataFrame(), pd.DataFrame(), [], pd.DataFrame(), pd.DataFrame())
+    assert run.mixed_sentence().startswith("This run is mixed: its workers serve different model digests "
+                                           "(h/gpu0: aaaaaaaaaaaa, h/gpu1: bbbbbbbbbbbb), let through with --allow-mixed")
+
+
+@pytest.mark.parametrize("args, code, says", [
+    (["--workers", "2"], 2, "--workers 2 starts a local Dask cluster: add --cluster local"),
+    (["--cluster", "local", "--workers", "0"], 2, "--workers 0: give at least one worker"),
+    pytest.param(["--cluster", "local"], 1, "--cluster local found no GPU through NVML: pass --workers N",
+                 marks=pytest.mark.skipif(bool(cluster.nvml_gpus()), reason="this host has a GPU")),
+])
+def test_cluster_options_that_cannot_work_are_named_and_leave_no_run(tmp_path, args, code, says):
+    done = subprocess.run([sys.executable, "-m", "langbench", "sweep", str(TINY), "--run-id", "bad", *args],
+                          env={**os.environ, "LANGBENCH_OUTPUTS": str(tmp_path)}, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == code and says in done.stderr
+    assert not (tmp_path / "bad").exists()

@@ -171,6 +171,11 @@ class Run:
         mixed = self.manifest.get("mixed")
         if not mixed:
             return ""
+        digests = {w["worker"]: str(w.get("model_digest"))[:12] for w in self.manifest.get("workers", [])}
+        if len(set(digests.values())) > 1:  # one cluster, workers serving other weights
+            return ("This run is mixed: its workers serve different model digests ("
+                    + ", ".join(f"{w}: {d}" for w, d in sorted(digests.items()))
+                    + "), let through with --allow-mixed; per-worker results mix those models.")
         sessions = self.manifest.get("sessions", [])
         values = {k: sorted({str((s.get("provenance") or {}).get(k)) for s in sessions}) for k in mixed}
         return (f"This run is mixed: its {len(sessions)} sessions differ in "
