@@ -406,6 +406,7 @@ def run(sweep, manifest: dict, manifest_path: Path, address: str, workers: int |
                                                    "slots": [slot for _, slot in spread]})
         storage.write_json(manifest_path, manifest)
         restarts: dict[str, int] = {}
+        lost: list[str] = []
         total = sweep.planned_runs()
         with tqdm(total=total, initial=done, unit="run", desc=f"sweep {run_dir.name} ({len(addresses)} workers)",
                   disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
@@ -422,6 +423,7 @@ def run(sweep, manifest: dict, manifest_path: Path, address: str, workers: int |
                     try:
                         result = fut.result()
                     except Exception as e:  # lost for good (Dask's retries spent): a resume runs it
+                        lost.append(batch.batch_id)
                         tqdm.write(f"sweep: {batch.batch_id}: {type(e).__name__}: {str(e)[:300]}; "
                                    "rerun with the same --run-id to resume", file=sys.stderr)
                         continue
@@ -443,6 +445,10 @@ def run(sweep, manifest: dict, manifest_path: Path, address: str, workers: int |
             finally:
                 session["ended_at"] = sweep_mod._now()
                 session["server_restarts"] = sum(restarts.values())
+                session["lost_batches"] = lost
+                if lost:
+                    tqdm.write(f"sweep: {len(lost)} batch(es) were lost with their workers and are not "
+                               "recorded; rerun with the same --run-id to run them", file=sys.stderr)
                 storage.write_json(manifest_path, manifest)
     finally:
         client.close()

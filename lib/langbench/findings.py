@@ -124,6 +124,11 @@ class Run:
         margin_abs, _ = self.margin(value)
         return stats.compare(a, b, value, names, self.margins["throughput_pct"] / 100, self.alpha, margin_abs)
 
+    def workers(self, data: pd.DataFrame | None = None) -> list[str]:
+        """The Dask workers that ran this run's batches (`--cluster`); [] for one server."""
+        data = self.df if data is None else data
+        return sorted(data["worker"].dropna().unique()) if "worker" in data else []
+
     @property
     def warm(self) -> pd.DataFrame:
         return metrics.warm(self.df)
@@ -195,6 +200,11 @@ class Run:
         mixed = self.manifest.get("mixed")
         if not mixed:
             return ""
+        digests = {w["worker"]: str(w.get("model_digest"))[:12] for w in self.manifest.get("workers", [])}
+        if len(set(digests.values())) > 1:  # one cluster, workers serving other weights
+            return ("This run is mixed: its workers serve different model digests ("
+                    + ", ".join(f"{w}: {d}" for w, d in sorted(digests.items()))
+                    + "), let through with --allow-mixed; per-worker results mix those models.")
         sessions = self.manifest.get("sessions", [])
         values = {k: sorted({str((s.get("provenance") or {}).get(k)) for s in sessions}) for k in mixed}
         return (f"This run is mixed: its {len(sessions)} sessions differ in "
@@ -247,8 +257,10 @@ def paired_result(run: Run, value: str, data=None) -> dict | None:
     """stats.paired over the config × mode cells both languages ran (batch means averaged per
     cell), or None when they share too few cells."""
     data = run.warm if data is None else data
-    cells = (data.groupby(["config_id", "mode", "agent", "batch_id"])[value].mean()
-             .groupby(["config_id", "mode", "agent"]).mean().unstack("agent"))
+    within = run.workers(data)  # several servers: pairs within each worker (the worker is a block)
+    keys = ["worker", "config_id", "mode"] if len(within) > 1 else ["config_id", "mode"]
+    cells = (data.groupby([*keys, "agent", "batch_id"])[value].mean()
+             .groupby([*keys, "agent"]).mean().unstack("agent"))
     if not {"python", "rust"} <= set(cells.columns):
         return None
     p = stats.paired(cells["python"], cells["rust"], run.margin_for(value, float(cells["rust"].mean())), run.alpha)
@@ -260,8 +272,11 @@ def paired_claim(run: Run, value: str, unit: str, data=None) -> str:
     p = paired_result(run, value, data)
     if p is None:
         return ""
+    within = run.workers(run.warm if data is None else data)
     label = LABELS.get(value, value)
-    return (f"{label[0].upper() + label[1:]}, paired over the {p['cells']} cells both languages ran: "
+    where = (f"cells × workers both languages ran (pairs within each of {len(within)} workers)"
+             if len(within) > 1 else "cells both languages ran")
+    return (f"{label[0].upper() + label[1:]}, paired over the {p['cells']} {where}: "
             f"Python − Rust = {p['mean_diff']:+.2f} {unit} "
             f"[{p['ci_low']:+.2f}, {p['ci_high']:+.2f}] (paired t {p_text(p['t_p'])}, Wilcoxon "
             f"{p_text(p['wilcoxon_p'])}, TOST ±{p['margin']:.2f} {unit} {p_text(p['tost_p'])}): {p['verdict']}.")

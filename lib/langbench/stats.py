@@ -325,37 +325,85 @@ def aa_language_splits(df: pd.DataFrame, compare_fn, splits: int = 100,
 
 
 def aa_paired_splits(df: pd.DataFrame, value: str, margin: float, alpha: float = ALPHA,
-                     splits: int = 100, seed: int = 112) -> pd.DataFrame:
+                     splits: int = 100, seed: int = 112, pairing: str = "any") -> pd.DataFrame:
     """The paired language rule (paired) applied to one agent against itself: in every baseline
     cell with two batches or more, one batch drawn at random poses as language a and another as
     language b, and the per-cell batch means are compared paired; up to `splits` distinct seeded
     draws (a draw and its mirror, a and b swapped, are one test; they share batches, so the
-    binomial noise printed beside the rate is optimistic)."""
+    binomial noise printed beside the rate is optimistic).
+    `pairing` (runs with a `worker` column): "within" draws both batches from one worker,
+    "across" poses one worker's batch as a and another worker's as b in every cell (the design
+    that would confound language with worker: a worker effect shows as false positives);
+    "any" ignores the worker."""
     base = df[df["mode"] == "baseline"]
     rng = np.random.default_rng(seed)
     rows = []
     for agent, g in base.groupby("agent"):
-        means = g.groupby(["config_id", "batch_id"])[value].mean().dropna()
-        cells = [m.to_numpy(float) for _, m in means.groupby(level="config_id") if len(m) >= 2]
+        worker = g["worker"] if pairing != "any" else pd.Series("", index=g.index)
+        means = (g.assign(_worker=worker.fillna("")).groupby(["config_id", "batch_id"])
+                 .agg(v=(value, "mean"), w=("_worker", "first")).dropna())
+        cells = []
+        for _, m in means.groupby(level="config_id"):
+            v, w = m["v"].to_numpy(float), m["w"].to_numpy()
+            if pairing == "within":
+                groups = [v[w == k] for k in np.unique(w) if (w == k).sum() >= 2]
+            elif pairing == "across":
+                groups = [(v, w)] if len(np.unique(w)) >= 2 else []
+            else:
+                groups = [v] if len(v) >= 2 else []
+            if groups:
+                cells.append(groups)
         if len(cells) < 3:
             continue
-        distinct = 1
-        for c in cells:
-            distinct *= len(c) * (len(c) - 1)
-        distinct //= 2
+        everyone = sorted(set(means["w"]))
         seen: set = set()
-        for _ in range(50 * splits):
-            if len(seen) >= min(splits, distinct):
+        for _ in range(50 * splits):  # distinct draws only; fewer where fewer exist
+            if len(seen) >= splits:
                 break
-            picks = [tuple(rng.choice(len(c), 2, replace=False)) for c in cells]
-            key, mirror = tuple(picks), tuple((b, a) for a, b in picks)
-            if key in seen or mirror in seen:
+            order = list(rng.permutation(everyone))  # across: a on one worker, b on another, every cell
+            pairs = np.array([_draw(rng, c, pairing, order) for c in cells])
+            key = tuple(map(tuple, pairs))
+            if key in seen or tuple(map(tuple, pairs[:, ::-1])) in seen:
                 continue
             seen.add(key)
-            pairs = np.array([[c[i], c[j]] for c, (i, j) in zip(cells, picks)])
             p = paired(pairs[:, 0], pairs[:, 1], margin, alpha)
             rows.append({"agent": agent, "verdict": p["verdict"], "differs": p["verdict"] == "differs"})
     return pd.DataFrame(rows)
+
+
+def _draw(rng, groups: list, pairing: str, order: list) -> np.ndarray:
+    """Two batch means of one cell: from one worker's (within), from two workers' (across: the
+    first two of `order` that ran the cell, a as the first, so that a worker effect is what a
+    design confounding language with worker would see) or any two."""
+    if pairing == "across":
+        v, w = groups[0]
+        first, second = [k for k in order if k in set(w)][:2]
+        return np.array([rng.choice(v[w == first]), rng.choice(v[w == second])])
+    group = groups[rng.integers(len(groups))]
+    return rng.choice(group, 2, replace=False)
+
+
+def worker_effect(df: pd.DataFrame, value: str) -> dict:
+    """The worker as a block: batch means of `value` modelled as cell (config × mode × agent) +
+    worker (OLS, type-II ANOVA). Returns {"workers", "batches", "F", "p", "spread"} where
+    spread is the largest minus the smallest worker effect (in `value`'s units, cell-adjusted);
+    F and p are NaN when the data cannot separate a worker term."""
+    nan = float("nan")
+    if "worker" not in df or df["worker"].nunique() < 2:
+        return {"workers": int(df["worker"].nunique()) if "worker" in df else 1, "batches": 0,
+                "F": nan, "p": nan, "spread": nan}
+    b = (df.dropna(subset=[value]).groupby(["batch_id", "worker", "config_id", "mode", "agent"])[value]
+         .mean().reset_index())
+    b["cell"] = b["config_id"].astype(str) + "|" + b["mode"] + "|" + b["agent"]
+    out = {"workers": int(b["worker"].nunique()), "batches": len(b), "F": nan, "p": nan, "spread": nan}
+    if len(b) <= b["cell"].nunique() + b["worker"].nunique():
+        return out
+    fit = smf.ols("y ~ C(cell) + C(worker)", data=b.rename(columns={value: "y"})).fit()
+    table = anova_lm(fit, typ=2)
+    effects = [0.0] + [v for k, v in fit.params.items() if k.startswith("C(worker)")]
+    out.update(F=float(table.loc["C(worker)", "F"]), p=float(table.loc["C(worker)", "PR(>F)"]),
+               spread=float(max(effects) - min(effects)))
+    return out
 
 
 def rate_against(k: int, n: int, rate: float) -> dict:

@@ -119,7 +119,8 @@ def aa_rates(run: Run, value: str, data: pd.DataFrame | None = None) -> dict[str
     out["pooled"] = stats.rate_against(int(s["differs"].sum()) if len(s) else 0, len(s), run.alpha)
     base = data[data["mode"] == "baseline"]
     margin = run.margin_for(value, float(base[value].mean())) if len(base) else 0.0
-    s = stats.aa_paired_splits(data, value, margin, run.alpha)
+    within = "within" if len(run.workers(data)) > 1 else "any"  # as the rule pairs: within each worker
+    s = stats.aa_paired_splits(data, value, margin, run.alpha, pairing=within)
     out["paired"] = stats.rate_against(int(s["differs"].sum()) if len(s) else 0, len(s), run.alpha)
     for r in out.values():
         r["flagged"] = bool(r["n"]) and r["p_above"] < run.alpha
@@ -175,3 +176,58 @@ def aa_check(run: Run) -> Section:
                    "are not to be trusted at face value." if len(flagged) else
                    "No rule exceeds α beyond its binomial noise."))
     return Section("A/A check: false-positive rate of each decision rule", sentence, t, notes=decided)
+
+
+def worker_sections(run: Run) -> list[Section]:
+    """A study run on several Dask workers (`--cluster`): per-worker results, the worker effect
+    and the A/A check within and across workers; [] for a run on one server."""
+    workers = run.workers()
+    if len(workers) < 2:
+        return []
+    return [worker_results(run), aa_workers(run)]
+
+
+def worker_results(run: Run) -> Section:
+    """Each worker's batches and warm results per agent, and the worker effect (batch means
+    blocked by cell: OLS cell + worker, type-II F test)."""
+    w = run.warm
+    gpus = {x["worker"]: (x.get("gpu") or {}).get("name") for x in run.manifest.get("workers", [])}
+    t = (w.groupby(["worker", "agent"])
+         .agg(batches=("batch_id", "nunique"), runs=("run_id", "size"),
+              throughput_tps=("throughput_tps", "mean"), ttft_ms=("ttft_ms", "median"))
+         .reset_index())
+    t.insert(1, "gpu", t["worker"].map(gpus).fillna("CPU"))
+    parts = []
+    for value, label, unit in (("throughput_tps", "throughput", "tok/s"), ("ttft_ms", "TTFT", "ms")):
+        e = stats.worker_effect(w, value)
+        if np.isfinite(e["p"]):
+            parts.append(f"on {label} the workers differ by {e['spread']:.2f} {unit} (largest − smallest, "
+                         f"cell-adjusted; F = {e['F']:.2f}, {p_text(e['p'])}: "
+                         f"{'a worker effect' if e['p'] < run.alpha else 'no worker effect shown'})")
+        else:
+            parts.append(f"on {label} too few batches to separate a worker effect")
+    sentence = (f"{len(run.workers())} workers ran this study, one server each; each cell's batches were "
+                f"spread evenly over them, so the worker is a block and the paired language comparisons "
+                f"pair within each worker. Batch means modelled as cell + worker: " + "; ".join(parts) + ".")
+    return Section("Workers: one server each, a block of the design", sentence, t)
+
+
+def aa_workers(run: Run) -> Section:
+    """The paired language rule on identical treatments, its two batches from one worker
+    (within) or from two (across): a worker effect shows as a higher rate across."""
+    rows = []
+    for value, label in AA_METRICS:
+        base = run.warm[run.warm["mode"] == "baseline"]
+        margin = run.margin_for(value, float(base[value].mean())) if len(base) else 0.0
+        for pairing in ("within", "across"):
+            s = stats.aa_paired_splits(run.warm, value, margin, run.alpha, pairing=pairing)
+            r = stats.rate_against(int(s["differs"].sum()) if len(s) else 0, len(s), run.alpha)
+            rows.append({"pairs": f"{pairing} workers", "metric": label, **r})
+    t = pd.DataFrame(rows)
+    done = t[t["n"] > 0]
+    sentence = ("A/A check of the paired language rule with both batches from one worker, or from two: "
+                + ("; ".join(f"{r.pairs} on {r.metric}: {r.k}/{r.n} = {100 * r.rate:.1f}% "
+                             f"[{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}]" for r in done.itertuples())
+                   if len(done) else "not enough batches per cell and worker (three cells with two "
+                   "batches on one worker, or on two workers, are needed)") + ".")
+    return Section("A/A check within and across workers", sentence, t)
