@@ -144,8 +144,18 @@ class Run:
                          "Read the differences, not the absolute speeds.")
         if (m.get("model") or {}).get("note"):
             notes.append(f"Model: {m['model']['note']}.")
-        notes += [n for n in (self.clamp_sentence(), self.mixed_sentence()) if n]
+        notes += [n for n in (self.clamp_sentence(), self.mixed_sentence(), self.not_applied_sentence()) if n]
         return Section("What was measured", sentence, notes=notes)
+
+    def not_applied_sentence(self) -> str:
+        """Factors the server did not apply (langbench.verify), said in every notebook's header:
+        every section that uses such a factor compares levels the server treated alike."""
+        from langbench import verify
+        why = verify.not_applied(verify.factor_checks(self.df, self.processes, self.factors))
+        if not why:
+            return ""
+        return ("Factors the server did not apply, so their levels are not different treatments in any "
+                "section here: " + "; ".join(why.values()) + ".")
 
     def clamp_sentence(self) -> str:
         """The num_batch clamp sent to a server older than 0.12.0, from the records."""

@@ -84,6 +84,16 @@ def client_floor(run: Run) -> Section:
                        "This run has no null client (null_client: false), so client overhead is "
                        "reported against the server's own timings only.")
     base = metrics.warm(run.df[run.df["mode"] == "baseline"])
+    like = ""
+    if "new_connection" in floor and "new_connection" in base:  # like with like: no connect on either side
+        kept = lambda d: d[d["new_connection"].astype("boolean").eq(False).fillna(False)]
+        dropped = len(floor) + len(base) - len(kept(floor)) - len(kept(base))
+        floor, base = kept(floor), kept(base)
+        like = (f" Runs on a kept-alive connection only, on both sides ({dropped} runs that opened a connection "
+                f"left out).")
+        if floor.empty:
+            return Section("Client overhead over the null client's floor",
+                           "No null-client run reused a connection, so no like-with-like floor." + like)
     f = float(floor["client_overhead_ms"].median())
     rows = [{"client": "null (floor)", "runs": len(floor), "overhead_median_ms": f, "over_floor_ms": 0.0,
              "over_floor_ci_low": np.nan, "over_floor_ci_high": np.nan}]
@@ -96,7 +106,7 @@ def client_floor(run: Run) -> Section:
                      f"({c.verdict} at the ±{c.margin:g} ms margin)")
     sentence = (f"The null client (raw HTTP/1.1, no JSON model) sees a median {f:.2f} ms between the server's "
                 f"load + prompt evaluation and its first token: the floor on this host. In the same baseline "
-                f"batches, " + "; ".join(parts) + ".")
+                f"batches, " + "; ".join(parts) + "." + like)
     return Section("Client overhead over the null client's floor", sentence, pd.DataFrame(rows))
 
 
