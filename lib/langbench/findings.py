@@ -100,7 +100,7 @@ class Run:
         """The margin for `value`: (absolute, or None for ±throughput_pct of the reference
         mean; how to print it)."""
         m = self.margins
-        if value in ("ttft_ms", "e2e_ms", "itl_p99_ms"):
+        if value in ("ttft_ms", "e2e_ms", "itl_p99_ms", "itl_max_ms"):
             return m["ttft_ms"], f"±{m['ttft_ms']:g} ms"
         if value == "client_overhead_ms":
             return m["overhead_ms"], f"±{m['overhead_ms']:g} ms"

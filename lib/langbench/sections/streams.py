@@ -14,6 +14,25 @@ from langbench.findings import Run, Section
 MIN_GAPS = {"p50": 2, "p95": 20, "p99": 100}
 
 
+def gaps_per_run(w: pd.DataFrame) -> pd.Series:
+    """Inter-chunk gaps per run: itl_n, or chunks − 1 for records from before it."""
+    n = w["itl_n"] if "itl_n" in w else w["chunks"] - 1
+    return pd.to_numeric(n, errors="coerce")
+
+
+def itl_criterion(w: pd.DataFrame) -> tuple[str, str]:
+    """(label, column) for an ITL tail criterion: the per-run p99 where runs have the gaps for
+    one (MIN_GAPS), else the per-run maximum, said so; "per chunk" where chunks held more than
+    one token."""
+    n = gaps_per_run(w).median() if len(w) else np.nan
+    tpc = w["tokens_per_chunk"].median() if "tokens_per_chunk" in w and len(w) else 1.0
+    unit = "" if not np.isfinite(tpc) or np.isclose(tpc, 1.0) else ", per chunk"
+    if np.isfinite(n) and n >= MIN_GAPS["p99"]:
+        return f"ITL p99{unit}", "itl_p99_ms"
+    shown = f"{n:.0f}" if np.isfinite(n) else "too few"
+    return f"ITL max per run{unit} (runs of {shown} gaps: too few for a p99)", "itl_max_ms"
+
+
 def _all(run: Run) -> pd.DataFrame:
     """Agents and the null client together, final attempts."""
     return pd.concat([run.df, run.floor], ignore_index=True) if len(run.floor) else run.df
@@ -80,8 +99,7 @@ def per_chunk(run: Run) -> Section:
     chunk where chunks carried more than one token, withheld where there are too few gaps
     (MIN_GAPS: p99 needs 100)."""
     w = run.warm
-    n = w["itl_n"] if "itl_n" in w else w["chunks"] - 1  # older records: one gap fewer than chunks
-    w = w.assign(gaps=pd.to_numeric(n, errors="coerce"))
+    w = w.assign(gaps=gaps_per_run(w))
     rows = []
     for agent, g in w.groupby("agent"):
         tpc = g["tokens_per_chunk"].median()
