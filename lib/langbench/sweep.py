@@ -264,6 +264,8 @@ class Sweep:
             load = rec.get("load_duration")
             if rec["phase"] not in ("measured", "warmup") or load is None:
                 continue
+            if rec.get("keep_alive") in (0, "0", "0s", "0m"):  # unloaded after every run, by request
+                continue
             load_ms = load / 1e6
             if len(self.warm_loads) >= 5:
                 median = statistics.median(self.warm_loads)

@@ -61,12 +61,17 @@ def stream_kinds(run: Run) -> Section:
                     "coincide, and client overhead is measured against the first answer chunk.")
     else:
         share = (thinking["thinking_chunks"] / (thinking["thinking_chunks"] + thinking["answer_chunks"])).median()
+        answered = thinking[thinking["thinking_ms"].notna()]
+        then = (f"before the first answer chunk, {answered['thinking_ms'].median():.1f} ms of thinking"
+                + (f" ({len(thinking) - len(answered)} cells never reached an answer within num_predict)"
+                   if len(answered) < len(thinking) else "")
+                if len(answered) else "and no answer within num_predict: the whole generation was thinking")
         sentence = (f"{len(thinking)} of {len(t)} cells streamed thinking (endpoint: {endpoints}): a median "
                     f"{thinking['thinking_chunks'].median():.0f} thinking chunks ({100 * share:.0f}% of the chunks; "
-                    f"thinking tokens where each chunk held one) before the first answer chunk, "
-                    f"{thinking['thinking_ms'].median():.1f} ms of thinking. TTFT is the first chunk of any kind "
+                    f"thinking tokens where each chunk held one) {then}. TTFT is the first chunk of any kind "
                     f"and client overhead is measured against it, so the server's thinking time is not "
-                    f"counted as the client's.")
+                    f"counted as the client's (tag tokens the server's parser eats before the first chunk "
+                    f"still are: the null client's floor carries them too).")
     return Section("Token kinds per cell (warm medians)", sentence, t)
 
 

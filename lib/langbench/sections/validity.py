@@ -108,7 +108,7 @@ def client_floor(run: Run) -> Section:
                      "over_floor_ms": c.diff, "over_floor_ci_low": c.diff_ci_low, "over_floor_ci_high": c.diff_ci_high})
         parts.append(f"{agent} adds {c.diff:+.2f} ms [{c.diff_ci_low:+.2f}, {c.diff_ci_high:+.2f}] over the floor "
                      f"({c.verdict} at the ±{c.margin:g} ms margin)")
-    sentence = (f"The null client (raw HTTP/1.1, no JSON model) sees a median {f:.2f} ms between the server's "
+    sentence = (f"The null client (raw HTTP/1.1, a dict per line) sees a median {f:.2f} ms between the server's "
                 f"load + prompt evaluation and its first token: the floor on this host. In the same baseline "
                 f"batches, " + "; ".join(parts) + "." + like)
     return Section("Client overhead over the null client's floor", sentence, pd.DataFrame(rows))
