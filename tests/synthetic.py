@@ -19,10 +19,13 @@ FACTORS = {"num_gpu": [60, 80, 120], "num_ctx": [256, 512, 1024], "temperature":
 def make_run(run_dir: Path, *, reps: int = 8, tps=100.0, sd=1.0, sd_ratio_rust=1.0,
              chimera_gain_at_gpu80: float = 0.0, rust_tps_shift: float = 0.0,
              ttft_ms=100.0, seed: int = 0, failures: int = 0,
-             overhead_ms=(1.5, 1.0)) -> Path:
+             overhead_ms=(1.5, 1.0), thinking: int = 0) -> Path:
     """A run where throughput ~ N(tps, sd); Rust's sd is sd × sd_ratio_rust and its mean is
     shifted by rust_tps_shift; chimera gains chimera_gain_at_gpu80 (a fraction) at num_gpu=80
-    only; `failures` runs of the first cell are errors."""
+    only; `failures` runs of the first cell are errors. With `thinking` > 0: a chat run with
+    think: true whose first `thinking` of 64 chunks are thinking, records with every field of
+    the current agent contract (kinds, connections, gap counts) and the server's state after
+    each batch (context length as asked, 0 of 19 layers on GPU: num_gpu not applied)."""
     rng = np.random.default_rng(seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     records, procs = [], []
@@ -68,19 +71,33 @@ def make_run(run_dir: Path, *, reps: int = 8, tps=100.0, sd=1.0, sd_ratio_rust=1
                         "batch_id": batch_id, "order": order, "config_id": config_id, "config": config,
                         "mode": mode, "attempt": 1, "phase": phase, "reload_expected": True,
                     }
+                    if thinking:
+                        gap = decode / (n - 1)
+                        rec.update(endpoint="chat", think=True, new_connection=phase == "cold",
+                                   connect_ms=0.2 if phase == "cold" else None,
+                                   ttft_answer_ms=None if fail else ttft + thinking * gap,
+                                   chunks_thinking=0 if fail else thinking, chunks_answer=0 if fail else n - thinking,
+                                   thinking_chars=0 if fail else 4 * thinking)
+                        rec["itl_ms"]["n"] = 0 if fail else n - 1
+                        if fail:
+                            rec["error"]["client"] = f"{agent} synthetic client"
                     records.append(rec)
                 procs.append({"batch_id": batch_id, "attempt": 1, "config_id": config_id, "mode": mode,
                               "runs": len(phases), "agent": agent, "exit_code": 0, "wall_s": 10.0,
                               "user_cpu_s": (0.5 if agent == "python" else 0.01) * rng.uniform(0.9, 1.1), "system_cpu_s": 0.05 * rng.uniform(0.9, 1.1),
                               "peak_rss_bytes": (40 if agent == "python" else 3) * 2**20 + int(rng.integers(0, 2**20)),
                               "startup_ms": rng.normal(450 if agent == "python" else 2, 1),
-                              "records": len(phases), "timed_out": False, "stderr_tail": ""})
+                              "records": len(phases), "timed_out": False, "stderr_tail": "",
+                              **({"offload": {"layers_gpu": 0, "layers_total": 19, "loaded": True,
+                                              "context_length": config["num_ctx"] if mode == "chimera" else 4096,
+                                              "invalid_options": []}} if thinking else {})})
                 order += 1
     storage.append_jsonl(run_dir / "records.jsonl", records)
     storage.append_jsonl(run_dir / "processes.jsonl", procs)
     storage.write_json(run_dir / "manifest.json", {
         "schema_version": 1, "run_id": run_dir.name, "parameters_file": "synthetic",
-        "parameters": {"matrix": FACTORS}, "started_at": "2026-01-01T00:00:00+00:00",
+        "parameters": {"matrix": FACTORS, **({"endpoint": "chat", "fixed": {"think": True}} if thinking else {})},
+        "started_at": "2026-01-01T00:00:00+00:00",
         "ended_at": "2026-01-01T01:00:00+00:00", "ollama_version": "synthetic",
         "model": {"name": "synthetic", "parameter_size": "0", "quantization_level": "none"},
         "host": {"cpu_model": "synthetic", "cpu_logical": 2, "gpus": []},

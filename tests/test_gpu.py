@@ -219,6 +219,9 @@ def test_the_kept_two_gpu_run_renders_its_report_here(tmp_path):
     offload = gpu_sections.gpu_offload(r).sentence
     for done_offload in ("num_gpu 99 ended with 35/35", "num_gpu 33 ended with 33/35", "num_gpu 30 ended with 30/35"):
         assert done_offload in offload, offload
+    from langbench import verify  # num_gpu n put min(n, 35) layers on the GPU, level by level
+    checks = verify.factor_checks(r.df, r.processes, r.factors)
+    assert list(checks[checks["factor"] == "num_gpu"]["applied"]) == [verify.APPLIED] * 3, checks
     energy = gpu_sections.gpu_energy(r)
     assert set(energy.table["offload"]) == {"35/35", "33/35", "30/35"}
     assert (energy.table["j_per_token"] > 0).all() and (energy.table["power_w"] > 50).all()

@@ -254,3 +254,19 @@ def test_one_formatter_per_column_kind_with_units_in_the_headers():
     described = pd.DataFrame({"agent": ["rust"], "mean": [12.345], "std": [0.5]})
     described.attrs["unit"] = "ms"
     assert list(tables.style(described).data.columns) == ["agent", "mean (ms)", "std (ms)"]
+
+
+def test_report_of_a_run_with_think_and_chat_renders_the_stream_sections(tmp_path):
+    """A chat run with think: true (40 of 64 chunks thinking; the server kept 0 of 19 layers
+    on GPU at every num_gpu level): the validity and TTFT notebooks render, and the pages say
+    how many chunks were thinking per cell, who reconnected, how far ITL percentiles go, and
+    that num_gpu was not applied (in the header every notebook shows)."""
+    run_dir = make_run(tmp_path / "think-chat", reps=3, failures=2, thinking=40, seed=5)
+    assert report.render(run_dir, notebooks=("validity", "ttft")) == 0
+    page = (run_dir / "html" / "validity-nocode.html").read_text()
+    assert not page_shows_an_error(page)
+    assert "Token kinds per cell" in page and "40 thinking chunks" in page and "endpoint: chat" in page
+    assert "Connections per client" in page and "python 36 of" in page
+    assert "p99 would be (nearly) its maximum" in page
+    for name in ("validity", "ttft"):
+        assert "Factors the server did not apply" in (run_dir / "html" / f"{name}-nocode.html").read_text()

@@ -7,9 +7,11 @@ server streams `thinking` chunks, then answer chunks, on /api/generate and /api/
 from __future__ import annotations
 
 import httpx
+import pandas as pd
 import pytest
 
-from langbench import agents, paths, schemas
+from cli_runs import sweep_fixture
+from langbench import agents, metrics, paths, report, schemas, storage, verify
 from test_agents_contract import jobs_doc, run_agent
 
 THINK_MODEL = "langbench-think:latest"
@@ -99,3 +101,28 @@ def test_think_false_streams_no_thinking_chunks(think_model, ollama, agent, tmp_
     for rec in records:
         assert rec["think"] is False and rec["chunks_thinking"] == 0 and rec["chunks_answer"] > 0
         assert rec["ttft_answer_ms"] == rec["ttft_ms"]
+
+
+@pytest.fixture(scope="module")
+def think_run(think_model, tmp_path_factory):
+    """tests/fixtures/tiny-think.yaml swept through the CLI: endpoint chat, think and keep_alive
+    as matrix factors on the thinking model."""
+    return sweep_fixture("tiny-think.yaml", tmp_path_factory.mktemp("think-run"), "think")
+
+
+def test_a_chat_sweep_with_think_and_keep_alive_factors_is_checked_and_renders(think_run):
+    df = metrics.load_run(think_run)
+    procs = pd.DataFrame(storage.read_jsonl(think_run / "processes.jsonl"))
+    assert (df["outcome"] == "ok").all(), df.loc[df["outcome"] != "ok", "error_message"].tolist()
+    assert set(df["endpoint"]) == {"chat"}
+    chim = df[df["mode"] == "chimera"]
+    assert (chim.loc[chim["think"] == True, "chunks_thinking"] > 0).all()  # noqa: E712
+    assert (chim.loc[chim["think"] == False, "chunks_thinking"] == 0).all()  # noqa: E712
+    assert df.loc[df["mode"] == "baseline", "think"].isna().all()  # baseline: Ollama's default, not sent
+    checks = verify.factor_checks(df, procs, ["think", "keep_alive"])
+    print("\n" + checks.to_string())
+    assert (checks["applied"] == verify.APPLIED).all(), checks
+    assert report.render(think_run, notebooks=("validity", "ttft")) == 0
+    page = (think_run / "html" / "validity-nocode.html").read_text()
+    assert "Token kinds per cell" in page and "streamed thinking (endpoint: chat)" in page
+    assert "Connections per client" in page and "Factors applied by the server" in page

@@ -104,7 +104,7 @@ class Run:
         """The margin for `value`: (absolute, or None for ±throughput_pct of the reference
         mean; how to print it)."""
         m = self.margins
-        if value in ("ttft_ms", "e2e_ms", "itl_p99_ms"):
+        if value in ("ttft_ms", "e2e_ms", "itl_p99_ms", "itl_max_ms"):
             return m["ttft_ms"], f"±{m['ttft_ms']:g} ms"
         if value == "client_overhead_ms":
             return m["overhead_ms"], f"±{m['overhead_ms']:g} ms"
@@ -151,7 +151,7 @@ class Run:
                          "Read the differences, not the absolute speeds.")
         if (m.get("model") or {}).get("note"):
             notes.append(f"Model: {m['model']['note']}.")
-        notes += [n for n in (self.clamp_sentence(), self.mixed_sentence()) if n]
+        notes += [n for n in (self.clamp_sentence(), self.mixed_sentence(), self.not_applied_sentence()) if n]
         return Section("What was measured", sentence, notes=notes)
 
     def progress(self) -> str:
@@ -180,6 +180,16 @@ class Run:
                 f"because {why}{since}. Resume it with `python -m langbench sweep "
                 f"{m.get('parameters_file')} --run-id {m['run_id']}`; until then every comparison "
                 "below covers only the cells that ran.")
+
+    def not_applied_sentence(self) -> str:
+        """Factors the server did not apply (langbench.verify), said in every notebook's header:
+        every section that uses such a factor compares levels the server treated alike."""
+        from langbench import verify
+        why = verify.not_applied(verify.factor_checks(self.df, self.processes, self.factors))
+        if not why:
+            return ""
+        return ("Factors the server did not apply, so their levels are not different treatments in any "
+                "section here: " + "; ".join(why.values()) + ".")
 
     def clamp_sentence(self) -> str:
         """The num_batch clamp sent to a server older than 0.12.0, from the records."""

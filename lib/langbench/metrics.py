@@ -3,7 +3,12 @@
 - throughput (the seed's) = eval_count / eval_duration, tok/s
 - client decode rate = (eval_count − 1) / decode_ms, tok/s
 - server TTFT = load + prompt_eval (prompt_eval runs until the first token is sampled)
-- client overhead = ttft_ms − server TTFT
+- client overhead = ttft_ms − server TTFT, where ttft_ms is the first chunk of any kind (a
+  thinking model's thinking time is the server's, not the client's)
+- thinking time = ttft_answer_ms − ttft_ms (first token of any kind to first answer token), ms
+- tokens per chunk = eval_count / chunks (1 on a plain stream; more where a chunk held several
+  tokens, and then inter-chunk gaps are per chunk, not per token)
+- thinking chunks share = chunks_thinking / chunks
 """
 
 from __future__ import annotations
@@ -14,27 +19,32 @@ import numpy as np
 import pandas as pd
 
 from langbench import storage
-from langbench.plan import LOAD_FACTORS
+from langbench.plan import LOAD_FACTORS, REQUEST_FIELDS
 
 NS_PER_MS = 1e6
 
 
 def frame(records: list[dict]) -> pd.DataFrame:
-    """One row per record: config keys become columns, itl_ms becomes itl_p50 … itl_max."""
+    """One row per record: config keys become columns, itl_ms becomes itl_p50_ms … itl_max_ms and
+    itl_n (the gaps they come from), error becomes error_kind, error_message, error_client."""
     rows = []
     for rec in records:
         row = {k: v for k, v in rec.items() if k not in ("itl_ms", "config", "options", "error")}
         for q, v in (rec.get("itl_ms") or {}).items():
-            row[f"itl_{q}_ms"] = v
+            row["itl_n" if q == "n" else f"itl_{q}_ms"] = v
         # A baseline row carries no chimera factor values: its factor columns are the options it
         # actually sent (None where it left Ollama's default), as every chimera row's are. The
         # load it ran under (concurrency, arrival rate) is no option: both modes keep it.
         sent = rec.get("options") or {}
         for k, v in (rec.get("config") or {}).items():
-            row[k] = sent.get(k) if rec.get("mode") == "baseline" and k not in LOAD_FACTORS else v
+            if rec.get("mode") != "baseline" or k in LOAD_FACTORS:
+                row[k] = v
+            else:  # what the baseline request sent: an option, or a request-level field (think, keep_alive)
+                row[k] = rec.get(k) if k in REQUEST_FIELDS else sent.get(k)
         row["num_predict"] = (rec.get("options") or {}).get("num_predict")
         err = rec.get("error") or {}
         row["error_kind"], row["error_message"] = err.get("kind"), err.get("message")
+        row["error_client"] = err.get("client")
         rows.append(row)
     return derive(pd.DataFrame(rows))
 
@@ -51,6 +61,10 @@ def derive(df: pd.DataFrame) -> pd.DataFrame:
     df["prompt_eval_ms"] = num("prompt_eval_duration") / NS_PER_MS
     df["server_ttft_ms"] = df["load_ms"].fillna(0) + df["prompt_eval_ms"]
     df["client_overhead_ms"] = num("ttft_ms") - df["server_ttft_ms"]
+    df["thinking_ms"] = num("ttft_answer_ms") - num("ttft_ms")
+    chunks = num("chunks").where(num("chunks") > 0)
+    df["tokens_per_chunk"] = eval_count / chunks
+    df["thinking_share"] = num("chunks_thinking") / chunks
     df["decode_rate_ratio"] = df["client_decode_tps"] / df["throughput_tps"]
     # A run that stopped before num_predict is shorter, not faster: kept out of comparisons.
     asked = num("num_predict")

@@ -5,6 +5,7 @@ Every problem is a ParamsError naming the file and the key; the CLI turns it int
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -38,7 +39,20 @@ class Params:
         return hashlib.sha256(doc.encode()).hexdigest()
 
 
-DEFAULTS = {"baseline": {}, "warmups": 1, "retries": 1, "uncached_repetitions": 0, "null_client": False,
+# The model options the pinned server accepts: the json tags of api.Options and its embedded
+# api.Runner in Ollama v0.11.4 (api/types.go). Options.FromMap logs `invalid option provided`
+# for any other key and ignores it (tests/test_options.py checks this list against that warning
+# on the real server). Request-level fields (keep_alive, think) are not options: they go at the
+# top of the request.
+OLLAMA_OPTIONS = frozenset({
+    "num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread",  # api.Runner: a change reloads
+    "num_keep", "seed", "num_predict", "top_k", "top_p", "min_p", "typical_p", "repeat_last_n",
+    "temperature", "repeat_penalty", "presence_penalty", "frequency_penalty", "stop",
+})
+OLLAMA_OPTIONS_VERSION = "0.11.4"
+REQUEST_FIELDS = ("keep_alive", "think")  # plan.py sends them beside the options
+
+DEFAULTS = {"endpoint": "generate", "baseline": {}, "warmups": 1, "retries": 1, "uncached_repetitions": 0, "null_client": False,
             "batches": 1, "isolation": "shared"}
 MARGINS = {"throughput_pct": 2.0, "ttft_ms": 5.0, "overhead_ms": 0.5}
 
@@ -68,7 +82,27 @@ def load(path: str | Path) -> Params:
     clash = set(doc["matrix"]) & {"num_predict", "seed"}
     if clash:
         raise ParamsError(f"{path}: matrix.{sorted(clash)[0]}: set it under fixed, not in the matrix")
+    check_option_names(path, doc)
     return Params(path=path, raw=doc, prompts=tuple(_prompt(path, i, p) for i, p in enumerate(doc["prompts"])))
+
+
+def check_option_names(path: Path, doc: dict) -> None:
+    """Every matrix and baseline key is an Ollama model option of the pinned server
+    (OLLAMA_OPTIONS) or a request-level field (keep_alive, think; baseline: keep_alive only
+    through fixed). ParamsError names the key and the nearest option; nothing has run yet."""
+    places = [("matrix", k, True) for k in doc["matrix"]] + [("baseline", k, False) for k in doc["baseline"]]
+    for where, key, request_ok in places:
+        if key in OLLAMA_OPTIONS or (request_ok and key in REQUEST_FIELDS):
+            continue
+        if key in REQUEST_FIELDS:
+            raise ParamsError(f"{path}: {where}.{key}: a request-level field, not an option: set it under "
+                              f"fixed, or vary it in the matrix")
+        near = difflib.get_close_matches(key, sorted(OLLAMA_OPTIONS | set(REQUEST_FIELDS)), n=1)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        raise ParamsError(f"{path}: {where}.{key}: not an Ollama model option of the pinned server "
+                          f"v{OLLAMA_OPTIONS_VERSION}{hint}; Ollama would log `invalid option provided` and "
+                          f"ignore it. Options: {', '.join(sorted(OLLAMA_OPTIONS))}; request-level: "
+                          f"{', '.join(REQUEST_FIELDS)}")
 
 
 def _prompt(path: Path, i: int, entry: dict) -> str:

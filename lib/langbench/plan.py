@@ -14,11 +14,13 @@ import itertools
 import random
 from dataclasses import asdict, dataclass, field, replace
 
-from langbench.params import Params
+from langbench.params import REQUEST_FIELDS, Params
 
 MODES = ("baseline", "chimera")
 # Factors of the load, not Ollama options: never sent, kept on baseline rows too.
 LOAD_FACTORS = ("concurrency", "arrival_rate_per_s")
+# REQUEST_FIELDS (params.py): factors or fixed values that go at the top of the request, never
+# into `options` (Ollama ignores them there, with "invalid option provided" in its log).
 # Ollama reloads the model when one of these changes (v0.11.4 source; DESIGN.md).
 RELOAD_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread")
 
@@ -46,6 +48,7 @@ class Batch:
     reload_expected: bool
     runs: tuple[Run, ...] = field(default=())
     streams: int | None = None  # concurrent mode (closed loop: N streams; open loop: requests)
+    request: dict = field(default_factory=dict)  # request-level fields sent: keep_alive, think
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -84,8 +87,20 @@ def options_for(params: Params, config: dict, mode: str) -> dict:
     (and num_thread where the file fixes it). Load factors (concurrency, arrival rate) are the
     runner's, never options."""
     fixed = {k: params.fixed[k] for k in ("num_predict", "seed", "num_thread") if k in params.fixed}
-    chosen = params.baseline if mode == "baseline" else {k: v for k, v in config.items() if k not in LOAD_FACTORS}
-    return {**chosen, **fixed}
+    chosen = params.baseline if mode == "baseline" else config
+    return {**{k: v for k, v in chosen.items() if k not in LOAD_FACTORS + REQUEST_FIELDS}, **fixed}
+
+
+def request_for(params: Params, config: dict, mode: str) -> dict:
+    """The request-level fields a batch sends beside its options: keep_alive (fixed, default -1)
+    and think (only where the file sets it), then, in chimera mode, the config's own values of
+    either when they are matrix factors (baseline keeps Ollama's defaults, as for options)."""
+    req = {"keep_alive": params.fixed["keep_alive"]}
+    if "think" in params.fixed:
+        req["think"] = params.fixed["think"]
+    chosen = params.baseline if mode == "baseline" else config
+    req.update({k: chosen[k] for k in REQUEST_FIELDS if k in chosen})
+    return req
 
 
 def build(params: Params) -> list[Batch]:
@@ -143,11 +158,12 @@ def _round(params: Params, cells: list, batches: list[Batch], previous: dict | N
                 previous = options
                 batch_id = f"{config_id}-{mode}-{agent}{suffix}"
                 runs, streams = _runs(params, batch_id, config, f"{config_id}{suffix}")
+                request = request_for(params, config, mode)
                 batches.append(Batch(batch_id, len(batches), config_id, config, mode, agent,
-                                     options, reload, tuple(runs), streams))
+                                     options, reload, tuple(runs), streams, request))
                 loaded = any(config.get(f) is not None for f in LOAD_FACTORS)
                 if params.null_client and mode == "baseline" and agent == in_order[-1] and not loaded:
-                    batches.append(_null_batch(config_id, config, len(batches), options, runs, suffix))
+                    batches.append(_null_batch(config_id, config, len(batches), options, runs, suffix, request))
     return previous
 
 
@@ -177,13 +193,13 @@ def _runs(params: Params, batch_id: str, config: dict, schedule_key: str) -> tup
 
 
 def _null_batch(config_id: str, config: dict, order: int, options: dict, like: list[Run],
-                suffix: str) -> Batch:
+                suffix: str, request: dict) -> Batch:
     """The null client's batch: right after a baseline batch, same options, same runs, so its
     client overhead is the floor the server imposes at that moment (issue 9: "a null client")."""
     batch_id = f"{config_id}-baseline-null{suffix}"
     runs = tuple(Run(f"{batch_id}-{r.run_id.rsplit('-', 1)[1]}", r.phase, r.index, r.prompt, r.cache)
                  for r in like)
-    return Batch(batch_id, order, config_id, config, "baseline", "null", options, False, runs)
+    return Batch(batch_id, order, config_id, config, "baseline", "null", options, False, runs, request=request)
 
 
 def prompt_text(params: Params, run: Run) -> str:
@@ -223,22 +239,26 @@ def clamp_num_batch(options: dict) -> tuple[dict, dict | None]:
 
 
 def jobs_document(params: Params, batch: Batch, runs: list[Run], options: dict | None = None) -> dict:
-    """The jobs file (schemas/jobs.schema.json) for `runs` of `batch`."""
+    """The jobs file (schemas/jobs.schema.json) for `runs` of `batch`: on the chat endpoint each
+    prompt is one user message."""
     prompts = list(params.prompts)
     index = {}
     for r in runs:
         if r.cache == "uncached":
             index[r.run_id] = len(prompts)
             prompts.append(prompt_text(params, r))
+    chat = params.endpoint == "chat"
+    request = batch.request or {"keep_alive": params.fixed["keep_alive"]}
     doc = {
         "schema_version": 1,
         "model": params.model,
-        "prompts": prompts,
+        "endpoint": params.endpoint,
+        "prompts": [[{"role": "user", "content": p}] for p in prompts] if chat else prompts,
         "raw": params.fixed["raw"],
         "timeout_s": params.timeouts["run_s"],
         "runs": [{"run_id": r.run_id, "prompt": index.get(r.run_id, r.prompt),
                   "options": batch.options if options is None else options,
-                  "keep_alive": params.fixed["keep_alive"], "warmup": r.phase != "measured",
+                  **request, "warmup": r.phase != "measured",
                   **({"stream": r.stream} if r.stream is not None and batch.streams else {}),
                   **({"send_at_s": r.send_at_s} if r.send_at_s is not None and batch.streams else {})}
                  for r in runs],

@@ -19,6 +19,7 @@ import re
 import shutil
 import statistics
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,15 +88,20 @@ class Keeper:
 
 
 class Offload:
-    """What the server actually offloaded after a batch: layers on GPU (from its log, where
-    the runner has it) and size / size_vram (from /api/ps)."""
+    """What the server actually did in a batch, for the check that each factor was applied
+    (langbench.verify): layers on GPU (from its log, where the runner has it), options it
+    rejected (`invalid option provided` lines of the batch's part of the log), and from
+    /api/ps after the batch: whether the model is still loaded, its size / size_vram, context
+    length and expiry (keep_alive 0 unloads it: waited for up to a second)."""
 
     PATTERN = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
+    INVALID = re.compile(r'invalid option provided"?\s+option=("?)([^"\s]+)\1')
 
     def __init__(self, log_path: Path | None):
         self.log_path, self.offset, self.layers = log_path, 0, (None, None)
 
-    def after_batch(self, url: str, model: str) -> dict:
+    def after_batch(self, url: str, model: str, keep_alive=None) -> dict:
+        invalid: list[str] = []
         if self.log_path and self.log_path.exists():
             with open(self.log_path, "rb") as f:
                 f.seek(self.offset)
@@ -104,10 +110,19 @@ class Offload:
             found = self.PATTERN.findall(text)
             if found:  # a reload in this batch; else the model stayed as it was
                 self.layers = tuple(int(x) for x in found[-1])
-        loaded = [m for m in provenance.loaded_models(url) if m["name"] in (model, f"{model}:latest")]
-        size, vram = (loaded[0]["size"], loaded[0]["size_vram"]) if loaded else (None, None)
+            invalid = sorted({m[1] for m in self.INVALID.findall(text)})
+        names = (model, f"{model}:latest")
+        deadline = time.monotonic() + (1.0 if keep_alive in (0, "0", "0s", "0m") else 0.0)
+        while True:
+            loaded = [m for m in provenance.loaded_models(url) if m["name"] in names]
+            if not loaded or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        m = loaded[0] if loaded else {}
         return {"layers_gpu": self.layers[0], "layers_total": self.layers[1],
-                "size": size, "size_vram": vram}
+                "size": m.get("size"), "size_vram": m.get("size_vram"), "loaded": bool(loaded),
+                "context_length": m.get("context_length"), "expires_at": m.get("expires_at"),
+                "invalid_options": invalid}
 
 
 class Contention:
@@ -181,6 +196,7 @@ class Sweep:
                        config=batch.config, mode=batch.mode, attempt=attempt,
                        phase=phases[rec["run_id"]], reload_expected=batch.reload_expected,
                        prompt_cache=caches.get(rec["run_id"], "cached"),
+                       keep_alive=batch.request.get("keep_alive", self.params.fixed["keep_alive"]),
                        num_batch_clamp=clamped if clamped and sent_batch == clamped["num_batch_to"]
                        and batch.options.get("num_batch") != sent_batch else None)
             new.append(rec)
@@ -208,10 +224,11 @@ class Sweep:
                 stats = agents.run(batch.agent, host, jobs, raw, timeout=self.params.timeouts["batch_s"],
                                    cpus=self.agent_cpus)
             contention = load.after()
-            offload = self.offload_after(host)
+            offload = self.offload_after(host, batch.request.get("keep_alive"))
             written = {r["run_id"] for r in storage.read_jsonl(raw, repair=True)}
             lost = [agents.failure_record(batch.agent, r.run_id, self.params.model, options,
-                                          r.phase != "measured", stats)
+                                          r.phase != "measured", stats, self.params.endpoint,
+                                          batch.request.get("think"))
                     for r in runs if r.run_id not in written]
             storage.append_jsonl(raw, lost)  # the agent is gone: the raw file is ours now
             new = self.merge(batch, attempt, raw)  # records this attempt in self.state
@@ -232,11 +249,11 @@ class Sweep:
                            f"{' (timed out)' if stats.timed_out else ''}: {stats.stderr_tail}",
                            file=sys.stderr)
 
-    def offload_after(self, url: str) -> dict | None:
+    def offload_after(self, url: str, keep_alive=None) -> dict | None:
         if self.offload is None:
             return None
         try:
-            return self.offload.after_batch(url, self.params.model)
+            return self.offload.after_batch(url, self.params.model, keep_alive)
         except Exception as e:  # a dead server: the batch's records already say what failed
             return {"error": f"{type(e).__name__}: {e}"[:200]}
 
@@ -246,6 +263,8 @@ class Sweep:
         for rec in new:
             load = rec.get("load_duration")
             if rec["phase"] not in ("measured", "warmup") or load is None:
+                continue
+            if rec.get("keep_alive") in (0, "0", "0s", "0m"):  # unloaded after every run, by request
                 continue
             load_ms = load / 1e6
             if len(self.warm_loads) >= 5:

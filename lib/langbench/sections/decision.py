@@ -7,6 +7,7 @@ import pandas as pd
 
 from langbench import metrics, stats
 from langbench.findings import HIGHER, LOWER, Run, Section, language_claim, p_text
+from langbench.sections import streams
 from langbench.sections.success import success_table
 
 
@@ -33,7 +34,8 @@ def _matrix_rows(run: Run) -> list[tuple[str, stats.Comparison | dict, str, str]
     add("Client overhead", warm, "client_overhead_ms", LOWER, "ms")
     add("End-to-end latency", warm, "e2e_ms", LOWER, "ms")
     add("TTFT cold", cold, "ttft_ms", LOWER, "ms")
-    add("ITL p99", warm, "itl_p99_ms", LOWER, "ms")
+    itl_label, itl_value = streams.itl_criterion(warm)  # p99 only where runs have ≥ 100 gaps
+    add(itl_label, warm, itl_value, LOWER, "ms")
     cv = (warm.groupby(["agent", "config_id", "mode"])["throughput_tps"]
           .agg(lambda x: 100 * x.std(ddof=1) / x.mean()).rename("cv_pct").reset_index())
     add("Throughput consistency (per-cell CV)", cv, "cv_pct", LOWER, "%")
@@ -78,7 +80,8 @@ def decision_matrix(run: Run) -> Section:
             winner = hi if better == HIGHER else ("python" if hi == "rust" else "rust")
         else:
             winner = verdict
-        out.append({"group": CRITERIA_GROUPS.get(criterion, criterion), "criterion": criterion, **row,
+        group = "decode pacing" if criterion.startswith("ITL ") else CRITERIA_GROUPS.get(criterion, criterion)
+        out.append({"group": group, "criterion": criterion, **row,
                     "verdict": verdict, "winner": winner})
     t = pd.DataFrame(out)
     groups = {}

@@ -36,7 +36,8 @@ def failures(run: Run) -> Section:
         return Section("Failures", "No run failed in its final attempt.",
                        notes=[retry_note] if retry_note else [])
     t = (bad.groupby(["config_id", *run.factors, "mode", "agent", "outcome", "error_kind"], dropna=False)
-         .agg(runs=("run_id", "size"), message=("error_message", "first")).reset_index())
+         .agg(runs=("run_id", "size"), message=("error_message", "first"),
+              **({"client": ("error_client", "first")} if "error_client" in bad else {})).reset_index())
     t["message"] = t["message"].str.slice(0, 160)
     cells = bad.groupby(["config_id", "mode"]).size()
     sentence = (f"{len(bad)} runs failed in {len(cells)} config × mode cells; the commonest cause "
