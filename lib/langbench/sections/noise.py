@@ -24,7 +24,7 @@ import scipy.stats as sps
 import statsmodels.formula.api as smf
 from statsmodels.stats.anova import anova_lm
 
-from langbench import storage
+from langbench import stats, storage
 from langbench.findings import Run, Section, p_text
 
 VALUE = "throughput_tps"
@@ -40,7 +40,7 @@ def _block(df: pd.DataFrame) -> str | None:
 
 def _cv_pct(x) -> float:
     x = np.asarray(x, dtype=float)
-    return float(100 * np.std(x, ddof=1) / np.mean(x)) if len(x) >= 2 and np.mean(x) else float("nan")
+    return float(stats._cv(x)) if len(x) >= 2 and np.mean(x) else float("nan")
 
 
 def _boot_mean_ci(values: np.ndarray, seed: int = 112) -> tuple[float, float]:
@@ -55,11 +55,7 @@ def _boot_mean_ci(values: np.ndarray, seed: int = 112) -> tuple[float, float]:
 
 def _boot_cv_ci(values: np.ndarray, seed: int = 112) -> tuple[float, float]:
     values = np.asarray(values, dtype=float)
-    if len(values) < 4:
-        return float("nan"), float("nan")
-    res = sps.bootstrap((values,), lambda x, axis=-1: 100 * np.std(x, ddof=1, axis=axis) / np.mean(x, axis=axis),
-                        n_resamples=2000, method="percentile", random_state=np.random.default_rng(seed))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return (float("nan"), float("nan")) if len(values) < 4 else stats._boot_ci(values, stats._cv, seed)
 
 
 def batch_frame(run: Run) -> pd.DataFrame:
