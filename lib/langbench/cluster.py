@@ -354,7 +354,8 @@ def run(sweep, manifest: dict, manifest_path: Path, address: str, workers: int |
         addresses = sorted(infos, key=lambda a: infos[a]["worker"])
         now = session_provenance(params, list(infos.values()))
         first = sweep_mod.first_provenance(manifest)
-        diffs = sweep_mod.provenance_differences(first, now) if first else []
+        diffs = sweep_mod.provenance_differences(first, now, manifest.get("parameters_digest_aliases", ())) \
+            if first else []
         if diffs and not allow_mixed:
             raise storage.RunDirError(
                 f"{run_dir}: refusing to resume: this session differs from the first one "

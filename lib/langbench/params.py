@@ -5,6 +5,7 @@ Every problem is a ParamsError naming the file and the key; the CLI turns it int
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import json
@@ -34,9 +35,25 @@ class Params:
 
     def digest(self) -> str:
         """Identity of what the sweep runs: a resumed run must have the same."""
-        raw = {k: v for k, v in self.raw.items() if k != "cluster"}  # where it runs, not what
-        doc = json.dumps({"raw": raw, "prompts": self.prompts}, sort_keys=True)
-        return hashlib.sha256(doc.encode()).hexdigest()
+        return digest_of(self.raw, self.prompts)
+
+    def same_as_stored(self, stored_raw: dict | None, stored_prompts: list | None) -> bool:
+        """Whether a run's stored parameters (manifest.json) are these: a run written by an
+        older version stored them with that version's defaults filled in, so this version's
+        defaults are filled into a copy before the digests are compared."""
+        if not isinstance(stored_raw, dict) or stored_prompts is None:
+            return False
+        try:
+            return digest_of(with_defaults(copy.deepcopy(stored_raw)), stored_prompts) == self.digest()
+        except (AttributeError, KeyError, TypeError):
+            return False
+
+
+def digest_of(raw: dict, prompts) -> str:
+    """sha256 of the parameters (less `cluster`: where it runs, not what) and prompt texts."""
+    raw = {k: v for k, v in raw.items() if k != "cluster"}
+    doc = json.dumps({"raw": raw, "prompts": list(prompts)}, sort_keys=True)
+    return hashlib.sha256(doc.encode()).hexdigest()
 
 
 # The model options the pinned server accepts: the json tags of api.Options and its embedded
@@ -70,8 +87,18 @@ def load(path: str | Path) -> Params:
     problems = schemas.problems("parameters", doc)
     if problems:
         raise ParamsError(f"{path}: " + "; ".join(_friendly(p) for p in problems))
+    with_defaults(doc)
+    clash = set(doc["matrix"]) & {"num_predict", "seed"}
+    if clash:
+        raise ParamsError(f"{path}: matrix.{sorted(clash)[0]}: set it under fixed, not in the matrix")
+    check_option_names(path, doc)
+    return Params(path=path, raw=doc, prompts=tuple(_prompt(path, i, p) for i, p in enumerate(doc["prompts"])))
+
+
+def with_defaults(doc: dict) -> dict:
+    """Fill this version's defaults into a schema-valid document, in place; returns it."""
     for key, value in DEFAULTS.items():
-        doc.setdefault(key, value)
+        doc.setdefault(key, copy.deepcopy(value))
     doc["margins"] = {**MARGINS, **doc.get("margins", {})}
     doc["fixed"].setdefault("keep_alive", -1)
     doc["fixed"].setdefault("raw", False)
@@ -79,11 +106,7 @@ def load(path: str | Path) -> Params:
     doc["order"].setdefault("shuffle", True)
     doc.setdefault("timeouts", {}).setdefault("run_s", 600)
     doc["timeouts"].setdefault("batch_s", 3600)
-    clash = set(doc["matrix"]) & {"num_predict", "seed"}
-    if clash:
-        raise ParamsError(f"{path}: matrix.{sorted(clash)[0]}: set it under fixed, not in the matrix")
-    check_option_names(path, doc)
-    return Params(path=path, raw=doc, prompts=tuple(_prompt(path, i, p) for i, p in enumerate(doc["prompts"])))
+    return doc
 
 
 def check_option_names(path: Path, doc: dict) -> None:

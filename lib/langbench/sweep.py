@@ -310,9 +310,25 @@ def first_provenance(manifest: dict) -> dict | None:
             "host_gpus": [g.get("name") for g in (manifest.get("host") or {}).get("gpus", [])]}
 
 
-def provenance_differences(first: dict, now: dict) -> list[str]:
+def provenance_differences(first: dict, now: dict, digest_aliases: list | tuple = ()) -> list[str]:
+    """The provenance keys that differ; a first session's parameters digest listed in
+    `digest_aliases` (manifest "parameters_digest_aliases": the same parameters as digested by
+    an older version, see adopt_defaults) counts as this one."""
+    first = {**first, "parameters_digest": now.get("parameters_digest")} \
+        if first.get("parameters_digest") in digest_aliases else first
     return [f"{k}: {first.get(k)!r} in the first session, {now.get(k)!r} now"
             for k in PROVENANCE_KEYS if first.get(k) != now.get(k)]
+
+
+def adopt_defaults(manifest: dict, params: Params) -> None:
+    """A run started by an older version whose parameters are these once this version's
+    defaults are filled in (Params.same_as_stored) takes this version's digest; the old one is
+    kept in "parameters_digest_aliases", so the run resumes as one run, not a mixed one."""
+    old = manifest.get("parameters_digest")
+    if old and old != params.digest() and params.same_as_stored(manifest.get("parameters"),
+                                                                 manifest.get("prompts")):
+        manifest["parameters_digest_aliases"] = [*manifest.get("parameters_digest_aliases", []), old]
+        manifest.update(parameters=params.raw, parameters_digest=params.digest())
 
 
 def prepare(params_path: str | Path, run_id: str | None = None,
@@ -328,7 +344,8 @@ def prepare(params_path: str | Path, run_id: str | None = None,
     manifest = run_dir / "manifest.json"
     if manifest.exists() and not allow_mixed:
         stored = storage.read_json(manifest)
-        if stored.get("parameters_digest") != params.digest():
+        if stored.get("parameters_digest") != params.digest() and \
+                not params.same_as_stored(stored.get("parameters"), stored.get("prompts")):
             raise storage.RunDirError(
                 f"{params.path}: run {run_id} exists with other parameters ({manifest}): "
                 "choose another --run-id, or pass --allow-mixed to resume it with these")
@@ -365,6 +382,7 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
         "schema_version": 1, "run_id": run_dir.name, "parameters_file": str(params.path),
         "parameters": params.raw, "prompts": list(params.prompts),
         "parameters_digest": params.digest(), "started_at": _now(), "sessions": []}
+    adopt_defaults(manifest, params)
     sweep = Sweep(params, run_dir)
     sweep.jobs_dir.mkdir(parents=True, exist_ok=True)
     sweep.load_state()
@@ -387,7 +405,8 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
                 model["note"] = gguf_synth.MODEL_NOTE
             now = session_provenance(params, srv.url, model, host)
             first = first_provenance(manifest)
-            diffs = provenance_differences(first, now) if first else []
+            diffs = provenance_differences(first, now, manifest.get("parameters_digest_aliases", ())) \
+                if first else []
             if diffs and not allow_mixed:
                 raise storage.RunDirError(
                     f"{run_dir}: refusing to resume: this session differs from the first one "
