@@ -2,7 +2,7 @@
 # The GPU study as one job on a GPU host without internet (README, "The GPU study").
 #   here:  .venv/bin/python -m langbench bundle gpu --out gpu-bundle     (≤ 64 MiB)
 #   there: bash bench/gpu_study.sh gpu-bundle OUTDIR [PARAMS]
-#   CLUSTER=local (one Dask worker and one embedded Ollama per GPU), RUN_ID=… to name or resume
+#   CLUSTER=local (one Dask worker and one embedded Ollama per GPU; CUDA_VISIBLE_DEVICES=0 for one), RUN_ID=… to name or resume
 #   a run, SWEEP_TIMEOUT=seconds to stop the sweep (resumably) and pack what it has,
 #   DEADLINE=epoch seconds to stop it by then, LENGTH_PROBE=1 to add bench/length_probe.py's file to a finished run.
 # Installs the bundle's wheels, builds the CUDA backend, writes and registers the synthetic
@@ -13,6 +13,7 @@ bundle=$(realpath "$1"); out=$(realpath "$2"); params=${3:-parameters/tr112-gpu.
 work=${WORK:-/tmp/langbench-gpu}
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | awk '{print tolower($NF)}')
 ngpu=$(nvidia-smi -L 2>/dev/null | wc -l)
+[ -n "${CUDA_VISIBLE_DEVICES+x}" ] && ngpu=$(tr ',' '\n' <<<"$CUDA_VISIBLE_DEVICES" | grep -c .)  # --cluster local uses those
 [ "${CLUSTER:-}" ] && [ "$ngpu" -gt 1 ] && gpu="${gpu}x${ngpu}"
 run_id=${RUN_ID:-tr112-gpu-${gpu:-unknown}}
 cd "$(dirname "$0")/.."

@@ -77,6 +77,20 @@ def test_worker_gpu_is_the_one_cuda_visible_devices_names(visible, index):
         assert gpu["uuid"] == FakeNvml.UUIDS[index] and gpu["name"] == "NVIDIA H200"
 
 
+@pytest.mark.parametrize("env, gpus", [({}, [0, 1]), ({"CUDA_VISIBLE_DEVICES": "1"}, [1]),
+                                       ({"CUDA_VISIBLE_DEVICES": "GPU-bbbb,0"}, [1, 0]),
+                                       ({"CUDA_VISIBLE_DEVICES": ""}, [])])
+def test_local_cluster_gpus_are_those_cuda_visible_devices_names(env, gpus):
+    assert cluster.nvml_gpus(FakeNvml(), env) == gpus
+
+
+@pytest.mark.parametrize("visible", ["2", "GPU-cccc"])
+def test_a_cuda_visible_device_the_host_lacks_is_named(visible):
+    with pytest.raises(cluster.ClusterError, match=f"CUDA_VISIBLE_DEVICES={visible}: {visible} is not one of "
+                                                   "this host's 2 GPU"):
+        cluster.nvml_gpus(FakeNvml(), {"CUDA_VISIBLE_DEVICES": visible})
+
+
 def test_workers_serving_other_model_digests_are_refused_unless_mixed_is_allowed():
     infos = {"a": {"worker": "h/0", "model_digest": "aa"}, "b": {"worker": "h/1", "model_digest": "bb"}}
     with pytest.raises(ValueError, match="different model digests.*--allow-mixed"):

@@ -115,7 +115,10 @@ class ServerPlugin(WorkerPlugin):
                      "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
         try:
             url = server.resolve(self.host_setting)
-            share = os.environ.get("LANGBENCH_SERVER_CPUS")  # cpu_share: one host, several servers
+            # Pinning is opt-in (set on the worker by hand): pinned to 16 of 32 CPUs with 16 threads, a
+            # partially offloaded server decoded at 20 tok/s against 42 unpinned, and two such servers at
+            # 12.6 each against 37.9 / 36.0 unpinned (bench/offload_cpu_probe.py, two H200s).
+            share = os.environ.get("LANGBENCH_SERVER_CPUS")
             cpus = [int(c) for c in share.split(",")] if share else None
             self.info["server_cpus"] = cpus
             srv = server.Server(url=url, embedded=False) if url else server.start_embedded(
@@ -201,31 +204,40 @@ def run_batch(job: dict) -> dict:
 
 # --- the client side ----------------------------------------------------------------------------
 
-def nvml_gpus(nvml=None) -> list[int]:
-    """NVML indices of this host's GPUs; [] without NVML or GPU."""
+def nvml_gpus(nvml=None, env: dict | None = None) -> list[int]:
+    """NVML indices (PCI bus order) of the GPUs `--cluster local` gives a worker each: all of
+    this host's, or, where CUDA_VISIBLE_DEVICES is set, those it names (indices or UUIDs, as
+    dask-cuda's LocalCUDACluster reads it); [] without NVML or GPU. ClusterError names an
+    entry that is no GPU of this host."""
+    env = os.environ if env is None else env
     try:
         nvml = nvml or __import__("pynvml")
         nvml.nvmlInit()
     except Exception:
         return []
     try:
-        return list(range(nvml.nvmlDeviceGetCount()))
-    except Exception:
-        return []
+        try:
+            count = nvml.nvmlDeviceGetCount()
+        except Exception:
+            return []
+        if "CUDA_VISIBLE_DEVICES" not in env:
+            return list(range(count))
+        chosen = []
+        for want in (v.strip() for v in env["CUDA_VISIBLE_DEVICES"].split(",") if v.strip()):
+            try:
+                index = int(want) if want.isdigit() else \
+                    nvml.nvmlDeviceGetIndex(nvml.nvmlDeviceGetHandleByUUID(want))
+            except Exception:
+                index = None
+            if index is None or not 0 <= index < count:
+                raise ClusterError(f"CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']}: {want} is not "
+                                   f"one of this host's {count} GPU(s) (indices 0-{count - 1} or their UUIDs)")
+            if index not in chosen:
+                chosen.append(index)
+        return chosen
     finally:
         with contextlib.suppress(Exception):
             nvml.nvmlShutdown()
-
-
-def cpu_share(i: int, n: int, cpus: list[int] | None = None) -> dict:
-    """{"LANGBENCH_SERVER_CPUS": "a,b,…"}: the i-th of n disjoint, equal slices of this
-    process's CPUs, for the server of worker i of n on one host, so that servers running layers
-    on the CPU (partial offload) do not compete for cores; {} where a slice would be < 2 CPUs."""
-    cpus = sorted(cpus if cpus is not None else os.sched_getaffinity(0))
-    size = len(cpus) // n if n else 0
-    if n < 2 or size < 2:
-        return {}
-    return {"LANGBENCH_SERVER_CPUS": ",".join(map(str, cpus[i * size:(i + 1) * size]))}
 
 
 def _local_cluster_class():
@@ -245,8 +257,7 @@ def _local_cluster_class():
             free = [g for g in self.gpus if f"gpu{g}" not in self.worker_spec]
             spec = copy.deepcopy(self.new_spec)
             spec["options"]["env"] = {**spec["options"].get("env", {}),
-                                      "CUDA_VISIBLE_DEVICES": str(free[0]), "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
-                                      **cpu_share(self.gpus.index(free[0]), len(self.gpus))}
+                                      "CUDA_VISIBLE_DEVICES": str(free[0]), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
             return {f"gpu{free[0]}": spec}
 
     return LocalCluster, GpuLocalCluster
