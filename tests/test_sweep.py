@@ -168,6 +168,33 @@ def test_resuming_a_run_id_with_other_parameters_is_refused(tmp_path):
         sweep.prepare(TINY, "r1", tmp_path)
 
 
+def test_a_run_stored_before_a_default_was_added_resumes_as_one_run(tmp_path):
+    """A run started by a version without a default (here `endpoint`) stored its parameters
+    without it: the same parameters with this version's defaults filled in resume it, and its
+    first session's digest counts as this one; other parameters are still refused."""
+    p = params_mod.load(TINY)
+    old_raw = {k: v for k, v in p.raw.items() if k != "endpoint"}
+    old_digest = params_mod.digest_of(old_raw, p.prompts)
+    assert old_digest != p.digest()
+    run_dir = tmp_path / "r1"
+    run_dir.mkdir()
+    manifest = {"parameters_digest": old_digest, "parameters": old_raw, "prompts": list(p.prompts)}
+    storage.write_json(run_dir / "manifest.json", manifest)
+    sweep.prepare(TINY, "r1", tmp_path)  # not refused
+    sweep.adopt_defaults(manifest, p)
+    assert manifest["parameters_digest"] == p.digest()
+    assert manifest["parameters_digest_aliases"] == [old_digest]
+    first = {"parameters_digest": old_digest, "ollama_version": "0.11.4"}
+    now = {"parameters_digest": p.digest(), "ollama_version": "0.11.4"}
+    assert sweep.provenance_differences(first, now, manifest["parameters_digest_aliases"]) == []
+    assert sweep.provenance_differences(first, now)  # without the alias: a difference, named
+    other = {**old_raw, "batches": old_raw["batches"] + 1}
+    storage.write_json(run_dir / "manifest.json", {**manifest, "parameters": other,
+                                                   "parameters_digest": params_mod.digest_of(other, p.prompts)})
+    with pytest.raises(storage.RunDirError, match="exists with other parameters"):
+        sweep.prepare(TINY, "r1", tmp_path)
+
+
 # --- against the real Ollama --------------------------------------------------------------
 
 def _run_cli(run_id: str, outputs: Path, params: Path = TINY, preexec_fn=None) -> subprocess.Popen:
