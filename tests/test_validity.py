@@ -180,3 +180,13 @@ def test_a_rule_that_fails_its_aa_check_decides_nothing(monkeypatch, tmp_path):
     monkeypatch.setattr(stats, "aa_language_splits", lambda *a, **k: pd.DataFrame({"differs": [True] * 10}))
     got = validity.deciding_rule(run, "throughput_tps")
     assert got["rule"] is None and "no verdict is drawn" in got["why"]
+
+
+def test_a_run_too_small_for_an_aa_check_says_so_instead_of_passing_every_rule(monkeypatch, tmp_path):
+    run = findings.Run.load(make_run(tmp_path / "planted"))
+    empty = lambda *a, **k: pd.DataFrame({"differs": pd.Series([], dtype=bool)})  # noqa: E731
+    for name in ("aa_delta_pairs", "aa_language_splits", "aa_paired_splits"):
+        monkeypatch.setattr(stats, name, empty)
+    aa = validity.aa_check(run)
+    assert aa.sentence.startswith("No A/A check was possible") and "No rule exceeds" not in aa.sentence
+    assert (aa.table["n"] == 0).all()

@@ -183,6 +183,11 @@ def aa_check(run: Run) -> Section:
     name = lambda rule: next(v for k, v in short.items() if rule.startswith(k))  # noqa: E731
     parts = [f"{name(r.rule)} on {r.metric}: {r.k}/{r.n} = {100 * r.rate:.1f}% "
              f"[{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}]" for r in t.itertuples() if r.n]
+    if not parts:  # nothing to split: say so rather than pass every rule
+        sentence = ("No A/A check was possible: this run has too few baseline batches per cell to split "
+                    "identical treatments, so no rule's false-positive rate is known here and its verdicts "
+                    "are decided unchecked.")
+        return Section("A/A check: false-positive rate of each decision rule", sentence, t, notes=decided)
     sentence = (f"A/A check on this run's own baseline batches (identical treatments, α = {run.alpha}): "
                 + "; ".join(parts) + ". "
                 + (f"{len(flagged)} rule × metric combinations call identical treatments different more often "
