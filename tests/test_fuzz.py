@@ -7,12 +7,16 @@ How many inputs were tried is printed (pytest -s shows it) and kept in FUZZ_COUN
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -21,7 +25,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from langbench import params as params_mod
-from langbench import plan, schemas, storage, sweep
+from langbench import cli, paths, plan, schemas, stop, storage, sweep
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY_DOC = yaml.safe_load((FIXTURES / "tiny.yaml").read_text())
@@ -104,9 +108,29 @@ def test_any_parameter_document_loads_or_is_a_params_error(doc):
         assert not outputs.exists(), "prepare wrote a run directory"
 
 
+SUBPROCESS_CHECKS = 3  # the first bad files also go through a real `python -m langbench` process
+
+
+def _cli_in_process(args: list[str]) -> tuple[int, str]:
+    """`python -m langbench ARGS` in this process: cli.main's return value (the exit code:
+    langbench/__main__.py exits with it) and what it wrote to stderr. The signal handlers
+    that cli.main installs are put back afterwards."""
+    saved = {s: signal.getsignal(s) for s in stop.SIGNALS}
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            code = cli.main(args)
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+    return code, err.getvalue()
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(doc=mutated(TINY_DOC))
 def test_a_bad_parameter_file_through_the_cli_exits_2_with_a_message(doc):
+    """Through cli.main in this process (0.7 s of interpreter start-up each saved), the first
+    SUBPROCESS_CHECKS bad files through a real process as well: the same verdict both ways."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "p.yaml"
         path.write_text(yaml.safe_dump(doc), encoding="utf-8")
@@ -116,13 +140,20 @@ def test_a_bad_parameter_file_through_the_cli_exits_2_with_a_message(doc):
         except params_mod.ParamsError:
             pass
         _count("parameters (CLI)")
-        outputs = Path(tmp) / "outputs"
-        done = subprocess.run([sys.executable, "-m", "langbench", "sweep", str(path), "--run-id", "x"],
-                              capture_output=True, text=True, timeout=60,
-                              env={**os.environ, "LANGBENCH_OUTPUTS": str(outputs)})
-        assert done.returncode == 2, done.stderr
-        assert done.stderr.startswith("langbench: bad input: ") and "Traceback" not in done.stderr
-        assert not outputs.exists()
+        run_id = f"fuzz-{uuid.uuid4().hex[:12]}"
+        code, stderr = _cli_in_process(["sweep", str(path), "--run-id", run_id])
+        assert code == 2, stderr
+        assert stderr.startswith("langbench: bad input: ") and "Traceback" not in stderr
+        assert not (paths.OUTPUTS / run_id).exists()
+        if FUZZ_COUNTS.get("parameters (CLI, own process)", 0) < SUBPROCESS_CHECKS:
+            _count("parameters (CLI, own process)")
+            outputs = Path(tmp) / "outputs"
+            done = subprocess.run([sys.executable, "-m", "langbench", "sweep", str(path), "--run-id", "x"],
+                                  capture_output=True, text=True, timeout=60,
+                                  env={**os.environ, "LANGBENCH_OUTPUTS": str(outputs)})
+            assert done.returncode == 2, done.stderr
+            assert done.stderr == stderr.replace(run_id, "x") and "Traceback" not in done.stderr
+            assert not outputs.exists()
 
 
 # --- the agents' jobs loaders -------------------------------------------------------------------

@@ -31,3 +31,16 @@ def test_constraints_lock_every_direct_pin_at_the_same_version():
     for pin in pyproject["project"]["dependencies"]:
         name, version = pin.split("==")
         assert locked.get(name.lower()) == version, pin
+
+
+def test_langbench_processes_import_jsonschema_without_rfc3987_syntax_and_still_validate():
+    """rfc3987_syntax builds an Earley parser as it is imported (1.2 s in every CLI command and
+    notebook kernel); langbench.schemas keeps it out, checks no format, and leaves it importable."""
+    import subprocess
+    import sys
+    code = ("import sys; from langbench import schemas; "
+            "assert 'rfc3987_syntax' not in sys.modules, 'imported'; "
+            "assert schemas.problems('jobs', {}) and schemas.problems('jobs', {'model': 'm'}); "
+            "import rfc3987_syntax; print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
