@@ -51,7 +51,11 @@ def execute(name: str, run_dir: Path, parameters: dict | None = None) -> Path:
     pm.execute_notebook(str(paths.NOTEBOOKS / f"{name}.ipynb"), str(out),
                         parameters={"run_dir": str(run_dir.resolve())} if parameters is None else parameters,
                         kernel_name="python3", progress_bar=False,
-                        resources={"metadata": {"path": str(paths.ROOT)}})
+                        resources={"metadata": {"path": str(paths.ROOT)}},
+                        # the kernel's own log is noise here: "running over TCP without encryption",
+                        # and "KeyboardInterrupt caught" as jupyter_client interrupts every kernel
+                        # it shuts down; a cell's error is in the notebook and fails the render
+                        extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
     return out
 
 
