@@ -227,6 +227,33 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(tmp_path
     _assert_exactly_the_plan(tmp_path / "kill")
 
 
+def test_ctrl_c_stops_a_local_cluster_sweep_with_no_traceback_and_no_process_left(tmp_path):
+    """Ctrl-C in a terminal signals the whole foreground process group: the runner, its Dask
+    workers, their servers and agents. The runner stops the workers; they print no traceback."""
+    env = {**os.environ, "LANGBENCH_OUTPUTS": str(tmp_path)}
+    proc = subprocess.Popen(_sweep_cmd("int"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        records, deadline = tmp_path / "int" / "records.jsonl", time.monotonic() + 300
+        while not (records.exists() and records.stat().st_size) and proc.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        family = psutil.Process(proc.pid).children(recursive=True)
+        assert len(family) >= 4  # two workers, each with its ollama serve
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, err[-3000:]
+    assert "interrupted; rerun with the same --run-id to resume" in err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    _, alive = psutil.wait_procs(family, timeout=30)
+    assert not alive, [p.cmdline() for p in alive]
+
+
 def test_a_run_whose_workers_serve_other_weights_says_so_in_every_header():
     manifest = {"mixed": ["model_digest"], "workers": [{"worker": "h/gpu0", "model_digest": "a" * 64},
                                                        {"worker": "h/gpu1", "model_digest": "b" * 64}]}

@@ -26,6 +26,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -38,6 +39,9 @@ from langbench import agents, gguf_synth, plan, provenance, server, storage, tel
 
 PLUGIN = "langbench-server"
 WORKER_FIELDS = ("worker", "worker_host", "worker_gpu", "worker_gpu_uuid")
+
+
+LOCAL_WORKER = "LANGBENCH_LOCAL_WORKER"  # set in the workers `--cluster local` starts
 
 
 class ClusterError(server.ServerError):
@@ -105,6 +109,11 @@ class ServerPlugin(WorkerPlugin):
 
     def setup(self, worker) -> None:
         from langbench import sweep  # Keeper, Offload, Contention: the single-server runner's
+        if os.environ.get(LOCAL_WORKER):  # a worker of `--cluster local`: Ctrl-C reaches the whole
+            # process group, and the runner (its nanny's process) stops it; ignored here, the signal
+            # no longer ends the worker with a KeyboardInterrupt traceback on the user's terminal
+            with contextlib.suppress(ValueError):  # not the main thread: nothing to change
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.worker = worker
         self.scratch = Path(tempfile.mkdtemp(prefix="langbench-worker-"))
         gpu = worker_gpu()
@@ -285,7 +294,7 @@ def connect(address: str, workers: int | None = None):
     dask.config.set({"distributed.scheduler.work-stealing": False})
     common = dict(threads_per_worker=1, processes=True, memory_limit=0, silence_logs=logging.ERROR,
                   dashboard_address=":0" if importlib.util.find_spec("bokeh") else None,
-                  worker_dashboard_address=None)
+                  worker_dashboard_address=None, env={LOCAL_WORKER: "1"})
     if workers:
         cluster = LocalCluster(n_workers=workers, **common)
         return Client(cluster), cluster, workers
