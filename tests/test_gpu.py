@@ -243,6 +243,29 @@ def test_the_kept_two_gpu_run_renders_its_report_here(tmp_path):
     assert "data:image/png;base64" in html
 
 
+def test_the_kept_one_gpu_control_and_cpu_probe_show_what_the_readme_says():
+    """results/tr112-gpu-h200x2/one_gpu (the same design on one GPU) and offload_cpu_probe.jsonl:
+    one GPU is not twice as slow, because the two-GPU run's pinned servers decoded partial
+    offloads at half speed; unpinned servers do not (README, "Two GPUs against one")."""
+    kept = paths.ROOT / "results" / "tr112-gpu-h200x2"
+    two, one = findings.Run.load(kept), findings.Run.load(kept / "one_gpu")
+    assert len(one.df) + len(one.floor) == len(two.df) + len(two.floor) == 180
+    design = {name: sorted(json.dumps({k: b[k] for k in ("batch_id", "config", "mode", "agent", "options", "runs")},
+                                      sort_keys=True) for b in json.loads((d / "plan.json").read_text())["batches"])
+              for name, d in (("one", kept / "one_gpu"), ("two", kept))}
+    assert set(one.df["worker"]) == {"vm/gpu0"} and design["one"] == design["two"]  # the same batches
+    wall = {name: sum(pd.Timestamp(x["ended_at"]).timestamp() - pd.Timestamp(x["started_at"]).timestamp()
+                      for x in r.manifest["sessions"]) for name, r in (("one", one), ("two", two))}
+    assert 1.1 < wall["one"] / wall["two"] < 1.5  # 666 s against 525 s: 1.27×, not 2×
+    tps = {name: r.warm[r.warm["mode"] == "chimera"].groupby("num_gpu")["throughput_tps"].median()
+           for name, r in (("one", one), ("two", two))}
+    assert tps["one"][99] == pytest.approx(tps["two"][99], rel=0.05)  # full offload alike
+    assert (tps["one"][[30, 33]] > 1.8 * tps["two"][[30, 33]]).all()  # partial: half speed on two
+    probe = pd.read_json(kept / "offload_cpu_probe.jsonl", lines=True).groupby("setup")["tps"].median()
+    pinned = probe[[s for s in probe.index if s.startswith("two servers at once, halves (pinned")]].iloc[0]
+    assert probe["two servers at once, unpinned"] > 2.5 * pinned
+
+
 def test_a_fixed_num_thread_goes_with_both_modes(tmp_path):
     """Two servers on one host: their CPU threads are fixed for baseline and chimera alike."""
     from langbench import params, plan
