@@ -28,14 +28,7 @@ from pathlib import Path
 
 from langbench import paths, server
 
-
-def generate(url: str, model: str, prompt: str, options: dict) -> dict:
-    import urllib.request
-    body = json.dumps({"model": model, "prompt": prompt, "raw": True, "stream": False,
-                       "keep_alive": -1, "options": options}).encode()
-    req = urllib.request.Request(f"{url}/api/generate", body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=600) as resp:
-        return json.loads(resp.read())
+from length_probe import generate  # the same non-streaming request (bench/ is on sys.path)
 
 
 def topology() -> str:
