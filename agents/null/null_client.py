@@ -131,9 +131,10 @@ def exchange(conn: Connection, jobs: dict, run: dict, task=None) -> Exchange:
                 part = (chunk.get("message") or {}) if chat else chunk
                 text = part.get("content" if chat else "response") or ""
                 thinking = part.get("thinking") or ""
-                if chat and part.get("tool_calls"):  # Ollama sends a call as one chunk
-                    x.tool_calls.extend(part["tool_calls"])
-                if text or thinking:
+                calls = chat and part.get("tool_calls")
+                if calls:  # Ollama sends a call as one chunk once its arguments are complete: it carries tokens
+                    x.tool_calls.extend(calls)
+                if text or thinking or calls:
                     x.chunk_times.append(now)
                     if x.t_first is None:
                         x.t_first = now

@@ -78,6 +78,8 @@ def load_jobs(path: str) -> dict:
     endpoint = jobs.get("endpoint", "generate")
     if endpoint not in ENDPOINTS:
         raise JobsError(f"{path}: field 'endpoint' must be one of {', '.join(ENDPOINTS)}, got {endpoint!r}")
+    if jobs.get("workload") == "agent" and endpoint != "chat":
+        raise JobsError(f"{path}: field 'endpoint' must be chat for workload agent")
     if endpoint == "generate":
         if not jobs["prompts"] or not all(isinstance(p, str) and p for p in jobs["prompts"]):
             raise JobsError(f"{path}: field 'prompts' must be a non-empty list of non-empty strings")
@@ -327,9 +329,10 @@ class Timing:
         part = chunk.message if self.chat else chunk
         text = (part.content if self.chat else part.response) if part is not None else None
         thinking = part.thinking if part is not None else None
-        if self.chat and part is not None and part.tool_calls:  # Ollama sends a call as one chunk
+        calls = self.chat and part is not None and part.tool_calls
+        if calls:  # Ollama sends a call as one chunk once its arguments are complete: it carries tokens
             self.tool_calls.extend(c.model_dump() for c in part.tool_calls)
-        if text or thinking:
+        if text or thinking or calls:
             self.chunk_times.append(now)
             if self.t_first is None:
                 self.t_first = now
@@ -517,7 +520,7 @@ class Writer:
             print(f"python agent: run {record['run_id']}{turn}: task error: {record['task_error']['kind']}: "
                   f"{record['task_error']['message']}", file=sys.stderr)
         elif turn:
-            print(f"python agent: run {record['run_id']}{turn} ttft={record['ttft_ms']:.1f}ms "
+            print(f"python agent: run {record['run_id']}{turn} ttft={record['ttft_ms'] or float('nan'):.1f}ms "
                   f"action={(record['action'] or {}).get('tool')} task={record['task_outcome']}", file=sys.stderr)
         else:
             print(f"python agent: run {self.done}/{self.total} {record['run_id']} ok "

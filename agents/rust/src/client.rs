@@ -72,9 +72,12 @@ impl Seen {
             self.error = Some(err("server_error", m));
             return false;
         }
-        if let Some(calls) = chunk.message.as_ref().and_then(|m| m.tool_calls.as_ref()) {
-            self.tool_calls.extend(calls.iter().cloned()); // Ollama sends a call as one chunk
+        // Ollama sends a tool call as one chunk once its arguments are complete: it carries tokens
+        let calls = chunk.message.as_ref().and_then(|m| m.tool_calls.as_ref()).filter(|c| !c.is_empty());
+        if let Some(calls) = calls {
+            self.tool_calls.extend(calls.iter().cloned());
         }
+        let has_calls = calls.is_some();
         let (text, thinking) = match (chat, &chunk.message) {
             (true, Some(m)) => (m.content.as_deref(), m.thinking.as_deref()),
             (true, None) => (None, None),
@@ -82,7 +85,7 @@ impl Seen {
         };
         let text = text.filter(|t| !t.is_empty());
         let thinking = thinking.filter(|t| !t.is_empty());
-        if text.is_some() || thinking.is_some() {
+        if text.is_some() || thinking.is_some() || has_calls {
             self.chunk_times.push(now);
             self.t_first.get_or_insert(now);
         }

@@ -113,6 +113,9 @@ pub fn load(path: &Path) -> Result<Jobs, Error> {
     if jobs.model.is_empty() {
         return Err(Error::BadJobs(format!("{p}: field 'model' must be a non-empty string")));
     }
+    if jobs.workload.as_deref() == Some("agent") && jobs.endpoint != "chat" {
+        return Err(Error::BadJobs(format!("{p}: field 'endpoint' must be chat for workload agent")));
+    }
     match jobs.endpoint.as_str() {
         "generate" => {
             if jobs.prompts.is_empty() || jobs.prompts.iter().any(|s| s.as_str().map_or(true, str::is_empty)) {
