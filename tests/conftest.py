@@ -9,6 +9,11 @@ import pytest
 
 from langbench import paths, server
 from cli_runs import sweep_fixture
+import sampling
+
+
+def pytest_report_header(config):
+    return sampling.describe()
 
 
 @pytest.fixture(scope="session")

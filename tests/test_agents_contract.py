@@ -13,9 +13,10 @@ import pytest
 
 from langbench import agents, paths, schemas, server, storage
 from relay import Relay
+from sampling import sampled
 
 AGENTS = agents.AGENTS
-OPTIONS = {"num_predict": 12, "seed": 7, "temperature": 0.6}
+OPTIONS = sampled({"num_predict": 12, "seed": 7, "temperature": 0.6})
 SERVER_FIELDS = ("total_duration", "load_duration", "prompt_eval_count",
                  "prompt_eval_duration", "eval_count", "eval_duration")
 
@@ -125,7 +126,7 @@ def test_ten_sequential_runs_share_one_kept_alive_connection(agent, ollama, tmp_
     """Each client reads every stream to its end, so its one HTTP client keeps the connection:
     ten runs, one TCP connection (counted by the relay that accepts them), and the records say
     so (the first run opened it, with its connect time; the other nine reused it)."""
-    runs = [{"run_id": f"c{i}", "prompt": 0, "options": {"num_predict": 3, "seed": 1}, "keep_alive": -1,
+    runs = [{"run_id": f"c{i}", "prompt": 0, "options": sampled({"num_predict": 3, "seed": 1}), "keep_alive": -1,
              "warmup": False} for i in range(10)]
     with Relay(ollama.url, piece=64) as relay:
         stats, records = run_agent(agent, relay.url, jobs_doc(runs=runs), tmp_path)

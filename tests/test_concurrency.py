@@ -10,13 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sampling import sampled
 from langbench import concurrency, paths, schemas, server, storage
 from cli_runs import sweep_fixture
 from langbench.findings import Run
 from test_agents_contract import run_agent
 
 AGENTS = ("python", "rust")
-OPTIONS = {"num_predict": 6, "seed": 7}
+OPTIONS = sampled({"num_predict": 6, "seed": 7})
 
 
 @pytest.fixture(scope="module")

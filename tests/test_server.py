@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from langbench import paths, provenance, server
+from sampling import sampled
 
 PROMPT = "The three laws of thermodynamics are"
 
@@ -27,7 +28,7 @@ def test_embedded_server_generates_with_sane_timings_and_leaves_nothing(tmp_path
         with closing(ollama_client.Client(host=srv.url)) as client:
             first, second = (
                 client.generate(model=paths.EMBEDDED_MODEL, prompt=PROMPT, raw=True,
-                                options={"num_predict": 8, "seed": 1}, keep_alive=-1)
+                                options=sampled({"num_predict": 8, "seed": 1}), keep_alive=-1)
                 for _ in range(2))
         assert first.done and first.response
         assert 0 < first.eval_count <= 8
