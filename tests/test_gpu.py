@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from langbench import findings, gguf_synth, gpu, metrics, paths, storage, telemetry
+from langbench import findings, gguf_synth, gpu, metrics, paths, server, storage, telemetry
 from langbench.sections import gpu as gpu_sections
 
 
@@ -160,14 +161,44 @@ def test_a_small_synthetic_model_reads_back_with_the_real_vocabulary(tmp_path):
 
 # --- the bundle ---------------------------------------------------------------------------------
 
+def test_the_portable_ollama_is_built_for_x86_64_v3_stripped_with_its_version(tmp_path, monkeypatch):
+    """What `bundle gpu` runs to build the server a GPU host gets (the packing itself is checked
+    below with the binary `make setup` built: a second build of the server costs ~4 minutes of
+    cc1plus on 2 cores, and the GPU path, bench/gpu_study.sh, runs the real one)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    ran = []
+
+    def fake_run(cmd, what, **kw):
+        ran.append((cmd, kw["env"]))
+        target = Path(kw["env"]["GOBIN"]) / "ollama"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text("built")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(gpu, "_run", fake_run)
+    built = gpu.portable_ollama()
+    (cmd, env), = ran
+    assert env["CGO_CFLAGS"] == env["CGO_CXXFLAGS"] == gpu.PORTABLE_CFLAGS == "-O3 -march=x86-64-v3"
+    assert cmd[:2] == ["go", "install"] and cmd[-1] == f"github.com/ollama/ollama@v{paths.OLLAMA_VERSION}"
+    ldflags = cmd[cmd.index("-ldflags") + 1].split()
+    assert "-s" in ldflags and "-w" in ldflags, "the portable ollama is not stripped"
+    assert f"-X=github.com/ollama/ollama/version.Version={paths.OLLAMA_VERSION}" in ldflags
+    assert built == tmp_path / "langbench" / f"ollama-{paths.OLLAMA_VERSION}" / "portable-x86-64-v3" / "bin" / "ollama"
+    assert gpu.portable_ollama() == built and len(ran) == 1  # cached: built once
+
+
 @pytest.mark.slow
 def test_the_bundle_holds_what_a_gpu_host_needs_within_64_mib(tmp_path):
+    """The bundle as `bundle gpu` packs it, with the ollama `make setup` already built for this
+    CPU in place of the portable build (checked above): same packing, same limit."""
+    native = server.find_binary()
     done = subprocess.run([str(paths.ROOT / ".venv/bin/python"), "-m", "langbench", "bundle", "gpu",
-                           "--out", str(tmp_path / "b")], capture_output=True, text=True, timeout=1800)
+                           "--out", str(tmp_path / "b"), "--ollama", str(native),
+                           "--ollama-cflags", paths.NATIVE_CFLAGS], capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     b = tmp_path / "b"
     doc = json.loads((b / "bundle.json").read_text())
-    assert doc["bytes"] <= 64 * 2**20 and doc["ollama_cflags"] == "-O3 -march=x86-64-v3"
+    assert doc["bytes"] <= 64 * 2**20 and doc["ollama_cflags"] == paths.NATIVE_CFLAGS
     version = subprocess.run([str(b / "bin" / "ollama"), "--version"], capture_output=True, text=True)
     assert "0.11.4" in version.stdout + version.stderr
     sections = subprocess.run(["objdump", "-h", str(b / "bin" / "ollama")], capture_output=True, text=True).stdout

@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("bundle", help="build what a GPU host without internet needs (≤ 64 MiB)")
     p.add_argument("kind", choices=["gpu"])
     p.add_argument("--out", default="gpu-bundle", help="the bundle's folder (replaced)")
+    p.add_argument("--ollama", metavar="PATH", help="pack this ollama binary instead of building the "
+                   "portable one (needs --ollama-cflags: what it was built with; the tests use it)")
+    p.add_argument("--ollama-cflags", metavar="FLAGS", help="the CGO flags the --ollama binary was built with")
     p = sub.add_parser("gpu-host", help="on a GPU host: CUDA backend, layout, synthetic model, check")
     p.add_argument("bundle", help="the folder `bundle gpu` made")
     p.add_argument("--work", default="/tmp/langbench-gpu", help="where to build and lay out")
@@ -88,7 +91,7 @@ def _command(args: argparse.Namespace) -> int:
         from langbench import gpu
         try:
             if args.command == "bundle":
-                gpu.bundle(Path(args.out))
+                gpu.bundle(Path(args.out), Path(args.ollama) if args.ollama else None, args.ollama_cflags)
             else:
                 gpu.prepare_host(Path(args.bundle), Path(args.work), args.small, not args.no_cuda)
         except gpu.GpuError as e:

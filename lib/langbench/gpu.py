@@ -107,14 +107,23 @@ def download_wheels(out: Path, python: str = "3.12") -> list[Path]:
     return sorted(out.glob("*.whl"))
 
 
-def bundle(out: Path) -> dict:
-    """Build the bundle into `out` (replaced); returns bundle.json's content."""
+def bundle(out: Path, ollama: Path | None = None, ollama_cflags: str | None = None) -> dict:
+    """Build the bundle into `out` (replaced); returns bundle.json's content.
+
+    `ollama`: the server binary to pack, built with `ollama_cflags`; default the portable build
+    (portable_ollama(), PORTABLE_CFLAGS), which is what a GPU host needs. The tests pack the
+    binary `make setup` already built instead, so that checking the packing costs no second
+    build of the server. Whatever binary is packed is stripped in the bundle."""
     from langbench import provision
     out = Path(out)
+    if (ollama is None) != (ollama_cflags is None):
+        raise GpuError("bundle: give both the ollama binary and the flags it was built with, or neither")
     if out.exists():
         shutil.rmtree(out)
     (out / "bin").mkdir(parents=True)
-    shutil.copy2(portable_ollama(), out / "bin" / "ollama")
+    shutil.copy2(ollama or portable_ollama(), out / "bin" / "ollama")
+    if shutil.which("strip"):  # the portable build is stripped already (-s -w): a no-op there
+        _run(["strip", "--strip-all", str(out / "bin" / "ollama")], "strip (ollama)")
     shutil.copy2(provision.ensure_rust_agent(), out / "bin" / "langbench-agent")
     src = module_dir()
     with tarfile.open(out / "ggml-src.tar.xz", "w:xz") as tar:
@@ -123,7 +132,7 @@ def bundle(out: Path) -> dict:
     gguf_synth.write_vocab(provision.ensure_gguf(), out / "gemma3-vocab.gguf")
     wheels = download_wheels(out / "wheels")
     sizes = {str(p.relative_to(out)): p.stat().st_size for p in sorted(out.rglob("*")) if p.is_file()}
-    doc = {"ollama_version": paths.OLLAMA_VERSION, "ollama_cflags": PORTABLE_CFLAGS,
+    doc = {"ollama_version": paths.OLLAMA_VERSION, "ollama_cflags": ollama_cflags or PORTABLE_CFLAGS,
            "wheels": [w.name for w in wheels], "bytes": sum(sizes.values()), "files": sizes}
     (out / "bundle.json").write_text(json.dumps(doc, indent=2) + "\n")
     if doc["bytes"] > BUNDLE_LIMIT:
