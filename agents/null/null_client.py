@@ -141,7 +141,7 @@ def run_one(conn: Connection, jobs: dict, run: dict) -> dict:
         conn.conn.close()  # whatever is left of that body is not read: start clean
     gaps = sorted((b - a) * 1e3 for a, b in zip(chunk_times, chunk_times[1:]))
     ms = lambda t: None if t is None else (t - t0) * 1e3
-    record = {"schema_version": 1, "run_id": run["run_id"], "agent": "null", "agent_version": AGENT_VERSION,
+    record = {"schema_version": 2, "run_id": run["run_id"], "agent": "null", "agent_version": AGENT_VERSION,
               "model": jobs["model"], "endpoint": jobs.get("endpoint", "generate"), "options": run["options"],
               "think": run.get("think"), "warmup": run["warmup"], "t0_unix": t0_unix,
               "new_connection": conn.new, "connect_ms": conn.connect_ms,

@@ -60,7 +60,7 @@ def failure_record(agent: str, run_id: str, model: str, options: dict, warmup: b
     """What the runner records for a run the agent process never wrote (it crashed, was
     killed, or timed out): an `error` record in the agents' schema."""
     why = "timed out and was killed" if stats.timed_out else f"exited {stats.exit_code}"
-    return {"schema_version": 1, "run_id": run_id, "agent": agent, "agent_version": "unknown",
+    return {"schema_version": 2, "run_id": run_id, "agent": agent, "agent_version": "unknown",
             "model": model, "endpoint": endpoint, "options": options, "think": think, "warmup": warmup,
             "t0_unix": time.time(), "new_connection": False, "connect_ms": None,
             "ttft_ms": None, "ttft_answer_ms": None, "e2e_ms": None, "decode_ms": None,

@@ -103,7 +103,7 @@ def final_attempts(df: pd.DataFrame) -> pd.DataFrame:
 
 def load_attempts(run_dir: str | Path) -> pd.DataFrame:
     """Every record of a run directory, failed attempts that a retry replaced included."""
-    df = frame(storage.read_jsonl(Path(run_dir) / "records.jsonl"))
+    df = frame(storage.read_records(Path(run_dir) / "records.jsonl"))
     if not df.empty:
         df["order_key"] = range(len(df))
     return df

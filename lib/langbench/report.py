@@ -83,6 +83,7 @@ def render(run_dir: str | Path, notebooks=NOTEBOOKS) -> int:
         from langbench.params import ParamsError
         raise ParamsError(f"{run_dir}: not a run directory (no manifest.json/records.jsonl): "
                           "run `make report` or `python -m langbench sweep` first")
+    storage.read_records(run_dir / "records.jsonl")  # an unreadable record stops it before anything is written
     with storage.locked(run_dir, "render"):
         return _render(run_dir, notebooks)
 
