@@ -55,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-cuda", action="store_true", help="skip the CUDA backend (a CPU host)")
     args = parser.parse_args(argv)
 
-    from langbench.agents import AgentMissing
-    from langbench.params import ParamsError
-    from langbench.server import ServerError
+    from langbench.run.agents import AgentMissing
+    from langbench.run.params import ParamsError
+    from langbench.run.server import ServerError
     from langbench.storage import RunDirError
     try:
         code = _command(args)
@@ -76,36 +76,36 @@ def main(argv: list[str] | None = None) -> int:
 
 def _command(args: argparse.Namespace) -> int:
     if args.command == "setup":
-        from langbench import provision
+        from langbench.run import provision
         return provision.main()
     if args.command == "sweep":
-        from langbench.sweep import run_sweep
+        from langbench.run.sweep import run_sweep
         run_dir = run_sweep(args.params, args.run_id, allow_mixed=args.allow_mixed,
                             cluster=args.cluster, workers=args.workers)
         print(run_dir)
         return 0
     if args.command in ("bundle", "gpu-host"):
-        from langbench import gpu
+        from langbench.gpuhost import bundle
         try:
             if args.command == "bundle":
-                gpu.bundle(Path(args.out))
+                bundle.bundle(Path(args.out))
             else:
-                gpu.prepare_host(Path(args.bundle), Path(args.work), args.small, not args.no_cuda)
-        except gpu.GpuError as e:
+                bundle.prepare_host(Path(args.bundle), Path(args.work), args.small, not args.no_cuda)
+        except bundle.GpuError as e:
             print(f"langbench: {e}", file=sys.stderr)
             return 1
         return 0
     if args.command == "compare":
-        from langbench import compare
+        from langbench.report.sections import compare
         print(compare.render(args.run_a, args.run_b, args.out, args.allow_model_mismatch))
         return 0
     if args.command == "report":  # a sweep, then a render: the runner never imports the report
-        from langbench.sweep import run_sweep
+        from langbench.run.sweep import run_sweep
         run_dir = run_sweep(args.params, args.run_id, allow_mixed=args.allow_mixed,
                             cluster=args.cluster, workers=args.workers)
-        from langbench import report
+        from langbench.report import render as report
         return report.render(run_dir)
-    from langbench import report
+    from langbench.report import render as report
     return report.render(args.run_dir)
 
 

@@ -1,6 +1,6 @@
 """What every report section stands on: a run loaded once (Run), a section (its table, its
 figure, its sentence), and the language comparison as a sentence. The sections themselves are
-in langbench.sections, one module per notebook.
+in langbench.report.sections, one module per notebook.
 
 Notebooks call the sections and display what they return; every number in a sentence comes from
 the data, and every claim says which test backs it; a comparison is "differs", "equivalent" (TOST
@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from langbench import metrics, stats, storage
+from langbench import storage
+from langbench.analysis import metrics, stats
 
 HIGHER, LOWER = "higher", "lower"
 
@@ -41,7 +42,7 @@ class Section:
         text = "".join(f"<p>{html.escape(s)}</p>" for s in [self.sentence, *self.notes] if s)
         display(HTML(f"<h3>{html.escape(self.title)}</h3>{text}"))
         if self.table is not None:
-            from langbench import tables
+            from langbench.report import tables
             display(tables.style(self.table))
         if self.figure is not None:  # as PNG bytes: independent of the kernel's backend
             import io
@@ -97,7 +98,7 @@ class Run:
     @property
     def margins(self) -> dict:
         """The equivalence margins fixed in the parameter file (defaults where it set none)."""
-        from langbench.params import MARGINS
+        from langbench.run.params import MARGINS
         return {**MARGINS, **(self.manifest.get("parameters", {}).get("margins") or {})}
 
     def margin(self, value: str) -> tuple[float | None, str]:
@@ -182,9 +183,9 @@ class Run:
                 "below covers only the cells that ran.")
 
     def not_applied_sentence(self) -> str:
-        """Factors the server did not apply (langbench.verify), said in every notebook's header:
+        """Factors the server did not apply (langbench.analysis.verify), said in every notebook's header:
         every section that uses such a factor compares levels the server treated alike."""
-        from langbench import verify
+        from langbench.analysis import verify
         why = verify.not_applied(verify.factor_checks(self.df, self.processes, self.factors))
         if not why:
             return ""

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from langbench import metrics, storage
+from langbench import storage
+from langbench.analysis import metrics
 
 
 def write_summary(run_dir: Path, df=None) -> None:

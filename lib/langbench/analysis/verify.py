@@ -1,5 +1,5 @@
 """Was each factor applied? Each factor level checked against what the server did (issue 15,
-item 5), from processes.jsonl's per-batch `offload` (langbench.sweep.Offload: /api/ps after the
+item 5), from processes.jsonl's per-batch `offload` (langbench.run.sweep.Offload: /api/ps after the
 batch, the batch's part of the server log) and the records themselves.
 
 - any factor the server logged as `invalid option provided`: not applied;
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from langbench.plan import LOAD_FACTORS
+from langbench.run.plan import LOAD_FACTORS
 
 APPLIED, NOT_APPLIED, UNOBSERVABLE, UNKNOWN = "yes", "no", "not observable", "no evidence"
 

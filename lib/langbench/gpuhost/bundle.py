@@ -30,7 +30,9 @@ import tarfile
 import time
 from pathlib import Path
 
-from langbench import gguf_synth, paths, server
+from langbench import paths
+from langbench.gpuhost import gguf_synth
+from langbench.run import server
 
 PORTABLE_CFLAGS = "-O3 -march=x86-64-v3"
 BUNDLE_LIMIT = 64 * 2**20
@@ -109,7 +111,7 @@ def download_wheels(out: Path, python: str = "3.12") -> list[Path]:
 
 def bundle(out: Path) -> dict:
     """Build the bundle into `out` (replaced); returns bundle.json's content."""
-    from langbench import provision
+    from langbench.run import provision
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)

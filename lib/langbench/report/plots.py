@@ -24,7 +24,7 @@ def distribution(df: pd.DataFrame, value: str, label: str):
 
 
 def delta_heatmap(d: pd.DataFrame, factors: list[str], label: str, lower_is_better: bool = False):
-    from langbench.metrics import labelled
+    from langbench.analysis.metrics import labelled
     d = labelled(d, factors)
     d["config"] = d[factors].agg(" / ".join, axis=1)
     grid = d.pivot_table(index="config", columns="agent", values="delta_pct")

@@ -35,7 +35,9 @@ from pathlib import Path
 from distributed import WorkerPlugin
 from tqdm import tqdm
 
-from langbench import agents, gguf_synth, plan, provenance, server, storage, telemetry
+from langbench import storage
+from langbench.gpuhost import gguf_synth
+from langbench.run import agents, plan, provenance, server, telemetry
 
 PLUGIN = "langbench-server"
 WORKER_FIELDS = ("worker", "worker_host", "worker_gpu", "worker_gpu_uuid")
@@ -108,7 +110,7 @@ class ServerPlugin(WorkerPlugin):
         self.error: str | None = None
 
     def setup(self, worker) -> None:
-        from langbench import sweep  # Keeper, Offload, Contention: the single-server runner's
+        from langbench.run import sweep  # Keeper, Offload, Contention: the single-server runner's
         if os.environ.get(LOCAL_WORKER):  # a worker of `--cluster local`: Ctrl-C reaches the whole
             # process group, and the runner (its nanny's process) stops it; ignored here, the signal
             # no longer ends the worker with a KeyboardInterrupt traceback on the user's terminal
@@ -180,7 +182,7 @@ def run_batch(job: dict) -> dict:
     or a failure record for a run it never wrote), "stats", "contention", "offload",
     "telemetry" (NVML rows of this worker's GPU), "worker" (its info)}. Raises ClusterError
     when this worker's server could not be started (Dask then retries it elsewhere)."""
-    from langbench import sweep
+    from langbench.run import sweep
     plugin = _plugin()
     if plugin.error:
         raise ClusterError(f"worker {plugin.info.get('worker')}: its server did not start: {plugin.error}")
@@ -350,7 +352,7 @@ def run(sweep, manifest: dict, manifest_path: Path, address: str, workers: int |
         progress: bool, allow_mixed: bool) -> None:
     """Run every unfinished batch of `sweep` on the cluster; the client writes everything."""
     from distributed import as_completed
-    from langbench import sweep as sweep_mod
+    from langbench.run import sweep as sweep_mod
     params, run_dir = sweep.params, sweep.run_dir
     slots = plan.slots(params)
     client, cluster, expected = connect(address, workers)
@@ -480,7 +482,7 @@ def run(sweep, manifest: dict, manifest_path: Path, address: str, workers: int |
 def _submit(client, sweep, batch: plan.Batch, address: str):
     """Submit the next attempt of `batch` (None when nothing of it is pending); the client
     writes its jobs file, the worker gets the document."""
-    from langbench import sweep as sweep_mod
+    from langbench.run import sweep as sweep_mod
     todo = sweep.state.pending(batch, sweep.params.retries)
     if not todo:
         return None

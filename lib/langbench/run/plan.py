@@ -14,7 +14,7 @@ import itertools
 import random
 from dataclasses import asdict, dataclass, field, replace
 
-from langbench.params import REQUEST_FIELDS, Params
+from langbench.run.params import REQUEST_FIELDS, Params
 
 MODES = ("baseline", "chimera")
 # Factors of the load, not Ollama options: never sent, kept on baseline rows too.
@@ -124,7 +124,7 @@ def spread(params: Params, batches: list[Batch], workers: int) -> list[tuple[Bat
     agent and null batch equally often, in seeded, balanced order (the worker is a block, never
     confounded with a factor). Within a slot, `reload_expected` is recomputed against the batch
     that slot ran before. Raises ParamsError when `batches` is not a multiple of `workers`."""
-    from langbench.params import ParamsError
+    from langbench.run.params import ParamsError
     rounds = params.batches
     if workers < 1 or rounds % workers:
         raise ParamsError(

@@ -15,7 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from langbench import paths, server
+from langbench import paths
+from langbench.run import server
 
 
 def say(msg: str) -> None:

@@ -26,9 +26,11 @@ from pathlib import Path
 import psutil
 from tqdm import tqdm  # not tqdm.auto: it warns in a kernel without ipywidgets
 
-from langbench import (agents, gguf_synth, isolation, metrics, paths, plan, provenance, server, storage,
-                       summary, telemetry)
-from langbench.params import Params, ParamsError, load
+from langbench import paths, storage
+from langbench.analysis import metrics, summary
+from langbench.gpuhost import gguf_synth
+from langbench.run import agents, isolation, plan, provenance, server, telemetry
+from langbench.run.params import Params, ParamsError, load
 
 
 def _now() -> str:
@@ -89,7 +91,7 @@ class Keeper:
 
 class Offload:
     """What the server actually did in a batch, for the check that each factor was applied
-    (langbench.verify): layers on GPU (from its log, where the runner has it), options it
+    (langbench.analysis.verify): layers on GPU (from its log, where the runner has it), options it
     rejected (`invalid option provided` lines of the batch's part of the log), and from
     /api/ps after the batch: whether the model is still loaded, its size / size_vram, context
     length and expiry (keep_alive 0 unloads it: waited for up to a second)."""
@@ -357,7 +359,7 @@ def run_sweep(params_path: str | Path, run_id: str | None = None,
               allow_mixed: bool = False, cluster: str | None = None, workers: int | None = None) -> Path:
     """Run or resume a sweep into outputs/<run_id>; returns the run directory. `cluster`
     (else the parameter file's `cluster:`): `local` or a Dask scheduler address, to run the
-    batches on dask.distributed workers (langbench.cluster); `workers`: N CPU workers of
+    batches on dask.distributed workers (langbench.run.cluster); `workers`: N CPU workers of
     `--cluster local`. Raises ParamsError / RunDirError (bad input), ServerError."""
     params, run_dir = prepare(params_path, run_id, outputs, allow_mixed)
     cluster = cluster or params.raw.get("cluster")
@@ -388,7 +390,7 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
     sweep.load_state()
     total, done = sweep.planned_runs(), sweep.finished_runs()
     if done < total and cluster:
-        from langbench import cluster as dask_cluster
+        from langbench.run import cluster as dask_cluster
         dask_cluster.run(sweep, manifest, manifest_path, cluster, workers, progress, allow_mixed)
     elif done < total:
         cpus = isolation.plan(params.isolation)

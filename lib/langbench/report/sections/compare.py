@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from langbench import stats, storage
-from langbench.findings import HIGHER, LOWER, Run, Section, p_text
-from langbench.params import ParamsError
+from langbench import storage
+from langbench.analysis import stats
+from langbench.analysis.findings import HIGHER, LOWER, Run, Section, p_text
+from langbench.run.params import ParamsError
 
 METRICS = (("throughput_tps", "tok/s", HIGHER), ("ttft_ms", "ms", LOWER), ("e2e_ms", "ms", LOWER),
            ("itl_p99_ms", "ms", LOWER), ("client_overhead_ms", "ms", LOWER))
@@ -188,7 +189,7 @@ def render(run_a: str | Path, run_b: str | Path, out: str | Path | None = None,
            allow_model_mismatch: bool = False) -> Path:
     """Execute notebooks/compare.ipynb for the two runs and write its HTML; the path of the
     HTML (with code hidden). Checks the runs first, so that bad input fails before papermill."""
-    from langbench import report
+    from langbench.report import render as report
     load(run_a, run_b, allow_model_mismatch)
     out = Path(out) if out else output_dir(run_a, run_b)
     (out / "html").mkdir(parents=True, exist_ok=True)

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from langbench import plots
-from langbench.findings import HIGHER, LOWER, Run, Section
+from langbench.report import plots
+from langbench.analysis.findings import HIGHER, LOWER, Run, Section
 
 NS_PER_MS = 1e6
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from langbench import metrics, stats
-from langbench.findings import HIGHER, LOWER, Run, Section, language_claim, p_text
-from langbench.sections import streams
-from langbench.sections.success import success_table
+from langbench.analysis import metrics, stats
+from langbench.analysis.findings import HIGHER, LOWER, Run, Section, language_claim, p_text
+from langbench.report.sections import streams
+from langbench.report.sections.success import success_table
 
 
 # Criteria that share a component are one group and count once: warm TTFT, client overhead and

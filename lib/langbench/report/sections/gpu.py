@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from langbench import metrics, plots, storage
-from langbench.findings import Run, Section
+from langbench import storage
+from langbench.analysis import metrics
+from langbench.report import plots
+from langbench.analysis.findings import Run, Section
 
 
 def _gpu_frame(run: Run) -> pd.DataFrame:
@@ -94,7 +96,7 @@ def length_dependence(run: Run) -> Section:
     and OLS slopes of decode throughput and TTFT on the length with their p-values."""
     import statsmodels.formula.api as smf
 
-    from langbench.findings import p_text
+    from langbench.analysis.findings import p_text
     rows = storage.read_jsonl(run.run_dir / "length_probe.jsonl")
     if not rows:
         return Section("Throughput and TTFT against the generation length",

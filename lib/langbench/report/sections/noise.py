@@ -24,8 +24,9 @@ import scipy.stats as sps
 import statsmodels.formula.api as smf
 from statsmodels.stats.anova import anova_lm
 
-from langbench import stats, storage
-from langbench.findings import Run, Section, p_text
+from langbench import storage
+from langbench.analysis import stats
+from langbench.analysis.findings import Run, Section, p_text
 
 VALUE = "throughput_tps"
 BLOCKS = ("gpu_uuid", "worker", "gpu_index")  # the first one a run has that varies

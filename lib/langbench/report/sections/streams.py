@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from langbench import verify
-from langbench.findings import Run, Section
+from langbench.analysis import verify
+from langbench.analysis.findings import Run, Section
 
 # Fewest gaps a percentile needs before it is shown (below it, "p99" of 23 gaps is the maximum).
 MIN_GAPS = {"p50": 2, "p95": 20, "p99": 100}
@@ -133,7 +133,7 @@ def per_chunk(run: Run) -> Section:
 
 
 def factors_applied(run: Run) -> Section:
-    """Each factor level against what the server did (langbench.verify)."""
+    """Each factor level against what the server did (langbench.analysis.verify)."""
     t = verify.factor_checks(run.df, run.processes, run.factors)
     if t.empty:
         return Section("Factors applied by the server", "No chimera batch to check.")

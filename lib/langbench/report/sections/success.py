@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from langbench import metrics, stats
-from langbench.findings import Run, Section, p_text
+from langbench.analysis import metrics, stats
+from langbench.analysis.findings import Run, Section, p_text
 
 
 SUCCESS_RULES = (("naive_success", "naive (delta > 0)"),

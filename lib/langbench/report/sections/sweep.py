@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from langbench import plots
-from langbench.findings import Run, Section
+from langbench.report import plots
+from langbench.analysis.findings import Run, Section
 
 
 def sweep_overview(run: Run) -> Section:

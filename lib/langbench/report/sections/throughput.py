@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from langbench import plots, stats
-from langbench.findings import HIGHER, LOWER, Run, Section, by_agent, language_claim, p_text, paired_claim
+from langbench.analysis import stats
+from langbench.report import plots
+from langbench.analysis.findings import HIGHER, LOWER, Run, Section, by_agent, language_claim, p_text, paired_claim
 
 
 def throughput_overall(run: Run) -> Section:

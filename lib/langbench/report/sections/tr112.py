@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import scipy.stats as sps
 
-from langbench import stats
-from langbench.findings import HIGHER, LOWER, Run, Section, p_text, paired_result
-from langbench.sections import validity
+from langbench.analysis import stats
+from langbench.analysis.findings import HIGHER, LOWER, Run, Section, p_text, paired_result
+from langbench.report.sections import validity
 
 SUPPORTED, CONTRADICTED, NOT_SHOWN, NOT_MEASURABLE = ("supported", "contradicted", "not shown",
                                                       "not measurable here")
@@ -129,7 +129,7 @@ def _cv_ratio(py: np.ndarray, rs: np.ndarray, seed: int = 112, n: int = 2000) ->
 
 def claims(run: Run) -> Section:
     """TR112's headline claims (seed §3–7), each beside this run's number and verdict."""
-    from langbench.sections import decision, success
+    from langbench.report.sections import decision, success
     rows = []
     w = run.warm
     py, rs = (w[w["agent"] == a] for a in ("python", "rust"))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from langbench import metrics, plots, stats
-from langbench.findings import LOWER, Run, Section, by_agent, language_claim, p_text, paired_claim
+from langbench.analysis import metrics, stats
+from langbench.report import plots
+from langbench.analysis.findings import LOWER, Run, Section, by_agent, language_claim, p_text, paired_claim
 
 
 def ttft_warm(run: Run) -> Section:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from langbench import metrics, plots, stats, storage
-from langbench.findings import LOWER, Run, Section, language_claim, p_text
+from langbench import storage
+from langbench.analysis import metrics, stats
+from langbench.report import plots
+from langbench.analysis.findings import LOWER, Run, Section, language_claim, p_text
 
 
 def client_vs_server(run: Run) -> Section:
@@ -16,7 +18,7 @@ def client_vs_server(run: Run) -> Section:
                                 decode_ratio_median=("decode_rate_ratio", "median"),
                                 itl_p50_ms=("itl_p50_ms", "median"), itl_p99_ms=("itl_p99_ms", "median"),
                                 itl_max_ms=("itl_max_ms", "max")).reset_index())
-    from langbench.sections.streams import MIN_GAPS, gaps_per_run
+    from langbench.report.sections.streams import MIN_GAPS, gaps_per_run
     gaps = w.assign(gaps=gaps_per_run(w)).groupby("agent")["gaps"].median()
     t["itl_gaps_per_run"] = t["agent"].map(gaps)
     t.loc[t["itl_gaps_per_run"] < MIN_GAPS["p99"], "itl_p99_ms"] = np.nan  # the maximum, not a p99
