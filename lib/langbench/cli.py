@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from langbench.run.agents import AgentMissing
-    from langbench.run.params import ParamsError
+    from langbench.vocab import ParamsError
     from langbench.run.server import ServerError
     from langbench.storage import RunDirError
     try:

@@ -98,7 +98,7 @@ class Run:
     @property
     def margins(self) -> dict:
         """The equivalence margins fixed in the parameter file (defaults where it set none)."""
-        from langbench.run.params import MARGINS
+        from langbench.vocab import MARGINS
         return {**MARGINS, **(self.manifest.get("parameters", {}).get("margins") or {})}
 
     def margin(self, value: str) -> tuple[float | None, str]:

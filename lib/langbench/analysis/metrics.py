@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from langbench import storage
-from langbench.run.plan import LOAD_FACTORS, REQUEST_FIELDS
+from langbench.vocab import LOAD_FACTORS, REQUEST_FIELDS
 
 NS_PER_MS = 1e6
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from langbench.run.plan import LOAD_FACTORS
+from langbench.vocab import LOAD_FACTORS
 
 APPLIED, NOT_APPLIED, UNOBSERVABLE, UNKNOWN = "yes", "no", "not observable", "no evidence"
 

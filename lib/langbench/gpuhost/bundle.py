@@ -30,7 +30,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from langbench import paths
+from langbench import paths, vocab
 from langbench.gpuhost import gguf_synth
 from langbench.run import server
 
@@ -211,16 +211,16 @@ def prepare_host(bundle_dir: Path, work: Path, small: bool = False, cuda: bool =
     log = work / "check.log"
     srv = server.start_embedded(binary=binary, log_path=log)
     try:
-        if not server.has_model(srv.url, gguf_synth.SYNTHETIC_MODEL):  # a second call skips this
+        if not server.has_model(srv.url, vocab.SYNTHETIC_MODEL):  # a second call skips this
             started = time.monotonic()
             model_file = work / "gemma3-4b-shape.gguf"
             written = gguf_synth.write_gemma3_4b_shape(model_file, bundle_dir / "gemma3-vocab.gguf", small=small)
             say(f"model written in {time.monotonic() - started:.0f} s: {written}")
-            server.create_model(srv, gguf_synth.SYNTHETIC_MODEL, model_file, binary)
+            server.create_model(srv, vocab.SYNTHETIC_MODEL, model_file, binary)
             model_file.unlink()  # the store holds its own copy (3.3 GB each)
         import httpx
         r = httpx.post(f"{srv.url}/api/generate", timeout=300, json={
-            "model": gguf_synth.SYNTHETIC_MODEL, "prompt": "The", "raw": True, "stream": False,
+            "model": vocab.SYNTHETIC_MODEL, "prompt": "The", "raw": True, "stream": False,
             "options": {"num_predict": 16, "seed": 1, "num_gpu": 999}})
         if r.status_code != 200:
             raise GpuError(f"the first generation failed: HTTP {r.status_code} {r.text[:500]}")
@@ -228,7 +228,7 @@ def prepare_host(bundle_dir: Path, work: Path, small: bool = False, cuda: bool =
     finally:
         server.stop(srv)
     found = check_log(log.read_text(errors="replace"), want_cuda=cuda)
-    found.update(binary=str(binary), model=gguf_synth.SYNTHETIC_MODEL,
+    found.update(binary=str(binary), model=vocab.SYNTHETIC_MODEL,
                  first_tokens=body.get("eval_count"), done_reason=body.get("done_reason"),
                  decode_tps=body["eval_count"] / (body["eval_duration"] / 1e9) if body.get("eval_duration") else None)
     say(f"ready: {found}")

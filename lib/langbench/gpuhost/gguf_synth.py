@@ -20,9 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-SYNTHETIC_MODEL = "gemma3-4b-shape-synthetic:q4_k_m"
-MODEL_NOTE = ("synthetic weights with the shapes and quantization of gemma3:latest "
-              "(Gemma 3 4B, Q4_K_M) and the real Gemma 3 vocabulary: speeds are real, text is not")
+from langbench.vocab import MODEL_NOTE  # what the model says of itself, and every report of a run on it
 
 Q4_K_BYTES, Q6_K_BYTES, QK = 144, 210, 256  # bytes per 256-value block
 EOS, END_OF_TURN = 1, 106

@@ -67,7 +67,7 @@ def render(run_dir: str | Path, notebooks=NOTEBOOKS) -> int:
     """Execute and render every notebook of a stored run; write index.html. 0 if all rendered."""
     run_dir = Path(run_dir)
     if not (run_dir / "manifest.json").exists() or not (run_dir / "records.jsonl").exists():
-        from langbench.run.params import ParamsError
+        from langbench.vocab import ParamsError
         raise ParamsError(f"{run_dir}: not a run directory (no manifest.json/records.jsonl): "
                           "run `make report` or `python -m langbench sweep` first")
     with storage.locked(run_dir, "render"):

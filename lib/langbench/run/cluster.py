@@ -35,8 +35,7 @@ from pathlib import Path
 from distributed import WorkerPlugin
 from tqdm import tqdm
 
-from langbench import storage
-from langbench.gpuhost import gguf_synth
+from langbench import storage, vocab
 from langbench.run import agents, plan, provenance, server, telemetry
 
 PLUGIN = "langbench-server"
@@ -137,8 +136,8 @@ class ServerPlugin(WorkerPlugin):
             self.keeper = sweep.Keeper(srv, self.scratch)
             server.ensure_model(srv, self.model)
             model = provenance.model_details(srv.url, self.model)
-            if self.model == gguf_synth.SYNTHETIC_MODEL:
-                model["note"] = gguf_synth.MODEL_NOTE
+            if self.model == vocab.SYNTHETIC_MODEL:
+                model["note"] = vocab.MODEL_NOTE
             host_info = provenance.host_info()
             self.info.update(server={"url": srv.url, "embedded": srv.embedded, "host_setting": self.host_setting},
                              ollama_version=provenance.ollama_version(srv.url), model=model,

@@ -15,10 +15,7 @@ from pathlib import Path
 import yaml
 
 from langbench import schemas
-
-
-class ParamsError(ValueError):
-    """The parameter file cannot be used; the message names the file and the key."""
+from langbench.vocab import MARGINS, REQUEST_FIELDS, ParamsError
 
 
 @dataclass(frozen=True)
@@ -67,11 +64,9 @@ OLLAMA_OPTIONS = frozenset({
     "temperature", "repeat_penalty", "presence_penalty", "frequency_penalty", "stop",
 })
 OLLAMA_OPTIONS_VERSION = "0.11.4"
-REQUEST_FIELDS = ("keep_alive", "think")  # plan.py sends them beside the options
 
 DEFAULTS = {"endpoint": "generate", "baseline": {}, "warmups": 1, "retries": 1, "uncached_repetitions": 0, "null_client": False,
             "batches": 1, "isolation": "shared"}
-MARGINS = {"throughput_pct": 2.0, "ttft_ms": 5.0, "overhead_ms": 0.5}
 
 
 def load(path: str | Path) -> Params:

@@ -14,12 +14,12 @@ import itertools
 import random
 from dataclasses import asdict, dataclass, field, replace
 
-from langbench.run.params import REQUEST_FIELDS, Params
+from langbench.run.params import Params
+from langbench.vocab import LOAD_FACTORS, REQUEST_FIELDS
 
 MODES = ("baseline", "chimera")
-# Factors of the load, not Ollama options: never sent, kept on baseline rows too.
-LOAD_FACTORS = ("concurrency", "arrival_rate_per_s")
-# REQUEST_FIELDS (params.py): factors or fixed values that go at the top of the request, never
+# LOAD_FACTORS (vocab.py): factors of the load, not Ollama options: never sent, kept on baseline rows too.
+# REQUEST_FIELDS (vocab.py): factors or fixed values that go at the top of the request, never
 # into `options` (Ollama ignores them there, with "invalid option provided" in its log).
 # Ollama reloads the model when one of these changes (v0.11.4 source; DESIGN.md).
 RELOAD_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread")

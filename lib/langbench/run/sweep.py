@@ -26,9 +26,8 @@ from pathlib import Path
 import psutil
 from tqdm import tqdm  # not tqdm.auto: it warns in a kernel without ipywidgets
 
-from langbench import paths, storage
+from langbench import paths, storage, vocab
 from langbench.analysis import metrics, summary
-from langbench.gpuhost import gguf_synth
 from langbench.run import agents, isolation, plan, provenance, server, telemetry
 from langbench.run.params import Params, ParamsError, load
 
@@ -403,8 +402,8 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
                         "server only; an external server runs where it was started"}
             sweep.agent_cpus = cpus["agent_cpus"] if cpus["applied"] else None
             model, host = provenance.model_details(srv.url, params.model), provenance.host_info()
-            if params.model == gguf_synth.SYNTHETIC_MODEL:
-                model["note"] = gguf_synth.MODEL_NOTE
+            if params.model == vocab.SYNTHETIC_MODEL:
+                model["note"] = vocab.MODEL_NOTE
             now = session_provenance(params, srv.url, model, host)
             first = first_provenance(manifest)
             diffs = provenance_differences(first, now, manifest.get("parameters_digest_aliases", ())) \

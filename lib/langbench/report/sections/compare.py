@@ -19,7 +19,7 @@ import pandas as pd
 from langbench import storage
 from langbench.analysis import stats
 from langbench.analysis.findings import HIGHER, LOWER, Run, Section, p_text
-from langbench.run.params import ParamsError
+from langbench.vocab import ParamsError
 
 METRICS = (("throughput_tps", "tok/s", HIGHER), ("ttft_ms", "ms", LOWER), ("e2e_ms", "ms", LOWER),
            ("itl_p99_ms", "ms", LOWER), ("client_overhead_ms", "ms", LOWER))
