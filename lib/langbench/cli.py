@@ -79,9 +79,8 @@ def _command(args: argparse.Namespace) -> int:
         from langbench.run import provision
         return provision.main()
     if args.command == "sweep":
-        from langbench.run.sweep import run_sweep
-        run_dir = run_sweep(args.params, args.run_id, allow_mixed=args.allow_mixed,
-                            cluster=args.cluster, workers=args.workers)
+        run_dir = sweep(args.params, args.run_id, allow_mixed=args.allow_mixed,
+                        cluster=args.cluster, workers=args.workers)
         print(run_dir)
         return 0
     if args.command in ("bundle", "gpu-host"):
@@ -100,13 +99,32 @@ def _command(args: argparse.Namespace) -> int:
         print(compare.render(args.run_a, args.run_b, args.out, args.allow_model_mismatch))
         return 0
     if args.command == "report":  # a sweep, then a render: the runner never imports the report
-        from langbench.run.sweep import run_sweep
-        run_dir = run_sweep(args.params, args.run_id, allow_mixed=args.allow_mixed,
-                            cluster=args.cluster, workers=args.workers)
+        run_dir = sweep(args.params, args.run_id, allow_mixed=args.allow_mixed,
+                        cluster=args.cluster, workers=args.workers)
         from langbench.report import render as report
         return report.render(run_dir)
     from langbench.report import render as report
     return report.render(args.run_dir)
+
+
+def sweep(params_file: str | Path, run_id: str | None = None, outputs: Path | None = None, **kw) -> Path:
+    """A sweep (run/, which writes the records), then summary.csv (analysis/, which reads them):
+    the runner imports no analysis, so what a finished sweep leaves beside its records is written
+    here, where both floors meet. Returns the run directory."""
+    from langbench.analysis import summary
+    from langbench.run.sweep import run_sweep
+    run_dir = run_sweep(params_file, run_id, **kw) if outputs is None else \
+        run_sweep(params_file, run_id, outputs=outputs, **kw)
+    summary.write_summary(run_dir)
+    return run_dir
+
+
+def run_into(params_file: str | Path, run_dir: str | Path = "") -> str:
+    """The sweep notebook's entry: run or resume `params_file` into `run_dir` (a new run id
+    under outputs/ when empty), as `python -m langbench sweep` does; returns the run directory."""
+    if str(run_dir):
+        return str(sweep(params_file, Path(run_dir).name, outputs=Path(run_dir).parent))
+    return str(sweep(params_file))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """summary.csv: one row per language × config × mode (the seed's
-rust_vs_python_sweep_summary.csv), written by the sweep when it ends and again by a render."""
+rust_vs_python_sweep_summary.csv), written when a sweep ends (langbench.cli.sweep: the runner
+imports no analysis) and again by a render."""
 
 from __future__ import annotations
 

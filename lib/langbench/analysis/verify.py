@@ -1,5 +1,5 @@
 """Was each factor applied? Each factor level checked against what the server did (issue 15,
-item 5), from processes.jsonl's per-batch `offload` (langbench.run.sweep.Offload: /api/ps after the
+item 5), from processes.jsonl's per-batch `offload` (langbench.run.batches.Offload: /api/ps after the
 batch, the batch's part of the server log) and the records themselves.
 
 - any factor the server logged as `invalid option provided`: not applied;

@@ -12,7 +12,7 @@ OLLAMA_HOST when it answers. The client submits one task per batch attempt
 results with `as_completed`; the worker runs the agent against its server, samples NVML on its
 GPU through the batch, and returns the records, the process stats, the offload and the
 telemetry rows. Only the client writes the run directory, through the same Sweep.merge as a
-single-server run: a worker that dies mid-batch returns nothing, so that attempt is run again
+single-server run (batches.Book.merge): a worker that dies mid-batch returns nothing, so that attempt is run again
 (by Dask on another worker, or by a resume) and no run is ever recorded twice.
 
 Placement, retries of lost tasks and the dashboard are Dask's.
@@ -36,7 +36,7 @@ from distributed import WorkerPlugin
 from tqdm import tqdm
 
 from langbench import storage, vocab
-from langbench.run import agents, plan, provenance, server, telemetry
+from langbench.run import agents, batches, plan, provenance, server, telemetry
 
 PLUGIN = "langbench-server"
 WORKER_FIELDS = ("worker", "worker_host", "worker_gpu", "worker_gpu_uuid")
@@ -109,7 +109,6 @@ class ServerPlugin(WorkerPlugin):
         self.error: str | None = None
 
     def setup(self, worker) -> None:
-        from langbench.run import sweep  # Keeper, Offload, Contention: the single-server runner's
         if os.environ.get(LOCAL_WORKER):  # a worker of `--cluster local`: Ctrl-C reaches the whole
             # process group, and the runner (its nanny's process) stops it; ignored here, the signal
             # no longer ends the worker with a KeyboardInterrupt traceback on the user's terminal
@@ -133,7 +132,7 @@ class ServerPlugin(WorkerPlugin):
             self.info["server_cpus"] = cpus
             srv = server.Server(url=url, embedded=False) if url else server.start_embedded(
                 log_path=self.scratch / "ollama.log", env=self.env, cpus=cpus)
-            self.keeper = sweep.Keeper(srv, self.scratch)
+            self.keeper = batches.Keeper(srv, self.scratch)
             server.ensure_model(srv, self.model)
             model = provenance.model_details(srv.url, self.model)
             if self.model == vocab.SYNTHETIC_MODEL:
@@ -144,7 +143,7 @@ class ServerPlugin(WorkerPlugin):
                              model_digest=model.get("gguf_sha256"), cpu_model=host_info["cpu_model"],
                              cpus=host_info["cpu_logical"], memory_bytes=host_info["memory_bytes"],
                              python=host_info["python"])
-            self.offload = sweep.Offload(srv.log_path)
+            self.offload = batches.Offload(srv.log_path)
             self.sampler = telemetry.Sampler.start(None, indices=[gpu["index"]]) if gpu else None
             self.info["telemetry"] = ({"hz": telemetry.HZ, "energy_counter": self.sampler.has_energy[0]}
                                       if self.sampler else None)
@@ -181,7 +180,6 @@ def run_batch(job: dict) -> dict:
     or a failure record for a run it never wrote), "stats", "contention", "offload",
     "telemetry" (NVML rows of this worker's GPU), "worker" (its info)}. Raises ClusterError
     when this worker's server could not be started (Dask then retries it elsewhere)."""
-    from langbench.run import sweep
     plugin = _plugin()
     if plugin.error:
         raise ClusterError(f"worker {plugin.info.get('worker')}: its server did not start: {plugin.error}")
@@ -190,12 +188,9 @@ def run_batch(job: dict) -> dict:
         jobs = folder / "jobs.json"
         storage.write_json(jobs, job["jobs"])
         raw = folder / "records.jsonl"
-        host = plugin.keeper.ensure()
-        load = sweep.Contention(plugin.keeper.srv)
         sampler = plugin.sampler
-        with sampler.batch(job["batch_id"]) if sampler else contextlib.nullcontext():
-            stats = agents.run(job["agent"], host, jobs, raw, timeout=job["timeout"])
-        contention = load.after()
+        host, stats, contention = batches.measure(plugin.keeper, sampler, job["agent"], job["batch_id"],
+                                                  jobs, raw, job["timeout"])
         try:
             offload = plugin.offload.after_batch(host, job["model"])
         except Exception as e:  # a dead server: the batch's records already say what failed
@@ -335,7 +330,7 @@ def worker_provenance(info: dict) -> dict:
 
 
 def session_provenance(params, infos: list[dict]) -> dict:
-    """The sweep's session provenance (sweep.PROVENANCE_KEYS) of a cluster: the values the
+    """The sweep's session provenance (batches.PROVENANCE_KEYS) of a cluster: the values the
     workers share, or the sorted set of those they differ in."""
     def one(values):
         values = sorted({str(v) for v in values})
@@ -351,7 +346,6 @@ def run(sweep, manifest: dict, manifest_path: Path, address: str, workers: int |
         progress: bool, allow_mixed: bool) -> None:
     """Run every unfinished batch of `sweep` on the cluster; the client writes everything."""
     from distributed import as_completed
-    from langbench.run import sweep as sweep_mod
     params, run_dir = sweep.params, sweep.run_dir
     slots = plan.slots(params)
     client, cluster, expected = connect(address, workers)
@@ -374,8 +368,8 @@ def run(sweep, manifest: dict, manifest_path: Path, address: str, workers: int |
         check_workers(infos, allow_mixed)
         addresses = sorted(infos, key=lambda a: infos[a]["worker"])
         now = session_provenance(params, list(infos.values()))
-        first = sweep_mod.first_provenance(manifest)
-        diffs = sweep_mod.provenance_differences(first, now, manifest.get("parameters_digest_aliases", ())) \
+        first = batches.first_provenance(manifest)
+        diffs = batches.provenance_differences(first, now, manifest.get("parameters_digest_aliases", ())) \
             if first else []
         if diffs and not allow_mixed:
             raise storage.RunDirError(
@@ -390,7 +384,7 @@ def run(sweep, manifest: dict, manifest_path: Path, address: str, workers: int |
         versions = {i.get("ollama_version") for i in infos.values()}
         sweep.clamp = any(plan.needs_num_batch_clamp(v) for v in versions)
         done = sweep.finished_runs()
-        session = {"started_at": sweep_mod._now(), "resumed_from_runs": done, "provenance": now,
+        session = {"started_at": batches.now(), "resumed_from_runs": done, "provenance": now,
                    "num_batch_clamp": sweep.clamp,
                    "cluster": {"address": address if address != "local" else cluster_address(client),
                                "kind": "local" if address == "local" else "scheduler",
@@ -406,7 +400,7 @@ def run(sweep, manifest: dict, manifest_path: Path, address: str, workers: int |
             model=first_info.get("model"), host=provenance.host_info(),
             packages={**provenance.package_versions(), **_dask_versions()},
             agents={a: agents.command(a) for a in params.agents},
-            num_batch_clamp=sweep_mod.clamp_note(sweep), isolation={
+            num_batch_clamp=batches.clamp_note(sweep), isolation={
                 "setting": params.isolation, "applied": False,
                 "reason": "with --cluster each worker's server runs where the worker runs"},
             server_slots={"num_parallel": slots, "embedded": manifest_embedded(infos),
@@ -465,7 +459,7 @@ def run(sweep, manifest: dict, manifest_path: Path, address: str, workers: int |
                             pending[nxt.key] = batch
                             futures.add(nxt)
             finally:
-                session["ended_at"] = sweep_mod._now()
+                session["ended_at"] = batches.now()
                 session["server_restarts"] = sum(restarts.values())
                 session["lost_batches"] = lost
                 if lost:
@@ -481,23 +475,14 @@ def run(sweep, manifest: dict, manifest_path: Path, address: str, workers: int |
 def _submit(client, sweep, batch: plan.Batch, address: str):
     """Submit the next attempt of `batch` (None when nothing of it is pending); the client
     writes its jobs file, the worker gets the document."""
-    from langbench.run import sweep as sweep_mod
-    todo = sweep.state.pending(batch, sweep.params.retries)
-    if not todo:
+    attempt = sweep.next_attempt(batch)
+    if attempt is None:
         return None
-    attempt = sweep.state.attempts.get(batch.batch_id, 0) + 1
-    sweep.state.attempts[batch.batch_id] = attempt  # reserved: the next attempt gets the next number
-    runs = list(todo)
-    if todo[0].phase != "cold":  # resuming mid-batch: pay the reload before measuring
-        runs.insert(0, plan.Run(sweep_mod.resume_run_id(batch, attempt), "resume", 0, 0))
-    stem = f"{batch.batch_id}-a{attempt}"
-    options = plan.clamp_num_batch(batch.options)[0] if sweep.clamp else batch.options
-    doc = plan.jobs_document(sweep.params, batch, runs, options)
-    storage.write_json(sweep.jobs_dir / f"{stem}.json", doc)
-    job = {"stem": stem, "batch_id": batch.batch_id, "agent": batch.agent, "model": sweep.params.model,
-           "options": options, "timeout": sweep.params.timeouts["batch_s"], "jobs": doc,
-           "runs": [[r.run_id, r.phase] for r in runs]}
-    fut = client.submit(run_batch, job, key=stem, workers=[address], allow_other_workers=True,
+    sweep.state.attempts[batch.batch_id] = attempt.number  # reserved: the next attempt gets the next number
+    job = {"stem": attempt.stem, "batch_id": batch.batch_id, "agent": batch.agent, "model": sweep.params.model,
+           "options": attempt.options, "timeout": sweep.params.timeouts["batch_s"], "jobs": attempt.doc,
+           "runs": [[r.run_id, r.phase] for r in attempt.runs]}
+    fut = client.submit(run_batch, job, key=attempt.stem, workers=[address], allow_other_workers=True,
                         retries=sweep.params.retries, priority=-batch.order, pure=False)
     return fut
 

@@ -7,224 +7,47 @@ Nothing lost, nothing twice. Each agent appends its records (flushed per run) to
 file under jobs/; the runner merges them into records.jsonl keyed by (run_id, attempt), at the
 end of each batch and again at the start of a resume, so a runner killed at any point loses no
 record that an agent wrote and duplicates none. A run is finished when it has an `ok` record
-or has failed 1 + retries times; only unfinished runs are run again.
+or has failed 1 + retries times; only unfinished runs are run again. What a batch attempt is and
+how its records are merged lives in batches.py, shared with the Dask runner (cluster.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import os
 import re
 import shutil
-import statistics
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
 from tqdm import tqdm  # not tqdm.auto: it warns in a kernel without ipywidgets
 
 from langbench import paths, storage, vocab
-from langbench.analysis import metrics, summary
-from langbench.run import agents, isolation, plan, provenance, server, telemetry
+from langbench.run import agents, batches, isolation, plan, provenance, server, telemetry
+from langbench.run.batches import Keeper, Offload, clamp_note, first_provenance, provenance_differences
+from langbench.run.batches import now as _now
 from langbench.run.params import Params, ParamsError, load
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def new_run_id(params: Params) -> str:
     return f"{params.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def resume_run_id(batch: plan.Batch, attempt: int) -> str:
-    """The run the runner adds when it resumes mid-batch (it pays the reload; not measured)."""
-    return f"{batch.batch_id}-resume{attempt}"
+class Sweep(batches.Book):
+    """The single-server loop: each batch's attempts, one after another, on one server."""
 
-
-@dataclass
-class RunState:
-    """What records.jsonl says about each planned run."""
-    ok: set[str] = field(default_factory=set)
-    failures: dict[str, int] = field(default_factory=dict)
-    attempts: dict[str, int] = field(default_factory=dict)  # batch_id → last attempt number
-    keys: set[tuple[str, int]] = field(default_factory=set)  # (run_id, attempt) merged
-
-    def add(self, rec: dict) -> None:
-        self.keys.add((rec["run_id"], rec["attempt"]))
-        self.attempts[rec["batch_id"]] = max(self.attempts.get(rec["batch_id"], 0), rec["attempt"])
-        if rec["phase"] == "resume":
-            return
-        if rec["outcome"] == "ok":
-            self.ok.add(rec["run_id"])
-        else:
-            self.failures[rec["run_id"]] = self.failures.get(rec["run_id"], 0) + 1
-
-    def pending(self, batch: plan.Batch, retries: int) -> list[plan.Run]:
-        return [r for r in batch.runs
-                if r.run_id not in self.ok and self.failures.get(r.run_id, 0) <= retries]
-
-
-class Keeper:
-    """Keeps a server answering: an embedded one that died is restarted (and counted)."""
-
-    def __init__(self, srv: server.Server, run_dir: Path):
-        self.srv, self.run_dir, self.restarts = srv, run_dir, 0
-
-    def ensure(self) -> str:
-        alive = server.server_version(self.srv.url) is not None
-        if alive or not self.srv.embedded:
-            return self.srv.url
-        tail = self.srv.log_tail(5)
-        server.stop(self.srv)
-        self.srv = server.start_embedded(log_path=self.run_dir / "ollama.log", env=self.srv.env,
-                                         cpus=self.srv.cpus)
-        self.restarts += 1
-        tqdm.write(f"sweep: the embedded Ollama had died; restarted at {self.srv.url}\n{tail}",
-                   file=sys.stderr)
-        return self.srv.url
-
-
-class Offload:
-    """What the server actually did in a batch, for the check that each factor was applied
-    (langbench.analysis.verify): layers on GPU (from its log, where the runner has it), options it
-    rejected (`invalid option provided` lines of the batch's part of the log), and from
-    /api/ps after the batch: whether the model is still loaded, its size / size_vram, context
-    length and expiry (keep_alive 0 unloads it: waited for up to a second)."""
-
-    PATTERN = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
-    INVALID = re.compile(r'invalid option provided"?\s+option=("?)([^"\s]+)\1')
-
-    def __init__(self, log_path: Path | None):
-        self.log_path, self.offset, self.layers = log_path, 0, (None, None)
-
-    def after_batch(self, url: str, model: str, keep_alive=None) -> dict:
-        invalid: list[str] = []
-        if self.log_path and self.log_path.exists():
-            with open(self.log_path, "rb") as f:
-                f.seek(self.offset)
-                text = f.read().decode(errors="replace")
-                self.offset = f.tell()
-            found = self.PATTERN.findall(text)
-            if found:  # a reload in this batch; else the model stayed as it was
-                self.layers = tuple(int(x) for x in found[-1])
-            invalid = sorted({m[1] for m in self.INVALID.findall(text)})
-        names = (model, f"{model}:latest")
-        deadline = time.monotonic() + (1.0 if keep_alive in (0, "0", "0s", "0m") else 0.0)
-        while True:
-            loaded = [m for m in provenance.loaded_models(url) if m["name"] in names]
-            if not loaded or time.monotonic() >= deadline:
-                break
-            time.sleep(0.05)
-        m = loaded[0] if loaded else {}
-        return {"layers_gpu": self.layers[0], "layers_total": self.layers[1],
-                "size": m.get("size"), "size_vram": m.get("size_vram"), "loaded": bool(loaded),
-                "context_length": m.get("context_length"), "expires_at": m.get("expires_at"),
-                "invalid_options": invalid}
-
-
-class Contention:
-    """What else used the CPUs during a batch: the host's load and the embedded server's own
-    CPU time (it and its runners), so a report can say whether server and agent competed."""
-
-    def __init__(self, srv: server.Server):
-        self.proc = psutil.Process(srv.process.pid) if srv.embedded and srv.process else None
-        self.load0, self.cpu0 = os.getloadavg()[0], self._server_cpu()
-
-    def _server_cpu(self) -> float | None:
-        if self.proc is None:
-            return None
-        try:  # its own time, its reaped runners' (a reload replaces the runner), the live ones'
-            own = self.proc.cpu_times()
-            live = sum(sum(c.cpu_times()[:2]) for c in self.proc.children(recursive=True))
-            return own.user + own.system + own.children_user + own.children_system + live
-        except psutil.Error:
-            return None
-
-    def after(self) -> dict:
-        cpu1 = self._server_cpu()
-        return {"host_load_1m": (self.load0 + os.getloadavg()[0]) / 2, "host_cpus": os.cpu_count(),
-                "server_cpu_s": cpu1 - self.cpu0 if cpu1 is not None and self.cpu0 is not None else None}
-
-
-class Sweep:
     def __init__(self, params: Params, run_dir: Path, clamp: bool = False):
-        self.params, self.run_dir = params, run_dir
-        self.clamp = clamp  # send num_batch ≤ num_ctx (a server older than 0.12.0)
+        super().__init__(params, run_dir, clamp)
         self.sampler: telemetry.Sampler | None = None  # NVML, on a GPU host
         self.offload: Offload | None = None
-        self.batches = plan.build(params)
-        self.records_path = run_dir / "records.jsonl"
-        self.processes_path = run_dir / "processes.jsonl"
-        self.events_path = run_dir / "events.jsonl"
-        self.jobs_dir = run_dir / "jobs"
-        self.state = RunState()
-        self.warm_loads: list[float] = []
-
-    # --- records -------------------------------------------------------------------------
-    def load_state(self) -> None:
-        for rec in storage.read_jsonl(self.records_path, repair=True):
-            self.state.add(rec)
-        by_id = {b.batch_id: b for b in self.batches}
-        for raw in sorted(self.jobs_dir.glob("*.records.jsonl")):
-            batch_id, attempt = raw.name.removesuffix(".records.jsonl").rsplit("-a", 1)
-            if batch_id not in by_id:
-                raise storage.RunDirError(
-                    f"{raw}: batch {batch_id} is not in this run's plan; the run was made with "
-                    "other parameters: render it as it is, or sweep into another --run-id")
-            self.merge(by_id[batch_id], int(attempt), raw)
-
-    def merge(self, batch: plan.Batch, attempt: int, raw: Path) -> list[dict]:
-        """Append the raw file's records not yet in records.jsonl, with the plan's fields."""
-        phases = {r.run_id: r.phase for r in batch.runs}
-        phases[resume_run_id(batch, attempt)] = "resume"
-        caches = {r.run_id: r.cache for r in batch.runs}
-        clamped = plan.clamp_num_batch(batch.options)[1]
-        new = []
-        for number, rec in enumerate(storage.read_jsonl(raw), 1):
-            if rec.get("run_id") not in phases:  # not planned: never guess what it was
-                raise storage.RunDirError(
-                    f"{raw}:{number}: run id {rec.get('run_id')!r} is not in this run's plan "
-                    f"for batch {batch.batch_id} attempt {attempt}; the file was written by "
-                    "something else: move it out of jobs/ and rerun")
-            if (rec["run_id"], attempt) in self.state.keys:
-                continue
-            sent_batch = (rec.get("options") or {}).get("num_batch")
-            rec.update(batch_id=batch.batch_id, order=batch.order, config_id=batch.config_id,
-                       config=batch.config, mode=batch.mode, attempt=attempt,
-                       phase=phases[rec["run_id"]], reload_expected=batch.reload_expected,
-                       prompt_cache=caches.get(rec["run_id"], "cached"),
-                       keep_alive=batch.request.get("keep_alive", self.params.fixed["keep_alive"]),
-                       num_batch_clamp=clamped if clamped and sent_batch == clamped["num_batch_to"]
-                       and batch.options.get("num_batch") != sent_batch else None)
-            new.append(rec)
-        storage.append_jsonl(self.records_path, new)
-        for rec in new:
-            self.state.add(rec)
-        return new
 
     # --- running -------------------------------------------------------------------------
     def run_batch(self, batch: plan.Batch, keeper: Keeper, bar: tqdm) -> None:
         retries = self.params.retries
-        while todo := self.state.pending(batch, retries):
-            attempt = self.state.attempts.get(batch.batch_id, 0) + 1
-            runs = list(todo)
-            if todo[0].phase != "cold":  # resuming mid-batch: pay the reload before measuring
-                runs.insert(0, plan.Run(resume_run_id(batch, attempt), "resume", 0, 0))
-            stem = f"{batch.batch_id}-a{attempt}"
-            jobs = self.jobs_dir / f"{stem}.json"
-            options = plan.clamp_num_batch(batch.options)[0] if self.clamp else batch.options
-            storage.write_json(jobs, plan.jobs_document(self.params, batch, runs, options))
-            raw = self.jobs_dir / f"{stem}.records.jsonl"
-            host = keeper.ensure()
-            load = Contention(keeper.srv)
-            with self.sampler.batch(batch.batch_id) if self.sampler else contextlib.nullcontext():
-                stats = agents.run(batch.agent, host, jobs, raw, timeout=self.params.timeouts["batch_s"],
-                                   cpus=self.agent_cpus)
-            contention = load.after()
+        while attempt := self.next_attempt(batch):
+            todo, runs, options, raw = attempt.todo, attempt.runs, attempt.options, attempt.raw
+            host, stats, contention = batches.measure(keeper, self.sampler, batch.agent, batch.batch_id,
+                                                      attempt.jobs, raw, self.params.timeouts["batch_s"],
+                                                      self.agent_cpus)
             offload = self.offload_after(host, batch.request.get("keep_alive"))
             written = {r["run_id"] for r in storage.read_jsonl(raw, repair=True)}
             lost = [agents.failure_record(batch.agent, r.run_id, self.params.model, options,
@@ -232,9 +55,9 @@ class Sweep:
                                           batch.request.get("think"))
                     for r in runs if r.run_id not in written]
             storage.append_jsonl(raw, lost)  # the agent is gone: the raw file is ours now
-            new = self.merge(batch, attempt, raw)  # records this attempt in self.state
+            new = self.merge(batch, attempt.number, raw)  # records this attempt in self.state
             storage.append_jsonl(self.processes_path, [{
-                "batch_id": batch.batch_id, "attempt": attempt, "config_id": batch.config_id,
+                "batch_id": batch.batch_id, "attempt": attempt.number, "config_id": batch.config_id,
                 "mode": batch.mode, "runs": len(runs), **stats.as_dict(), "offload": offload,
                 **contention}])
             self.check_reloads(new)
@@ -243,7 +66,7 @@ class Sweep:
             bad = [r for r in new if r["outcome"] != "ok"]
             if bad:  # one line per batch: the first failure stands for the others
                 err = bad[0]["error"]
-                tqdm.write(f"sweep: {batch.batch_id} attempt {attempt}: {len(bad)}/{len(new)} runs "
+                tqdm.write(f"sweep: {batch.batch_id} attempt {attempt.number}: {len(bad)}/{len(new)} runs "
                            f"failed ({err['kind']}: {err['message'][:160]})", file=sys.stderr)
             if stats.exit_code not in (0, 1):
                 tqdm.write(f"sweep: {batch.agent} agent exited {stats.exit_code}"
@@ -258,35 +81,6 @@ class Sweep:
         except Exception as e:  # a dead server: the batch's records already say what failed
             return {"error": f"{type(e).__name__}: {e}"[:200]}
 
-    def check_reloads(self, new: list[dict]) -> None:
-        """Log a reload where none was expected: load_duration far above the warm median."""
-        events = []
-        for rec in new:
-            load = rec.get("load_duration")
-            if rec["phase"] not in ("measured", "warmup") or load is None:
-                continue
-            if rec.get("keep_alive") in (0, "0", "0s", "0m"):  # unloaded after every run, by request
-                continue
-            load_ms = load / 1e6
-            if len(self.warm_loads) >= 5:
-                median = statistics.median(self.warm_loads)
-                if load_ms > max(5 * median, median + 250):
-                    events.append({"event": "unexpected_reload", "run_id": rec["run_id"],
-                                   "load_ms": load_ms, "warm_median_load_ms": median, "at": _now()})
-                    tqdm.write(f"sweep: unexpected reload in {rec['run_id']}: load {load_ms:.0f} ms "
-                               f"vs warm median {median:.0f} ms", file=sys.stderr)
-            self.warm_loads.append(load_ms)
-        storage.append_jsonl(self.events_path, events)
-
-    def planned_runs(self) -> int:
-        return sum(len(b.runs) for b in self.batches)
-
-    def finished_runs(self) -> int:
-        return sum(len(b.runs) - len(self.state.pending(b, self.params.retries)) for b in self.batches)
-
-
-PROVENANCE_KEYS = ("ollama_version", "model_digest", "parameters_digest", "host_cpu", "host_gpus")
-
 
 def session_provenance(params: Params, url: str, model: dict, host: dict) -> dict:
     """What must stay the same across the sessions of one run (DESIGN.md, "Sweep")."""
@@ -295,30 +89,6 @@ def session_provenance(params: Params, url: str, model: dict, host: dict) -> dic
             "parameters_digest": params.digest(),
             "host_cpu": host.get("cpu_model"),
             "host_gpus": [g.get("name") for g in host.get("gpus", [])]}
-
-
-def first_provenance(manifest: dict) -> dict | None:
-    """The first session's provenance (older manifests kept it only at the top level)."""
-    for session in manifest.get("sessions", []):
-        if session.get("provenance"):
-            return session["provenance"]
-    if not manifest.get("ollama_version"):
-        return None
-    return {"ollama_version": manifest.get("ollama_version"),
-            "model_digest": (manifest.get("model") or {}).get("gguf_sha256"),
-            "parameters_digest": manifest.get("parameters_digest"),
-            "host_cpu": (manifest.get("host") or {}).get("cpu_model"),
-            "host_gpus": [g.get("name") for g in (manifest.get("host") or {}).get("gpus", [])]}
-
-
-def provenance_differences(first: dict, now: dict, digest_aliases: list | tuple = ()) -> list[str]:
-    """The provenance keys that differ; a first session's parameters digest listed in
-    `digest_aliases` (manifest "parameters_digest_aliases": the same parameters as digested by
-    an older version, see adopt_defaults) counts as this one."""
-    first = {**first, "parameters_digest": now.get("parameters_digest")} \
-        if first.get("parameters_digest") in digest_aliases else first
-    return [f"{k}: {first.get(k)!r} in the first session, {now.get(k)!r} now"
-            for k in PROVENANCE_KEYS if first.get(k) != now.get(k)]
 
 
 def adopt_defaults(manifest: dict, params: Params) -> None:
@@ -468,40 +238,13 @@ def runner_parallel(log_path: Path | None) -> int | None:
     return int(found[-1]) if found else None
 
 
-def clamp_note(sweep: Sweep) -> dict:
-    """The manifest's account of the num_batch clamp: whether it was sent, and to which cells."""
-    cells = sorted({b.config_id for b in sweep.batches if plan.clamp_num_batch(b.options)[1]})
-    return {"applied": sweep.clamp, "fixed_in_ollama": ".".join(map(str, plan.CLAMP_FIXED_IN)),
-            "default_num_batch": plan.OLLAMA_DEFAULT_NUM_BATCH,
-            "configs": cells if sweep.clamp else []}
-
-
 def finish(sweep: Sweep, manifest: dict, manifest_path: Path) -> None:
-    attempts = metrics.load_attempts(sweep.run_dir)
-    df = metrics.final_attempts(attempts)
-    failed = df[df["outcome"] != "ok"] if not df.empty else df
-    failed_attempts = attempts[attempts["outcome"] != "ok"] if not attempts.empty else attempts
-    recovered = set(failed_attempts["run_id"]) - set(failed["run_id"]) if len(failed_attempts) else set()
     manifest.update(
         ended_at=_now(),
         complete=sweep.finished_runs() == sweep.planned_runs(),
         counts={"planned_runs": sweep.planned_runs(),
                 "records": len(sweep.state.keys),
-                "failed_runs": int(len(failed)),
-                "failed_attempts": int(len(failed_attempts)),
-                "recovered_on_retry": len(recovered),
-                "failed_by_kind": failed["error_kind"].value_counts().to_dict() if len(failed) else {},
-                "failed_attempts_by_kind": (failed_attempts["error_kind"].value_counts().to_dict()
-                                            if len(failed_attempts) else {}),
+                **batches.failure_counts(storage.read_jsonl(sweep.records_path)),
                 "server_restarts": sum(s.get("server_restarts", 0) for s in manifest.get("sessions", [])),
                 "unexpected_reloads": len(storage.read_jsonl(sweep.events_path))})
     storage.write_json(manifest_path, manifest)
-    summary.write_summary(sweep.run_dir, df)
-
-
-def run_into(params_file: str | Path, run_dir: str | Path = "") -> str:
-    """The sweep notebook's entry: run or resume `params_file` into `run_dir` (a new run id
-    under outputs/ when empty); returns the run directory."""
-    if str(run_dir):
-        return str(run_sweep(params_file, Path(run_dir).name, outputs=Path(run_dir).parent))
-    return str(run_sweep(params_file))
