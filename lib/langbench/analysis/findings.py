@@ -37,13 +37,17 @@ class Section:
     notes: list[str] = field(default_factory=list)
     caption: str | None = None  # what the figure shows, beyond its title
 
+    def styled_table(self):
+        """The table as shown: as it is here; the report's sections style it for people
+        (report.sections.Section, through report/tables.py)."""
+        return self.table
+
     def show(self) -> None:
         from IPython.display import HTML, display
         text = "".join(f"<p>{html.escape(s)}</p>" for s in [self.sentence, *self.notes] if s)
         display(HTML(f"<h3>{html.escape(self.title)}</h3>{text}"))
         if self.table is not None:
-            from langbench.report import tables
-            display(tables.style(self.table))
+            display(self.styled_table())
         if self.figure is not None:  # as PNG bytes: independent of the kernel's backend
             import io
 

@@ -18,7 +18,8 @@ import pandas as pd
 
 from langbench import storage
 from langbench.analysis import stats
-from langbench.analysis.findings import HIGHER, LOWER, Run, Section, p_text
+from langbench.analysis.findings import HIGHER, LOWER, Run, p_text
+from langbench.report.sections import Section
 from langbench.vocab import ParamsError
 
 METRICS = (("throughput_tps", "tok/s", HIGHER), ("ttft_ms", "ms", LOWER), ("e2e_ms", "ms", LOWER),

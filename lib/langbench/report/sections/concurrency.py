@@ -22,7 +22,8 @@ import pandas as pd
 from scipy import stats as sps
 
 from langbench.report import plots
-from langbench.analysis.findings import HIGHER, LOWER, Run, Section
+from langbench.analysis.findings import HIGHER, LOWER, Run
+from langbench.report.sections import Section
 
 NS_PER_MS = 1e6
 

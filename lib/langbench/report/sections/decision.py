@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 
 from langbench.analysis import metrics, stats
-from langbench.analysis.findings import HIGHER, LOWER, Run, Section, language_claim, p_text
+from langbench.analysis.findings import HIGHER, LOWER, Run, language_claim, p_text
+from langbench.report.sections import Section
 from langbench.report.sections import streams
 from langbench.report.sections.success import success_table
 

@@ -7,7 +7,8 @@ import pandas as pd
 from langbench import storage
 from langbench.analysis import metrics
 from langbench.report import plots
-from langbench.analysis.findings import Run, Section
+from langbench.analysis.findings import Run
+from langbench.report.sections import Section
 
 
 def _gpu_frame(run: Run) -> pd.DataFrame:

@@ -26,7 +26,8 @@ from statsmodels.stats.anova import anova_lm
 
 from langbench import storage
 from langbench.analysis import stats
-from langbench.analysis.findings import Run, Section, p_text
+from langbench.analysis.findings import Run, p_text
+from langbench.report.sections import Section
 
 VALUE = "throughput_tps"
 BLOCKS = ("gpu_uuid", "worker", "gpu_index")  # the first one a run has that varies

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from langbench.analysis import verify
-from langbench.analysis.findings import Run, Section
+from langbench.analysis.findings import Run
+from langbench.report.sections import Section
 
 # Fewest gaps a percentile needs before it is shown (below it, "p99" of 23 gaps is the maximum).
 MIN_GAPS = {"p50": 2, "p95": 20, "p99": 100}

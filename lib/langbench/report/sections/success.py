@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 
 from langbench.analysis import metrics, stats
-from langbench.analysis.findings import Run, Section, p_text
+from langbench.analysis.findings import Run, p_text
+from langbench.report.sections import Section
 
 
 SUCCESS_RULES = (("naive_success", "naive (delta > 0)"),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from langbench.report import plots
-from langbench.analysis.findings import Run, Section
+from langbench.analysis.findings import Run
+from langbench.report.sections import Section
 
 
 def sweep_overview(run: Run) -> Section:

@@ -6,7 +6,8 @@ import pandas as pd
 
 from langbench.analysis import stats
 from langbench.report import plots
-from langbench.analysis.findings import HIGHER, LOWER, Run, Section, by_agent, language_claim, p_text, paired_claim
+from langbench.analysis.findings import HIGHER, LOWER, Run, by_agent, language_claim, p_text, paired_claim
+from langbench.report.sections import Section
 
 
 def throughput_overall(run: Run) -> Section:

@@ -14,7 +14,8 @@ import pandas as pd
 import scipy.stats as sps
 
 from langbench.analysis import stats
-from langbench.analysis.findings import HIGHER, LOWER, Run, Section, p_text, paired_result
+from langbench.analysis.findings import HIGHER, LOWER, Run, p_text, paired_result
+from langbench.report.sections import Section
 from langbench.report.sections import validity
 
 SUPPORTED, CONTRADICTED, NOT_SHOWN, NOT_MEASURABLE = ("supported", "contradicted", "not shown",

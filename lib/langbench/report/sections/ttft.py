@@ -7,7 +7,8 @@ import pandas as pd
 
 from langbench.analysis import metrics, stats
 from langbench.report import plots
-from langbench.analysis.findings import LOWER, Run, Section, by_agent, language_claim, p_text, paired_claim
+from langbench.analysis.findings import LOWER, Run, by_agent, language_claim, p_text, paired_claim
+from langbench.report.sections import Section
 
 
 def ttft_warm(run: Run) -> Section:

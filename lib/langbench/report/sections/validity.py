@@ -8,7 +8,8 @@ import pandas as pd
 from langbench import storage
 from langbench.analysis import metrics, stats
 from langbench.report import plots
-from langbench.analysis.findings import LOWER, Run, Section, language_claim, p_text
+from langbench.analysis.findings import LOWER, Run, language_claim, p_text
+from langbench.report.sections import Section
 
 
 def client_vs_server(run: Run) -> Section:
