@@ -190,13 +190,13 @@ def render(run_a: str | Path, run_b: str | Path, out: str | Path | None = None,
            allow_model_mismatch: bool = False) -> Path:
     """Execute notebooks/compare.ipynb for the two runs and write its HTML; the path of the
     HTML (with code hidden). Checks the runs first, so that bad input fails before papermill."""
-    from langbench.report import render as report
+    from langbench.report import notebooks
     load(run_a, run_b, allow_model_mismatch)
     out = Path(out) if out else output_dir(run_a, run_b)
     (out / "html").mkdir(parents=True, exist_ok=True)
-    executed = report.execute("compare", out, {"run_a": str(Path(run_a).resolve()), "run_b": str(Path(run_b).resolve()),
+    executed = notebooks.execute("compare", out, {"run_a": str(Path(run_a).resolve()), "run_b": str(Path(run_b).resolve()),
                                                "allow_model_mismatch": allow_model_mismatch})
-    report.to_html(executed, out / "html")
+    notebooks.to_html(executed, out / "html")
     storage.write_json(out / "compare.json", {"run_a": str(Path(run_a).resolve()), "run_b": str(Path(run_b).resolve()),
                                               "allow_model_mismatch": allow_model_mismatch})
     return out / "html" / "compare-nocode.html"
