@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from langbench import paths, server
+from langbench import paths
+from langbench.run import server
 from cli_runs import sweep_fixture
 import sampling
 

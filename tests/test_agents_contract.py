@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from langbench import agents, paths, schemas, server, storage
+from langbench import paths, schemas, storage
+from langbench.run import agents, server
 from relay import Relay
 from sampling import sampled
 

@@ -13,8 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from langbench import findings, gguf_synth, gpu, metrics, paths, server, storage, telemetry
-from langbench.sections import gpu as gpu_sections
+from langbench import paths, storage
+from langbench.analysis import findings, metrics
+from langbench.gpuhost import bundle as gpu, gguf_synth
+from langbench.run import server, telemetry
+from langbench.report.sections import gpu as gpu_sections
 
 
 # --- telemetry against a fake NVML ------------------------------------------------------------
@@ -236,7 +239,7 @@ def test_the_kept_two_gpu_run_renders_its_report_here(tmp_path):
     import shutil
     import sys
 
-    from langbench.sections import noise, validity
+    from langbench.report.sections import noise, validity
     kept = paths.ROOT / "results" / "tr112-gpu-h200x2"
     run = tmp_path / kept.name
     shutil.copytree(kept, run)  # rendering writes notebooks/ and html/: not into the repo
@@ -254,7 +257,7 @@ def test_the_kept_two_gpu_run_renders_its_report_here(tmp_path):
     offload = gpu_sections.gpu_offload(r).sentence
     for done_offload in ("num_gpu 99 ended with 35/35", "num_gpu 33 ended with 33/35", "num_gpu 30 ended with 30/35"):
         assert done_offload in offload, offload
-    from langbench import verify  # num_gpu n put min(n, 35) layers on the GPU, level by level
+    from langbench.analysis import verify  # num_gpu n put min(n, 35) layers on the GPU, level by level
     checks = verify.factor_checks(r.df, r.processes, r.factors)
     assert list(checks[checks["factor"] == "num_gpu"]["applied"]) == [verify.APPLIED] * 3, checks
     energy = gpu_sections.gpu_energy(r)
@@ -299,7 +302,7 @@ def test_the_kept_one_gpu_control_and_cpu_probe_show_what_the_readme_says():
 
 def test_a_fixed_num_thread_goes_with_both_modes(tmp_path):
     """Two servers on one host: their CPU threads are fixed for baseline and chimera alike."""
-    from langbench import params, plan
+    from langbench.run import params, plan
     doc = (paths.ROOT / "parameters" / "tr112-gpu.yaml").read_text()
     p = params.load(paths.ROOT / "parameters" / "tr112-gpu.yaml")
     assert p.fixed.get("num_thread") and "num_thread" in doc

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from langbench import metrics, paths, report, schemas, storage
+from langbench import paths, schemas, storage
+from langbench.analysis import metrics
+from langbench.report import render as report
 
 FIXTURES = Path(__file__).parent / "fixtures"
 V1_EARLIEST = FIXTURES / "runs" / "v1-2026-11-28-gpu"  # before endpoint, think, chunks by kind

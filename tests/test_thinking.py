@@ -19,7 +19,10 @@ import pytest
 
 from cli_runs import sweep_fixture
 from sampling import sampled
-from langbench import agents, metrics, paths, report, schemas, storage, verify
+from langbench import paths, schemas, storage
+from langbench.analysis import metrics, verify
+from langbench.report import render as report
+from langbench.run import agents
 from test_agents_contract import jobs_doc, run_agent
 
 THINK_MODEL = "langbench-think:latest"
