@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from langbench import agents, metrics, paths, server, storage
+from langbench import paths, storage
+from langbench.analysis import metrics
+from langbench.run import agents, server
 
 TARGETS = "median overhead <= 2 ms each; |python - rust| medians <= 1 ms; decode ratio in [0.98, 1.02]"
 

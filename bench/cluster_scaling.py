@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from langbench import paths
-from langbench.findings import HIGHER, LOWER, Run, language_claim, paired_claim
+from langbench.analysis.findings import HIGHER, LOWER, Run, language_claim, paired_claim
 
 ROOT = Path(__file__).resolve().parent.parent
 METRICS = (("throughput_tps", "tok/s", HIGHER), ("ttft_ms", "ms", LOWER))

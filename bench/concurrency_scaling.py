@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from langbench import concurrency
-from langbench.findings import Run
+from langbench.report.sections import concurrency
+from langbench.analysis.findings import Run
 
 
 def main() -> int:

@@ -26,7 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from langbench import paths, server, storage  # noqa: E402
+from langbench import paths, storage  # noqa: E402
+from langbench.run import server
 from relay import Relay  # noqa: E402
 from scripted import ScriptedServer  # noqa: E402
 

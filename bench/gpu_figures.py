@@ -18,8 +18,8 @@ import warnings
 
 import pandas as pd
 
-from langbench.findings import Run, paired_claim
-from langbench.sections import gpu, noise, success, tr112, validity
+from langbench.analysis.findings import Run, paired_claim
+from langbench.report.sections import gpu, noise, success, tr112, validity
 
 
 def main(run_dir: str, png: str | None = None) -> int:

@@ -7,7 +7,7 @@ num_predict values, on an embedded Ollama (its own server, one GPU where there i
 Prints one line per length (median decode throughput eval_count / eval_duration in tok/s, and
 median server TTFT = load + prompt_eval in ms, Ollama's own durations) and writes one JSON line
 per request with the server's final fields, so the run's report can show the dependence
-(langbench.sections.gpu.length_dependence). Each length gets one untimed request first (the
+(langbench.report.sections.gpu.length_dependence). Each length gets one untimed request first (the
 reload when options change); the prompt is the study's, so the KV cache holds it as in the
 sweep's cached runs. Exit 2 on bad arguments, 1 when the server fails.
 """
@@ -21,7 +21,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from langbench import paths, server
+from langbench import paths
+from langbench.run import server
 
 
 def generate(url: str, model: str, prompt: str, options: dict) -> dict:

@@ -26,7 +26,8 @@ import sys
 import threading
 from pathlib import Path
 
-from langbench import paths, server
+from langbench import paths
+from langbench.run import server
 
 from length_probe import generate  # the same non-streaming request (bench/ is on sys.path)
 

@@ -16,7 +16,8 @@ from contextlib import closing
 
 import ollama
 
-from langbench import paths, server
+from langbench import paths
+from langbench.run import server
 
 
 def main() -> int:

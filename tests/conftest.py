@@ -7,8 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from langbench import paths, server
+from langbench import paths
+from langbench.run import server
 from cli_runs import sweep_fixture
+import sampling
+
+
+def pytest_report_header(config):
+    return sampling.describe()
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@
 Installs langbench.stop as the CLI does, then, for N = 1, 2, … until N passes the last line:
 a three-batch "sweep" through agents.run (fake agents: two exit at once, the third would run
 60 s), with SIGTERM sent to this process (kill(2), process-directed, as `kill PID` sends it) at
-the N-th line executed in langbench/agents.py, langbench/stop.py or this loop (up to the third
+the N-th line executed in langbench/run/agents.py, langbench/stop.py or this loop (up to the third
 batch's wait). MODE `plain`
 sends it from the line itself; MODE `finalizer` sends it from inside a `__del__` run at that
 line, where CPython drops the KeyboardInterrupt its handler raises ("Exception ignored in").
@@ -24,7 +24,8 @@ from pathlib import Path
 
 import psutil
 
-from langbench import agents, stop
+from langbench import stop
+from langbench.run import agents
 
 TRACED = {agents.__file__, stop.__file__, __file__}
 MAIN_PID = os.getpid()

@@ -55,7 +55,7 @@ def make_run(run_dir: Path, *, reps: int = 8, tps=100.0, sd=1.0, sd_ratio_rust=1
                     decode = eval_ns / 1e6 * (n - 1) / n
                     fail = failures > 0 and ci == 1 and agent == "python" and mode == "chimera" and phase == "measured" and i <= failures
                     rec = {
-                        "schema_version": 1, "run_id": f"{batch_id}-{phase}{i}", "agent": agent,
+                        "schema_version": 2, "run_id": f"{batch_id}-{phase}{i}", "agent": agent,
                         "agent_version": "synthetic", "model": "synthetic", "options": {}, "warmup": phase != "measured",
                         "t0_unix": t, "ttft_ms": None if fail else ttft, "e2e_ms": None if fail else ttft + decode,
                         "decode_ms": None if fail else decode, "chunks": 0 if fail else n,

@@ -20,7 +20,8 @@ import sys
 import httpx
 import pytest
 
-from langbench import agents, conversations, paths, schemas
+from langbench import paths, schemas
+from langbench.run import agents, conversations
 from relay import Relay
 from scripted import AgentServer
 from test_agents_contract import run_agent

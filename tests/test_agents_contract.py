@@ -11,11 +11,14 @@ import time
 
 import pytest
 
-from langbench import agents, paths, schemas, server, storage
+from langbench import paths, schemas, storage
+from langbench.run import agents, server
 from relay import Relay
+from sampling import sampled
 
 AGENTS = agents.AGENTS
-OPTIONS = {"num_predict": 12, "seed": 7, "temperature": 0.6}
+OPTIONS = sampled({"num_predict": 12, "seed": 7, "temperature": 0.6})
+COUNTING = ", ".join(str(i) for i in range(1, 41)) + ","  # "1, 2, … 40,": the model counts on
 SERVER_FIELDS = ("total_duration", "load_duration", "prompt_eval_count",
                  "prompt_eval_duration", "eval_count", "eval_duration")
 
@@ -125,7 +128,7 @@ def test_ten_sequential_runs_share_one_kept_alive_connection(agent, ollama, tmp_
     """Each client reads every stream to its end, so its one HTTP client keeps the connection:
     ten runs, one TCP connection (counted by the relay that accepts them), and the records say
     so (the first run opened it, with its connect time; the other nine reused it)."""
-    runs = [{"run_id": f"c{i}", "prompt": 0, "options": {"num_predict": 3, "seed": 1}, "keep_alive": -1,
+    runs = [{"run_id": f"c{i}", "prompt": 0, "options": sampled({"num_predict": 3, "seed": 1}), "keep_alive": -1,
              "warmup": False} for i in range(10)]
     with Relay(ollama.url, piece=64) as relay:
         stats, records = run_agent(agent, relay.url, jobs_doc(runs=runs), tmp_path)
@@ -205,12 +208,13 @@ def test_server_killed_mid_stream_truncates_and_fails_the_rest(agent, tmp_path):
     srv = server.start_embedded(log_path=tmp_path / "ollama.log")
     try:
         server.ensure_model(srv, paths.EMBEDDED_MODEL)
-        doc = jobs_doc(runs=[
+        doc = jobs_doc(prompts=["The history of the transistor", COUNTING], runs=[
             {"run_id": "ok", "prompt": 0, "options": {"num_predict": 3}, "keep_alive": -1, "warmup": False},
-            # greedy and seeded, so the text is the same every time: it runs 300+ tokens without an
-            # end of sequence (5.7 s at 52 tok/s here). Sampled, the text can end within the 1.5 s
-            # below, and the agent then rightly exits 0: the likely cause of one failure in many runs.
-            {"run_id": "long", "prompt": 0, "options": {"num_predict": 4000, "seed": 1, "temperature": 0},
+            # The long run must still be streaming 1.5 s after the first record: a text that ends
+            # before that is rightly read to its end (exit 0). A count the model goes on with forces
+            # that on any CPU and under any seed and temperature, where a free text (greedy on one
+            # CPU: 300+ tokens; sampled: sometimes over within the 1.5 s) depended on what was sampled.
+            {"run_id": "long", "prompt": 1, "options": sampled({"num_predict": 4000, "seed": 1, "temperature": 0}),
              "keep_alive": -1, "warmup": False},
             {"run_id": "after", "prompt": 0, "options": {"num_predict": 3}, "keep_alive": -1, "warmup": False},
         ])

@@ -17,9 +17,10 @@ import pandas as pd
 import psutil
 import pytest
 
-from langbench import cluster, findings, params, plan, stats
-from langbench.params import ParamsError
-from langbench.sections import validity
+from langbench.analysis import findings, stats
+from langbench.run import cluster, params, plan
+from langbench.run.params import ParamsError
+from langbench.report.sections import validity
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY = FIXTURES / "tiny-cluster.yaml"

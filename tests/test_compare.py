@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from langbench import compare, paths, storage
+from langbench import paths, storage
+from langbench.report.sections import compare
 from synthetic import make_run
 
 

@@ -10,13 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from langbench import concurrency, paths, schemas, server, storage
+from sampling import sampled
+from langbench import paths, schemas, storage
+from langbench.report.sections import concurrency
+from langbench.run import server
 from cli_runs import sweep_fixture
-from langbench.findings import Run
+from langbench.analysis.findings import Run
 from test_agents_contract import run_agent
 
 AGENTS = ("python", "rust")
-OPTIONS = {"num_predict": 6, "seed": 7}
+OPTIONS = sampled({"num_predict": 6, "seed": 7})
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +139,7 @@ def test_the_concurrency_report_computes_scaling_fairness_and_renders(concurrenc
     s = concurrency.scaling(b)
     assert set(s["concurrency"]) == {1, 3} and (s.loc[s["concurrency"] == 1, "efficiency"] == 1).all()
     assert "tok/s at N = 1" in concurrency.scaling_section(run, b).sentence
-    from langbench import report
+    from langbench.report import render as report
     assert report.render(concurrency_run, notebooks=("concurrency",)) == 0
     html = (concurrency_run / "html" / "concurrency-nocode.html").read_text()
     assert "Aggregate throughput" in html and "Jain" in html and "runner's log shows --parallel 3" in html

@@ -24,8 +24,9 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from langbench import params as params_mod
-from langbench import cli, paths, plan, schemas, stop, storage, sweep
+from langbench.run import params as params_mod
+from langbench import cli, paths, schemas, stop, storage
+from langbench.run import plan, sweep
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY_DOC = yaml.safe_load((FIXTURES / "tiny.yaml").read_text())

@@ -7,13 +7,17 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from langbench import findings, gguf_synth, gpu, metrics, paths, storage, telemetry
-from langbench.sections import gpu as gpu_sections
+from langbench import paths, storage
+from langbench.analysis import findings, metrics
+from langbench.gpuhost import bundle as gpu, gguf_synth
+from langbench.run import server, telemetry
+from langbench.report.sections import gpu as gpu_sections
 
 
 # --- telemetry against a fake NVML ------------------------------------------------------------
@@ -160,14 +164,44 @@ def test_a_small_synthetic_model_reads_back_with_the_real_vocabulary(tmp_path):
 
 # --- the bundle ---------------------------------------------------------------------------------
 
+def test_the_portable_ollama_is_built_for_x86_64_v3_stripped_with_its_version(tmp_path, monkeypatch):
+    """What `bundle gpu` runs to build the server a GPU host gets (the packing itself is checked
+    below with the binary `make setup` built: a second build of the server costs ~4 minutes of
+    cc1plus on 2 cores, and the GPU path, bench/gpu_study.sh, runs the real one)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    ran = []
+
+    def fake_run(cmd, what, **kw):
+        ran.append((cmd, kw["env"]))
+        target = Path(kw["env"]["GOBIN"]) / "ollama"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text("built")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(gpu, "_run", fake_run)
+    built = gpu.portable_ollama()
+    (cmd, env), = ran
+    assert env["CGO_CFLAGS"] == env["CGO_CXXFLAGS"] == gpu.PORTABLE_CFLAGS == "-O3 -march=x86-64-v3"
+    assert cmd[:2] == ["go", "install"] and cmd[-1] == f"github.com/ollama/ollama@v{paths.OLLAMA_VERSION}"
+    ldflags = cmd[cmd.index("-ldflags") + 1].split()
+    assert "-s" in ldflags and "-w" in ldflags, "the portable ollama is not stripped"
+    assert f"-X=github.com/ollama/ollama/version.Version={paths.OLLAMA_VERSION}" in ldflags
+    assert built == tmp_path / "langbench" / f"ollama-{paths.OLLAMA_VERSION}" / "portable-x86-64-v3" / "bin" / "ollama"
+    assert gpu.portable_ollama() == built and len(ran) == 1  # cached: built once
+
+
 @pytest.mark.slow
 def test_the_bundle_holds_what_a_gpu_host_needs_within_64_mib(tmp_path):
+    """The bundle as `bundle gpu` packs it, with the ollama `make setup` already built for this
+    CPU in place of the portable build (checked above): same packing, same limit."""
+    native = server.find_binary()
     done = subprocess.run([str(paths.ROOT / ".venv/bin/python"), "-m", "langbench", "bundle", "gpu",
-                           "--out", str(tmp_path / "b")], capture_output=True, text=True, timeout=1800)
+                           "--out", str(tmp_path / "b"), "--ollama", str(native),
+                           "--ollama-cflags", paths.NATIVE_CFLAGS], capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     b = tmp_path / "b"
     doc = json.loads((b / "bundle.json").read_text())
-    assert doc["bytes"] <= 64 * 2**20 and doc["ollama_cflags"] == "-O3 -march=x86-64-v3"
+    assert doc["bytes"] <= 64 * 2**20 and doc["ollama_cflags"] == paths.NATIVE_CFLAGS
     version = subprocess.run([str(b / "bin" / "ollama"), "--version"], capture_output=True, text=True)
     assert "0.11.4" in version.stdout + version.stderr
     sections = subprocess.run(["objdump", "-h", str(b / "bin" / "ollama")], capture_output=True, text=True).stdout
@@ -205,7 +239,7 @@ def test_the_kept_two_gpu_run_renders_its_report_here(tmp_path):
     import shutil
     import sys
 
-    from langbench.sections import noise, validity
+    from langbench.report.sections import noise, validity
     kept = paths.ROOT / "results" / "tr112-gpu-h200x2"
     run = tmp_path / kept.name
     shutil.copytree(kept, run)  # rendering writes notebooks/ and html/: not into the repo
@@ -223,7 +257,7 @@ def test_the_kept_two_gpu_run_renders_its_report_here(tmp_path):
     offload = gpu_sections.gpu_offload(r).sentence
     for done_offload in ("num_gpu 99 ended with 35/35", "num_gpu 33 ended with 33/35", "num_gpu 30 ended with 30/35"):
         assert done_offload in offload, offload
-    from langbench import verify  # num_gpu n put min(n, 35) layers on the GPU, level by level
+    from langbench.analysis import verify  # num_gpu n put min(n, 35) layers on the GPU, level by level
     checks = verify.factor_checks(r.df, r.processes, r.factors)
     assert list(checks[checks["factor"] == "num_gpu"]["applied"]) == [verify.APPLIED] * 3, checks
     energy = gpu_sections.gpu_energy(r)
@@ -268,7 +302,7 @@ def test_the_kept_one_gpu_control_and_cpu_probe_show_what_the_readme_says():
 
 def test_a_fixed_num_thread_goes_with_both_modes(tmp_path):
     """Two servers on one host: their CPU threads are fixed for baseline and chimera alike."""
-    from langbench import params, plan
+    from langbench.run import params, plan
     doc = (paths.ROOT / "parameters" / "tr112-gpu.yaml").read_text()
     p = params.load(paths.ROOT / "parameters" / "tr112-gpu.yaml")
     assert p.fixed.get("num_thread") and "num_thread" in doc

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from langbench import agents, isolation, params
+from langbench.run import agents, isolation, params
 from scripted import ScriptedServer
 from test_agents_contract import jobs_doc
 

@@ -14,8 +14,10 @@ import httpx
 import pandas as pd
 import yaml
 
-from langbench import metrics, params, paths, storage, verify
-from langbench.sweep import Offload
+from langbench import paths, storage
+from langbench.analysis import metrics, verify
+from langbench.run import params
+from langbench.run.batches import Offload
 
 FIXTURES = Path(__file__).parent / "fixtures"
 VALID = {"num_ctx": 512, "num_batch": 512, "num_gpu": 0, "main_gpu": 0, "use_mmap": True, "num_thread": 2,

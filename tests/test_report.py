@@ -14,7 +14,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from langbench import findings, paths, report
+from langbench import paths
+from langbench.analysis import findings
+from langbench.report import render as report
 from synthetic import make_run
 
 CHROMIUM = shutil.which("chromium")
@@ -160,7 +162,7 @@ def _imports(module: Path) -> set[str]:
             found |= {f"{node.module}.{a.name}" for a in node.names} | {node.module}
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("langbench")}
-    return {name.split(".")[1] for name in found if "." in name}
+    return {part for name in found for part in name.split(".")[1:]}
 
 
 def test_dependencies_flow_one_way_from_the_runner_to_the_report():
@@ -168,9 +170,10 @@ def test_dependencies_flow_one_way_from_the_runner_to_the_report():
     runner never imports the report side, and the report never imports the runner."""
     lib = Path(paths.__file__).parent
     report_side = {"report", "sections", "findings", "plots", "tables", "claims", "compare"}
-    for name in ("sweep", "agents", "plan", "server", "stop", "summary", "storage", "metrics", "stats"):
+    for name in ("run/sweep", "run/agents", "run/plan", "run/server", "stop", "analysis/summary", "storage",
+                 "analysis/metrics", "analysis/stats"):
         assert not _imports(lib / f"{name}.py") & report_side, name
-    assert "sweep" not in _imports(lib / "report.py")
+    assert "sweep" not in _imports(lib / "report" / "render.py")
 
 
 def test_no_table_prints_an_integer_level_or_count_as_a_float(rendered):
@@ -205,7 +208,7 @@ def test_index_first_screen_shows_the_verdict_and_the_claim_tables(rendered, tmp
 
 def test_tr112_claims_follow_the_planted_results(tmp_path):
     """Rust planted 5 % faster and twice as steady; no GPU: the claims say so."""
-    from langbench.sections import tr112
+    from langbench.report.sections import tr112
     from synthetic import make_run
     run = findings.Run.load(make_run(tmp_path / "planted", reps=6, rust_tps_shift=5.0, sd=1.0,
                                      sd_ratio_rust=0.5, seed=5))
@@ -240,7 +243,7 @@ def test_a_run_that_stopped_early_says_how_far_it_got_and_why(tmp_path):
 
 def test_one_formatter_per_column_kind_with_units_in_the_headers():
     import pandas as pd
-    from langbench import tables
+    from langbench.report import tables
     df = pd.DataFrame({"agent": ["python", "rust"], "n": [216.0, 1024.0], "num_ctx": [1024.0, 256.0],
                        "ttft_ms": [1408.456, 3793.44], "throughput_tps": [99.149, 98.861],
                        "cv_pct": [0.4812, 0.4011], "mcnemar_p": [0.0004, 0.2345], "_hidden": [1, 2]},

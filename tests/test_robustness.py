@@ -19,9 +19,11 @@ import psutil
 import pytest
 import yaml
 
-from langbench import findings, paths, plan, server, storage, sweep
-from langbench import params as params_mod
-from langbench.sections import sweep as sweep_sections
+from langbench import paths, storage
+from langbench.analysis import findings
+from langbench.run import plan, server, sweep
+from langbench.run import params as params_mod
+from langbench.report.sections import sweep as sweep_sections
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY = FIXTURES / "tiny.yaml"

@@ -11,7 +11,9 @@ import ollama as ollama_client
 import psutil
 import pytest
 
-from langbench import paths, provenance, server
+from langbench import paths
+from langbench.run import provenance, server
+from sampling import sampled
 
 PROMPT = "The three laws of thermodynamics are"
 
@@ -27,7 +29,7 @@ def test_embedded_server_generates_with_sane_timings_and_leaves_nothing(tmp_path
         with closing(ollama_client.Client(host=srv.url)) as client:
             first, second = (
                 client.generate(model=paths.EMBEDDED_MODEL, prompt=PROMPT, raw=True,
-                                options={"num_predict": 8, "seed": 1}, keep_alive=-1)
+                                options=sampled({"num_predict": 8, "seed": 1}), keep_alive=-1)
                 for _ in range(2))
         assert first.done and first.response
         assert 0 < first.eval_count <= 8
@@ -57,7 +59,7 @@ def test_embedded_server_dies_with_a_killed_parent(tmp_path):
     """No orphan even when the Python process holding the server is SIGKILLed."""
     script = (
         "import sys, time\n"
-        "from langbench import server\n"
+        "from langbench.run import server\n"
         "srv = server.start_embedded()\n"
         "print(srv.process.pid, flush=True)\n"
         "time.sleep(60)\n"
@@ -147,7 +149,7 @@ def test_provenance_describes_server_model_and_host(ollama):
 
 def test_lib_is_tracked_by_git():
     done = subprocess.run(["git", "ls-files", "lib"], cwd=paths.ROOT, capture_output=True, text=True)
-    assert "lib/langbench/server.py" in done.stdout
+    assert "lib/langbench/run/server.py" in done.stdout
 
 
 def test_server_that_dies_during_start_reports_its_log_tail(tmp_path):

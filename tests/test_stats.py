@@ -9,8 +9,8 @@ import pytest
 from scipy import stats as sps
 from statsmodels.stats.weightstats import CompareMeans, DescrStatsW, ttost_ind
 
-from langbench import findings, metrics, stats
-from langbench.sections import decision, success, sweep
+from langbench.analysis import findings, metrics, stats
+from langbench.report.sections import decision, success, sweep
 from synthetic import make_run
 
 

@@ -10,7 +10,8 @@ import hashlib
 
 import pytest
 
-from langbench import agents, schemas
+from langbench import schemas
+from langbench.run import agents
 from scripted import CORPUS, CorpusServer
 from test_agents_contract import jobs_doc, run_agent
 

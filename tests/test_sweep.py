@@ -15,8 +15,9 @@ import psutil
 import pytest
 import yaml
 
-from langbench import params as params_mod
-from langbench import plan, storage, sweep
+from langbench.run import params as params_mod
+from langbench import storage
+from langbench.run import plan, sweep
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY = FIXTURES / "tiny.yaml"
@@ -333,7 +334,8 @@ def test_an_agent_killed_by_the_batch_timeout_is_recorded_failed_and_the_sweep_e
 
 
 def test_missing_rust_agent_is_a_clear_error_before_anything_is_written(tmp_path, monkeypatch):
-    from langbench import agents, paths
+    from langbench import paths
+    from langbench.run import agents
     monkeypatch.setattr(paths, "rust_agent_bin", lambda: tmp_path / "no-such-agent")
     with pytest.raises(agents.AgentMissing, match="make setup"):
         sweep.prepare(TINY, "m", tmp_path)

@@ -2,7 +2,14 @@
 with a Modelfile TEMPLATE whose `{{ .Thinking }}` inside `range .Messages` makes Ollama 0.11.4
 infer <think>…</think> tags (thinking.InferTags) and turn on its thinking parser for
 `think: true`. A few-shot prompt makes the base model open its answer with <think>, so the
-server streams `thinking` chunks, then answer chunks, on /api/generate and /api/chat."""
+server streams `thinking` chunks, then answer chunks, on /api/generate and /api/chat.
+
+The prompt repeats one short, closed thought six times, so that the model copies it whatever
+the CPU: seeded text differs between CPUs, and a natural two-example prompt (this file's first
+one) thought through all 24 tokens and never answered on an AMD EPYC znver3 at seed 1,
+temperature 0. The repeated one closes its thought within the first 8 tokens here at seeds 1,
+3, 5, 7 and 11 and temperatures 0 to 1.0, on both endpoints (LANGBENCH_TEST_SEED and
+LANGBENCH_TEST_TEMPERATURE run this file under another)."""
 
 from __future__ import annotations
 
@@ -11,15 +18,18 @@ import pandas as pd
 import pytest
 
 from cli_runs import sweep_fixture
-from langbench import agents, metrics, paths, report, schemas, storage, verify
+from sampling import sampled
+from langbench import paths, schemas, storage
+from langbench.analysis import metrics, verify
+from langbench.report import render as report
+from langbench.run import agents
 from test_agents_contract import jobs_doc, run_agent
 
 THINK_MODEL = "langbench-think:latest"
 TEMPLATE = ('{{- range .Messages }}{{- if eq .Role "assistant" }}{{ if .Thinking }}<think>{{ .Thinking }}</think>'
             '{{ end }}{{ .Content }}{{- else }}{{ .Content }}{{- end }}{{- end }}')
-PROMPT = ("<think>The user greets me. I greet back.</think>Hello!\n\n"
-          "<think>The user asks the capital of France. It is Paris.</think>Paris.\n\n")
-OPTIONS = {"num_predict": 24, "seed": 1, "temperature": 0}
+PROMPT = "<think>Short.</think>OK.\n\n" * 6
+OPTIONS = sampled({"num_predict": 24, "seed": 1, "temperature": 0})
 RUNS = 4  # the first pays the load of the new model; the rest are warm
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from langbench import agents, schemas
+from langbench import schemas
+from langbench.run import agents
 from scripted import ScriptedServer
 from test_agents_contract import jobs_doc, run_agent
 

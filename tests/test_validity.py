@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from langbench import findings, metrics, schemas, stats, storage
-from langbench.sections import throughput, ttft, validity
+from langbench import schemas, storage
+from langbench.analysis import findings, metrics, stats
+from langbench.report.sections import throughput, ttft, validity
 from synthetic import make_run
 
 

@@ -169,7 +169,7 @@ def record_of(x: Exchange, conn: Connection, jobs: dict, run: dict, agent: bool 
     gaps = sorted((b - a) * 1e3 for a, b in zip(x.chunk_times, x.chunk_times[1:]))
     ms = lambda t: None if t is None else (t - t0) * 1e3
     text = "".join(x.parts)
-    record = {"schema_version": 1, "run_id": run["run_id"], "agent": "null", "agent_version": AGENT_VERSION,
+    record = {"schema_version": 2, "run_id": run["run_id"], "agent": "null", "agent_version": AGENT_VERSION,
               "model": jobs["model"], "endpoint": "chat" if agent else jobs.get("endpoint", "generate"),
               "options": run["options"], "think": run.get("think"), "warmup": run["warmup"], "t0_unix": x.t0_unix,
               "new_connection": conn.new, "connect_ms": conn.connect_ms,

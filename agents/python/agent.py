@@ -369,7 +369,7 @@ class Timing:
         thinking = "".join(self.thinking_parts)
         ms = lambda t: None if t is None else (t - t0) * 1e3
         record = {
-            "schema_version": 1,
+            "schema_version": 2,  # the record's version (storage.RECORD_VERSION), not the jobs file's
             "run_id": self.run["run_id"],
             "agent": "python",
             "agent_version": AGENT_VERSION,

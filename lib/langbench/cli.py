@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("bundle", help="build what a GPU host without internet needs (≤ 64 MiB)")
     p.add_argument("kind", choices=["gpu"])
     p.add_argument("--out", default="gpu-bundle", help="the bundle's folder (replaced)")
+    p.add_argument("--ollama", metavar="PATH", help="pack this ollama binary instead of building the "
+                   "portable one (needs --ollama-cflags: what it was built with; the tests use it)")
+    p.add_argument("--ollama-cflags", metavar="FLAGS", help="the CGO flags the --ollama binary was built with")
     p = sub.add_parser("gpu-host", help="on a GPU host: CUDA backend, layout, synthetic model, check")
     p.add_argument("bundle", help="the folder `bundle gpu` made")
     p.add_argument("--work", default="/tmp/langbench-gpu", help="where to build and lay out")
@@ -55,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-cuda", action="store_true", help="skip the CUDA backend (a CPU host)")
     args = parser.parse_args(argv)
 
-    from langbench.agents import AgentMissing
-    from langbench.params import ParamsError
-    from langbench.server import ServerError
+    from langbench.run.agents import AgentMissing
+    from langbench.vocab import ParamsError
+    from langbench.run.server import ServerError
     from langbench.storage import RunDirError
     try:
         code = _command(args)
@@ -76,37 +79,55 @@ def main(argv: list[str] | None = None) -> int:
 
 def _command(args: argparse.Namespace) -> int:
     if args.command == "setup":
-        from langbench import provision
+        from langbench.run import provision
         return provision.main()
     if args.command == "sweep":
-        from langbench.sweep import run_sweep
-        run_dir = run_sweep(args.params, args.run_id, allow_mixed=args.allow_mixed,
-                            cluster=args.cluster, workers=args.workers)
+        run_dir = sweep(args.params, args.run_id, allow_mixed=args.allow_mixed,
+                        cluster=args.cluster, workers=args.workers)
         print(run_dir)
         return 0
     if args.command in ("bundle", "gpu-host"):
-        from langbench import gpu
+        from langbench.gpuhost import bundle
         try:
             if args.command == "bundle":
-                gpu.bundle(Path(args.out))
+                bundle.bundle(Path(args.out), Path(args.ollama) if args.ollama else None, args.ollama_cflags)
             else:
-                gpu.prepare_host(Path(args.bundle), Path(args.work), args.small, not args.no_cuda)
-        except gpu.GpuError as e:
+                bundle.prepare_host(Path(args.bundle), Path(args.work), args.small, not args.no_cuda)
+        except bundle.GpuError as e:
             print(f"langbench: {e}", file=sys.stderr)
             return 1
         return 0
     if args.command == "compare":
-        from langbench import compare
+        from langbench.report.sections import compare
         print(compare.render(args.run_a, args.run_b, args.out, args.allow_model_mismatch))
         return 0
     if args.command == "report":  # a sweep, then a render: the runner never imports the report
-        from langbench.sweep import run_sweep
-        run_dir = run_sweep(args.params, args.run_id, allow_mixed=args.allow_mixed,
-                            cluster=args.cluster, workers=args.workers)
-        from langbench import report
+        run_dir = sweep(args.params, args.run_id, allow_mixed=args.allow_mixed,
+                        cluster=args.cluster, workers=args.workers)
+        from langbench.report import render as report
         return report.render(run_dir)
-    from langbench import report
+    from langbench.report import render as report
     return report.render(args.run_dir)
+
+
+def sweep(params_file: str | Path, run_id: str | None = None, outputs: Path | None = None, **kw) -> Path:
+    """A sweep (run/, which writes the records), then summary.csv (analysis/, which reads them):
+    the runner imports no analysis, so what a finished sweep leaves beside its records is written
+    here, where both floors meet. Returns the run directory."""
+    from langbench.analysis import summary
+    from langbench.run.sweep import run_sweep
+    run_dir = run_sweep(params_file, run_id, **kw) if outputs is None else \
+        run_sweep(params_file, run_id, outputs=outputs, **kw)
+    summary.write_summary(run_dir)
+    return run_dir
+
+
+def run_into(params_file: str | Path, run_dir: str | Path = "") -> str:
+    """The sweep notebook's entry: run or resume `params_file` into `run_dir` (a new run id
+    under outputs/ when empty), as `python -m langbench sweep` does; returns the run directory."""
+    if str(run_dir):
+        return str(sweep(params_file, Path(run_dir).name, outputs=Path(run_dir).parent))
+    return str(sweep(params_file))
 
 
 if __name__ == "__main__":

@@ -77,6 +77,39 @@ def read_jsonl(path: Path, repair: bool = False) -> list[dict]:
     return rows
 
 
+# A record's schema_version. 1: the first contract, which gained fields while keeping its number
+# (endpoint, think, ttft_answer_ms, chunks by kind, thinking_chars, new_connection, connect_ms,
+# itl_ms.n, prompt_cache, worker_*): a v1 record may lack any of them. 2: every field of
+# schemas/record.schema.json is present (null where it does not apply).
+RECORD_VERSION = 2
+# What a v1 record may lack, and the value that means "not recorded" for it.
+V1_OPTIONAL = {"endpoint": "generate", "think": None, "ttft_answer_ms": None, "chunks_thinking": None,
+               "chunks_answer": None, "thinking_chars": None, "new_connection": None, "connect_ms": None}
+
+
+class RecordVersionError(RunDirError):
+    """A record of a schema_version this langbench cannot read (a newer one, or none)."""
+
+
+def read_records(path: Path, repair: bool = False) -> list[dict]:
+    """records.jsonl of any known version, each record as the current version reads it: a v1
+    record gets the fields it predates (V1_OPTIONAL; `schema_version` keeps saying 1, so the
+    report can tell). A record of an unknown version is a RecordVersionError naming the file,
+    the line and the version; nothing is changed."""
+    rows = read_jsonl(path, repair=repair)
+    for number, rec in enumerate(rows, 1):
+        version = rec.get("schema_version")
+        if version == 1:
+            for key, value in V1_OPTIONAL.items():
+                rec.setdefault(key, value)
+        elif version != RECORD_VERSION:
+            raise RecordVersionError(
+                f"{path}: record {number} ({rec.get('run_id', 'no run_id')}) has schema_version "
+                f"{version!r}; this langbench reads versions 1 to {RECORD_VERSION}. Render it with "
+                "the langbench that wrote it (its commit is in manifest.json), or upgrade.")
+    return rows
+
+
 def write_json(path: Path, doc: dict) -> None:
     """Write via a temporary file and rename: readers see the old or the new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -249,7 +249,7 @@ pub fn record(x: Exchange, jobs: &Jobs, job: &Job) -> Record {
     gaps.sort_by(|a, b| a.partial_cmp(b).expect("gaps are finite"));
     let f = fin.unwrap_or_default();
     Record {
-        schema_version: 1,
+        schema_version: 2, // the record's version (storage.RECORD_VERSION in langbench)
         run_id: job.run_id.clone(),
         agent: "rust",
         agent_version: AGENT_VERSION,

@@ -1,0 +1,1 @@
+"""analysis/: reads a run directory (records into tables, statistics, findings, checks)."""

@@ -1,0 +1,1 @@
+"""report/: shows a run (the notebooks rendered to HTML, the index, the sections, plots and tables)."""

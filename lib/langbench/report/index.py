@@ -1,0 +1,144 @@
+"""index.html: the run at a glance (how far it got, the verdict and claim tables, two key
+figures, one fact a sentence) and a link to each rendered notebook, with its status."""
+
+from __future__ import annotations
+
+import html
+import traceback
+from pathlib import Path
+
+import pandas as pd
+
+from langbench import storage
+
+TITLES = {
+    "tr112": "TR112, claim by claim, and the verdict table",
+    "sweep": "Sweep: what ran, what failed",
+    "throughput": "Throughput (seed §3)",
+    "ttft": "Time to first token (seed §4)",
+    "success_patterns": "Optimization success patterns (seed §5–6)",
+    "decision_matrix": "Decision matrix and factor models (seed §7, Appendix B)",
+    "validity": "Measurement validity (seed Appendix C)",
+    "gpu": "GPU: offload, power and energy per token",
+    "concurrency": "Concurrency: N streams and open-loop arrivals (TR110/TR113)",
+}
+
+
+def glance(run_dir: Path) -> dict:
+    """What the index's first screen shows, recomputed from the records: the first line (how
+    far the run got), the verdict table, the TR112 claim table, two key figures (PNG, base64,
+    with captions) and short sentences, one fact each."""
+    import base64
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from langbench.analysis import findings
+    from langbench.report import tables
+    from langbench.report.sections import throughput, tr112, ttft
+    run = findings.Run.load(run_dir)
+    header = run.header()
+    v = tr112.verdicts(run)
+    c = tr112.claims(run)
+    vt = v.table
+    verdict_html = ""
+    if len(vt):
+        shown = vt.drop(columns=["_class", "_sentence"])
+        classes = pd.DataFrame("", index=shown.index, columns=shown.columns)
+        classes["verdict"] = "v-" + vt["_class"]
+        verdict_html = tables.to_html(shown, classes=classes)
+    classes = pd.DataFrame("", index=c.table.index, columns=c.table.columns)
+    classes["verdict"] = "c-" + c.table["verdict"].str.replace(" ", "-")
+    claims_html = tables.to_html(c.table, classes=classes)
+    figures = []
+    for section, caption in ((throughput.throughput_overall(run), "Throughput per run (tok/s), warm runs, "
+                              "by mode and language: boxes are quartiles, dots single runs."),
+                             (ttft.ttft_warm(run), "Time to first token (ms), warm runs, by mode and "
+                              "language.")):
+        if section.figure is None:
+            continue
+        fig = section.figure
+        fig.set_size_inches(5.2, 2.8)
+        fig.axes[0].set_title(section.title.split(" ", 1)[-1], fontsize=9)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+        figures.append((base64.b64encode(buf.getvalue()).decode(), caption))
+    plt.close("all")
+    sentences = [r for r in vt["_sentence"]] if len(vt) else []
+    sentences += [c.sentence, *header.notes]
+    return {"first_line": run.progress(), "host": header.sentence.split(" Model ", 1)[-1],
+            "verdicts": verdict_html, "verdicts_note": v.sentence, "claims": claims_html,
+            "figures": figures, "sentences": sentences}
+
+
+def write_index(run_dir: Path, results: dict) -> Path:
+    manifest = storage.read_json(run_dir / "manifest.json")
+    try:
+        g = glance(run_dir)
+    except Exception:
+        first = "The findings could not be computed: " + traceback.format_exc(limit=1)
+        try:  # how far the run got, even so
+            from langbench.analysis import findings
+            first = findings.Run.load(run_dir).progress() + " " + first
+        except Exception:
+            pass
+        g = {"first_line": first,
+             "host": "", "verdicts": "", "verdicts_note": "", "claims": "", "figures": [], "sentences": []}
+    items = []
+    for name in results:
+        r = results[name]
+        status = "ok" if r["ok"] else "FAILED"
+        links = (f'<a href="html/{name}-nocode.html">report</a> · <a href="html/{name}.html">with code</a>'
+                 f' · <a href="notebooks/{name}.ipynb">notebook</a>')
+        err = "" if r["ok"] else f'<pre class="error">{html.escape(r["error"])}</pre>'
+        items.append(f'<li class="{status.lower()}"><b>{html.escape(TITLES[name])}</b> '
+                     f'<span class="status">[{status}, {r.get("seconds", 0):.1f} s]</span><br>{links}{err}</li>')
+    figures = "".join(f'<figure><img alt="{html.escape(cap)}" src="data:image/png;base64,{png}">'
+                      f'<figcaption>{html.escape(cap)}</figcaption></figure>' for png, cap in g["figures"])
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>langbench report: {html.escape(manifest['run_id'])}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 84rem; margin: .6rem auto; padding: 0 1rem;
+       line-height: 1.35; font-size: 14px; }}
+h1 {{ font-size: 1.15rem; margin: .2rem 0; }} h2 {{ font-size: 1rem; margin: .6rem 0 .2rem; }}
+p.first {{ margin: .2rem 0; font-weight: 600; }} p.host {{ margin: 0 0 .3rem; color: #444; font-size: 12px; }}
+table {{ border-collapse: collapse; font-size: 12px; }}
+th, td {{ padding: 1px 6px; border-bottom: 1px solid #ddd; text-align: left; vertical-align: top; }}
+table.verdicts thead th {{ background: #1f4e79; color: #fff; }}
+table.verdicts {{ border-bottom: 3px solid #0b6e4f; }}
+table.claims thead th {{ background: #5b2c6f; color: #fff; }}
+table.claims {{ border-bottom: 3px solid #b35c00; }}
+table.claims td:last-child {{ color: #555; font-size: 11px; }}
+td.v-differs {{ background: #fde2c4; }} td.v-equivalent {{ background: #d4f0dc; }}
+td.v-inconclusive {{ background: #e6e6e6; }}
+td.c-supported {{ background: #d4f0dc; }} td.c-contradicted {{ background: #f8d0d0; }}
+td.c-not-shown {{ background: #e6e6e6; }} td.c-not-measurable-here {{ background: #dde7f7; }}
+.figs {{ display: flex; gap: 1rem; flex-wrap: wrap; }} figure {{ margin: 0; }}
+figcaption {{ font-size: 12px; color: #444; max-width: 30rem; }}
+li {{ margin: .3rem 0; }} .failed .status, .error {{ color: #b00020; }}
+pre.error {{ white-space: pre-wrap; background: #fff4f4; padding: .5rem; }}
+</style></head><body>
+<h1>langbench report: {html.escape(manifest['run_id'])}</h1>
+<p class="first">{html.escape(g["first_line"])}</p>
+<p class="host">{html.escape(g["host"])} Parameters <code>{html.escape(str(manifest.get('parameters_file')))}</code>,
+commit <code>{html.escape(str((manifest.get('git') or {}).get('commit'))[:12])}</code>.</p>
+<h2>Python vs Rust</h2>
+{g["verdicts"].replace('<table ', '<table class="verdicts" ', 1)}
+<h2>TR112, claim by claim</h2>
+{g["claims"].replace('<table ', '<table class="claims" ', 1)}
+<h2>Key figures</h2>
+<div class="figs">{figures}</div>
+<h2>In short</h2>
+<ul>{''.join(f'<li>{html.escape(s)}</li>' for s in [g["verdicts_note"], *g["sentences"]] if s)}</ul>
+<h2>Notebooks</h2>
+<ol>{''.join(items)}</ol>
+<p>Data: <a href="summary.csv">summary.csv</a> · <a href="manifest.json">manifest.json</a> ·
+<a href="records.jsonl">records.jsonl</a> · <a href="processes.jsonl">processes.jsonl</a></p>
+</body></html>
+"""
+    target = run_dir / "index.html"
+    tmp = target.with_suffix(".html.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(target)
+    return target

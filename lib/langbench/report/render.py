@@ -1,0 +1,98 @@
+"""The report: papermill executes each notebook into the run, nbconvert renders HTML (full and
+code-free), and index.html (report/index.py) links them with the headline findings.
+
+A notebook that fails leaves the others rendered; the index says which failed and why, and the
+exit code is 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from langbench import stop, storage
+from langbench.analysis import summary
+from langbench.report.index import write_index
+from langbench.report.notebooks import execute, to_html
+
+NOTEBOOKS = ("tr112", "sweep", "throughput", "ttft", "success_patterns", "decision_matrix", "validity", "gpu",
+             "concurrency")
+
+
+def say(msg: str) -> None:
+    sys.stderr.write(f"report: {msg}\n")  # one write: notebooks run in threads side by side
+    sys.stderr.flush()
+
+
+def render(run_dir: str | Path, notebooks=NOTEBOOKS) -> int:
+    """Execute and render every notebook of a stored run; write index.html. 0 if all rendered."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "manifest.json").exists() or not (run_dir / "records.jsonl").exists():
+        from langbench.vocab import ParamsError
+        raise ParamsError(f"{run_dir}: not a run directory (no manifest.json/records.jsonl): "
+                          "run `make report` or `python -m langbench sweep` first")
+    storage.read_records(run_dir / "records.jsonl")  # an unreadable record stops it before anything is written
+    with storage.locked(run_dir, "render"):
+        return _render(run_dir, notebooks)
+
+
+def jobs(n_notebooks: int) -> int:
+    """How many notebooks execute at once: one per CPU this process may use, at most 4 (each
+    kernel is one busy process of a few hundred MB), never more than there are notebooks."""
+    return max(1, min(4, len(os.sched_getaffinity(0)), n_notebooks))
+
+
+def _render(run_dir: Path, notebooks) -> int:
+    html_dir = run_dir / "html"
+    html_dir.mkdir(parents=True, exist_ok=True)
+    summary.write_summary(run_dir)
+    # Each notebook is its own kernel (a process), so they run side by side; the index lists
+    # them in the report's order whatever order they end in.
+    pool = ThreadPoolExecutor(max_workers=jobs(len(notebooks)), thread_name_prefix="render")
+    try:
+        futures = {name: pool.submit(_render_one, name, run_dir, html_dir) for name in notebooks}
+        results = {name: futures[name].result() for name in notebooks}
+    finally:  # a stop signal: start no further notebook, let the running ones end
+        pool.shutdown(wait=True, cancel_futures=True)
+    write_index(run_dir, results)
+    failed = [n for n, r in results.items() if not r["ok"]]
+    say(f"{run_dir / 'index.html'} ({len(notebooks) - len(failed)}/{len(notebooks)} notebooks ok)")
+    return 1 if failed else 0
+
+
+def _render_one(name: str, run_dir: Path, html_dir: Path) -> dict:
+    """Execute one notebook and render its HTML (in a worker thread); its result for the index."""
+    try:
+        return _execute_and_convert(name, run_dir, html_dir)
+    finally:
+        # nbclient runs its coroutines on an event loop that jupyter_core makes for this thread
+        # and never closes (a ResourceWarning when the thread ends): close it; the thread's next
+        # notebook gets a new one
+        from jupyter_core.utils import ensure_event_loop
+        loop = ensure_event_loop()
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+def _execute_and_convert(name: str, run_dir: Path, html_dir: Path) -> dict:
+    stop.check()  # a stop signal whose exception was lost: render no further notebook
+    started = time.monotonic()
+    say(f"executing {name}")
+    try:
+        executed = execute(name, run_dir)
+        result = {"ok": True}
+    except Exception as e:  # papermill raises PapermillExecutionError with the cell's error
+        result = {"ok": False, "error": f"{type(e).__name__}: {e}".strip()[:2000]}
+        executed = run_dir / "notebooks" / f"{name}.ipynb"
+        say(f"{name} failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    if executed.exists():  # a failed notebook is rendered too: its error is the artefact
+        try:
+            to_html(executed, html_dir)
+        except Exception as e:
+            result = {"ok": False, "error": f"render: {type(e).__name__}: {e}"[:2000]}
+    result["seconds"] = time.monotonic() - started
+    return result

@@ -1,0 +1,146 @@
+"""Parameter files (YAML): loaded strictly, so a mistake stops the sweep before it starts.
+
+Every problem is a ParamsError naming the file and the key; the CLI turns it into exit 2.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from langbench import schemas
+from langbench.vocab import MARGINS, REQUEST_FIELDS, ParamsError
+
+
+@dataclass(frozen=True)
+class Params:
+    path: Path
+    raw: dict  # the document as loaded, defaults filled in
+    prompts: tuple[str, ...]
+
+    def __getattr__(self, key):  # params.model, params.matrix, ...
+        try:
+            return self.raw[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def digest(self) -> str:
+        """Identity of what the sweep runs: a resumed run must have the same."""
+        return digest_of(self.raw, self.prompts)
+
+    def same_as_stored(self, stored_raw: dict | None, stored_prompts: list | None) -> bool:
+        """Whether a run's stored parameters (manifest.json) are these: a run written by an
+        older version stored them with that version's defaults filled in, so this version's
+        defaults are filled into a copy before the digests are compared."""
+        if not isinstance(stored_raw, dict) or stored_prompts is None:
+            return False
+        try:
+            return digest_of(with_defaults(copy.deepcopy(stored_raw)), stored_prompts) == self.digest()
+        except (AttributeError, KeyError, TypeError):
+            return False
+
+
+def digest_of(raw: dict, prompts) -> str:
+    """sha256 of the parameters (less `cluster`: where it runs, not what) and prompt texts."""
+    raw = {k: v for k, v in raw.items() if k != "cluster"}
+    doc = json.dumps({"raw": raw, "prompts": list(prompts)}, sort_keys=True)
+    return hashlib.sha256(doc.encode()).hexdigest()
+
+
+# The model options the pinned server accepts: the json tags of api.Options and its embedded
+# api.Runner in Ollama v0.11.4 (api/types.go). Options.FromMap logs `invalid option provided`
+# for any other key and ignores it (tests/test_options.py checks this list against that warning
+# on the real server). Request-level fields (keep_alive, think) are not options: they go at the
+# top of the request.
+OLLAMA_OPTIONS = frozenset({
+    "num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread",  # api.Runner: a change reloads
+    "num_keep", "seed", "num_predict", "top_k", "top_p", "min_p", "typical_p", "repeat_last_n",
+    "temperature", "repeat_penalty", "presence_penalty", "frequency_penalty", "stop",
+})
+OLLAMA_OPTIONS_VERSION = "0.11.4"
+
+DEFAULTS = {"endpoint": "generate", "baseline": {}, "warmups": 1, "retries": 1, "uncached_repetitions": 0, "null_client": False,
+            "batches": 1, "isolation": "shared"}
+
+
+def load(path: str | Path) -> Params:
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ParamsError(f"{path}: cannot read parameter file: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(doc, dict):
+        raise ParamsError(f"{path}: must be a mapping of keys, got {type(doc).__name__}")
+    problems = schemas.problems("parameters", doc)
+    if problems:
+        raise ParamsError(f"{path}: " + "; ".join(_friendly(p) for p in problems))
+    with_defaults(doc)
+    clash = set(doc["matrix"]) & {"num_predict", "seed"}
+    if clash:
+        raise ParamsError(f"{path}: matrix.{sorted(clash)[0]}: set it under fixed, not in the matrix")
+    check_option_names(path, doc)
+    return Params(path=path, raw=doc, prompts=tuple(_prompt(path, i, p) for i, p in enumerate(doc["prompts"])))
+
+
+def with_defaults(doc: dict) -> dict:
+    """Fill this version's defaults into a schema-valid document, in place; returns it."""
+    for key, value in DEFAULTS.items():
+        doc.setdefault(key, copy.deepcopy(value))
+    doc["margins"] = {**MARGINS, **doc.get("margins", {})}
+    doc["fixed"].setdefault("keep_alive", -1)
+    doc["fixed"].setdefault("raw", False)
+    doc.setdefault("order", {}).setdefault("seed", 0)
+    doc["order"].setdefault("shuffle", True)
+    doc.setdefault("timeouts", {}).setdefault("run_s", 600)
+    doc["timeouts"].setdefault("batch_s", 3600)
+    return doc
+
+
+def check_option_names(path: Path, doc: dict) -> None:
+    """Every matrix and baseline key is an Ollama model option of the pinned server
+    (OLLAMA_OPTIONS) or a request-level field (keep_alive, think; baseline: keep_alive only
+    through fixed). ParamsError names the key and the nearest option; nothing has run yet."""
+    places = [("matrix", k, True) for k in doc["matrix"]] + [("baseline", k, False) for k in doc["baseline"]]
+    for where, key, request_ok in places:
+        if key in OLLAMA_OPTIONS or (request_ok and key in REQUEST_FIELDS):
+            continue
+        if key in REQUEST_FIELDS:
+            raise ParamsError(f"{path}: {where}.{key}: a request-level field, not an option: set it under "
+                              f"fixed, or vary it in the matrix")
+        near = difflib.get_close_matches(key, sorted(OLLAMA_OPTIONS | set(REQUEST_FIELDS)), n=1)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        raise ParamsError(f"{path}: {where}.{key}: not an Ollama model option of the pinned server "
+                          f"v{OLLAMA_OPTIONS_VERSION}{hint}; Ollama would log `invalid option provided` and "
+                          f"ignore it. Options: {', '.join(sorted(OLLAMA_OPTIONS))}; request-level: "
+                          f"{', '.join(REQUEST_FIELDS)}")
+
+
+def _prompt(path: Path, i: int, entry: dict) -> str:
+    if "text" in entry:
+        return entry["text"]
+    file = (path.parent / entry["file"]).resolve()
+    try:
+        text = file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ParamsError(f"{path}: prompts[{i}].file: cannot read {file}: "
+                          f"{getattr(e, 'strerror', None) or e}") from None
+    if not text:
+        raise ParamsError(f"{path}: prompts[{i}].file: {file} is empty")
+    return text
+
+
+def _friendly(problem: str) -> str:
+    """jsonschema's "a/b/0: msg" → "a.b[0]: msg" (the key as a person writes it)."""
+    where, _, msg = problem.partition(": ")
+    parts = [f"[{p}]" if p.isdigit() else f".{p}" for p in where.split("/")] if where != "<top>" else []
+    key = "".join(parts).lstrip(".") or "<top>"
+    msg = msg.replace("Additional properties are not allowed", "unknown key")
+    return f"{key}: {msg}"

