@@ -23,6 +23,7 @@ import pytest
 from langbench import paths, schemas
 from langbench.run import agents, conversations
 from relay import Relay
+from sampling import sampled
 from scripted import AgentServer
 from test_agents_contract import run_agent
 
@@ -30,7 +31,7 @@ sys.path.insert(0, str(paths.AGENTS / "python"))
 import agent_tools  # noqa: E402  (the Python clients' schemas, to check what went on the wire)
 
 AGENTS = agents.AGENTS
-OPTIONS = {"seed": 3, "temperature": 0, "num_predict": 96}  # 96: room for the grammar's whitespace
+OPTIONS = sampled({"seed": 3, "temperature": 0, "num_predict": 96})  # 96: room for the grammar's whitespace
 OPENING = [{"role": "system", "content": "You are an agent. Answer with one JSON action."},
            {"role": "user", "content": "Add 17 and 25 for the café «Ünïcode» ✓ — then say the sum."}]
 
@@ -198,7 +199,7 @@ def native_model(ollama):
 
 
 def native_doc(**extra) -> dict:
-    doc = agent_doc([task("native", 2, {"seed": 3, "temperature": 0, "num_predict": 48}, tools=["add", "finish"])],
+    doc = agent_doc([task("native", 2, sampled({"seed": 3, "temperature": 0, "num_predict": 48}), tools=["add", "finish"])],
                     prompts=[NATIVE_OPENING], actions="native", **extra)
     return {**doc, "model": NATIVE_MODEL}
 
@@ -273,7 +274,7 @@ FIXTURE = paths.ROOT / "tests" / "fixtures" / "conversations.sharegpt.jsonl"
 def replay_doc() -> dict:
     convs = conversations.read_sharegpt(FIXTURE)
     runs = [{"run_id": f"{c['id']}-{mode}", "task_id": c["id"], "prompt": i,
-             "options": {"seed": 5, "temperature": 0, "num_predict": 8}, "keep_alive": -1, "warmup": False,
+             "options": sampled({"seed": 5, "temperature": 0, "num_predict": 8}), "keep_alive": -1, "warmup": False,
              "max_turns": 8, "replay": mode} for mode in ("fixed", "regenerated") for i, c in enumerate(convs)]
     return agent_doc(runs, prompts=[c["messages"] for c in convs])
 

@@ -111,7 +111,7 @@ class Run:
         m = self.margins
         if value in ("ttft_ms", "e2e_ms", "itl_p99_ms", "itl_max_ms"):
             return m["ttft_ms"], f"±{m['ttft_ms']:g} ms"
-        if value == "client_overhead_ms":
+        if value in ("client_overhead_ms", "agent_ms", "task_agent_ms"):  # the client's own time
             return m["overhead_ms"], f"±{m['overhead_ms']:g} ms"
         return None, f"±{m['throughput_pct']:g}%"
 

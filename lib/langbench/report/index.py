@@ -21,6 +21,7 @@ TITLES = {
     "validity": "Measurement validity (seed Appendix C)",
     "gpu": "GPU: offload, power and energy per token",
     "concurrency": "Concurrency: N streams and open-loop arrivals (TR110/TR113)",
+    "agent_loops": "Agent loops: multi-turn tasks, the agent's own time per turn and per task",
 }
 
 
@@ -35,12 +36,20 @@ def glance(run_dir: Path) -> dict:
 
     from langbench.analysis import findings
     from langbench.report import tables
-    from langbench.report.sections import throughput, tr112, ttft
+    from langbench.report.sections import agent_loops, throughput, tr112, ttft
     run = findings.Run.load(run_dir)
     header = run.header()
     v = tr112.verdicts(run)
     c = tr112.claims(run)
     vt = v.table
+    agent_html, agent_note = "", ""
+    if agent_loops.is_agent_run(run):  # task-level verdicts beside the single-request ones
+        at = agent_loops.verdicts(run)
+        if len(at):
+            shown = at[["level", "metric", "python_ms", "rust_ms", "diff_ms", "ci_low", "ci_high", "margin_ms",
+                        "aa_false_positive_rate", "verdict"]]
+            agent_html = tables.to_html(shown)
+            agent_note = agent_loops.own_time(run).sentence
     verdict_html = ""
     if len(vt):
         shown = vt.drop(columns=["_class", "_sentence"])
@@ -68,6 +77,7 @@ def glance(run_dir: Path) -> dict:
     sentences += [c.sentence, *header.notes]
     return {"first_line": run.progress(), "host": header.sentence.split(" Model ", 1)[-1],
             "verdicts": verdict_html, "verdicts_note": v.sentence, "claims": claims_html,
+            "agent_verdicts": agent_html, "agent_note": agent_note,
             "figures": figures, "sentences": sentences}
 
 
@@ -82,8 +92,8 @@ def write_index(run_dir: Path, results: dict) -> Path:
             first = findings.Run.load(run_dir).progress() + " " + first
         except Exception:
             pass
-        g = {"first_line": first,
-             "host": "", "verdicts": "", "verdicts_note": "", "claims": "", "figures": [], "sentences": []}
+        g = {"first_line": first, "host": "", "verdicts": "", "verdicts_note": "", "claims": "",
+             "agent_verdicts": "", "agent_note": "", "figures": [], "sentences": []}
     items = []
     for name in results:
         r = results[name]
@@ -125,6 +135,8 @@ pre.error {{ white-space: pre-wrap; background: #fff4f4; padding: .5rem; }}
 commit <code>{html.escape(str((manifest.get('git') or {}).get('commit'))[:12])}</code>.</p>
 <h2>Python vs Rust</h2>
 {g["verdicts"].replace('<table ', '<table class="verdicts" ', 1)}
+{f'<h2>Agent loops: the agent&#39;s own time, task-level verdicts</h2><p>{html.escape(g["agent_note"])}</p>'
+  + g["agent_verdicts"].replace('<table ', '<table class="verdicts" ', 1) if g["agent_verdicts"] else ""}
 <h2>TR112, claim by claim</h2>
 {g["claims"].replace('<table ', '<table class="claims" ', 1)}
 <h2>Key figures</h2>
