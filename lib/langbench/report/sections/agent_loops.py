@@ -248,6 +248,8 @@ def prefix_cache(run: Run) -> Section:
     sentence = ("Ollama's prompt_eval_count is the whole prompt and prompt_eval_duration only the part it evaluated, "
                 "so the time per prompt token shows what the cache saved. Median prompt evaluation — "
                 + ("; ".join(parts) if parts else "no turn ran both ways") + ". From turn 1 on, both kinds reuse "
-                "their own conversation's earlier turns: the unique prefix only makes the first turn pay in full.")
+                "their own conversation's earlier turns: the unique prefix only makes the first turn pay in full. "
+                "In Ollama prompt evaluation runs until the first token is sampled, so under a structured "
+                "action's grammar it also holds that token's grammar-constrained sampling.")
     return Section(title, sentence, table, plots.prefix_cache(t),
                    caption="prompt_eval_duration against prompt_eval_count, each point one turn.")
