@@ -39,11 +39,17 @@ def glance(run_dir: Path) -> dict:
     from langbench.report.sections import agent_loops, throughput, tr112, ttft
     run = findings.Run.load(run_dir)
     header = run.header()
-    v = tr112.verdicts(run)
-    c = tr112.claims(run)
+    agent_run = agent_loops.is_agent_run(run)
+    if agent_run:  # its runs are tasks: the single-request verdicts and TR112's claims are not its
+        v = findings.Section("Python vs Rust", "An agent run: its verdicts are the task-level ones below.",
+                             pd.DataFrame())
+        c = findings.Section("TR112, claim by claim", "", pd.DataFrame(columns=["verdict"]))
+    else:
+        v = tr112.verdicts(run)
+        c = tr112.claims(run)
     vt = v.table
     agent_html, agent_note = "", ""
-    if agent_loops.is_agent_run(run):  # task-level verdicts beside the single-request ones
+    if agent_run:  # task-level verdicts beside the single-request ones
         at = agent_loops.verdicts(run)
         if len(at):
             shown = at[["level", "metric", "python_ms", "rust_ms", "diff_ms", "ci_low", "ci_high", "margin_ms",
@@ -56,14 +62,19 @@ def glance(run_dir: Path) -> dict:
         classes = pd.DataFrame("", index=shown.index, columns=shown.columns)
         classes["verdict"] = "v-" + vt["_class"]
         verdict_html = tables.to_html(shown, classes=classes)
-    classes = pd.DataFrame("", index=c.table.index, columns=c.table.columns)
-    classes["verdict"] = "c-" + c.table["verdict"].str.replace(" ", "-")
-    claims_html = tables.to_html(c.table, classes=classes)
+    claims_html = ""
+    if len(c.table):
+        classes = pd.DataFrame("", index=c.table.index, columns=c.table.columns)
+        classes["verdict"] = "c-" + c.table["verdict"].str.replace(" ", "-")
+        claims_html = tables.to_html(c.table, classes=classes)
     figures = []
-    for section, caption in ((throughput.throughput_overall(run), "Throughput per run (tok/s), warm runs, "
-                              "by mode and language: boxes are quartiles, dots single runs."),
-                             (ttft.ttft_warm(run), "Time to first token (ms), warm runs, by mode and "
-                              "language.")):
+    key_sections = ((agent_loops.ttft_by_turn(run), "TTFT per turn (ms) against the prompt's length, every "
+                     "client."), (agent_loops.prefix_cache(run), "Prompt evaluation (ms) per turn against the "
+                     "prompt's length: cached prefix vs unique prefix.")) if agent_run else \
+        ((throughput.throughput_overall(run), "Throughput per run (tok/s), warm runs, "
+          "by mode and language: boxes are quartiles, dots single runs."),
+         (ttft.ttft_warm(run), "Time to first token (ms), warm runs, by mode and language."))
+    for section, caption in key_sections:
         if section.figure is None:
             continue
         fig = section.figure
