@@ -18,7 +18,7 @@ import argparse
 import pandas as pd
 from scipy import stats as sps
 
-from langbench import sequential
+from langbench.analysis import sequential
 
 
 def main() -> None:

@@ -1,11 +1,11 @@
-"""A/A checks with their own reference (langbench.aa; issue 26)."""
+"""A/A checks with their own reference (langbench.analysis.aa; issue 26)."""
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from langbench import aa, stats
+from langbench.analysis import aa, stats
 
 
 def test_splits_are_distinct_and_mirrors_count_once():

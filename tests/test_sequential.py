@@ -1,11 +1,11 @@
-"""The sequential rule (langbench.sequential): its boundaries against published tables, its
+"""The sequential rule (langbench.analysis.sequential): its boundaries against published tables, its
 decisions, and its error rates under optional stopping by simulation (issue 26)."""
 
 import numpy as np
 import pytest
 from scipy import stats as sps
 
-from langbench import sequential
+from langbench.analysis import sequential
 
 
 def _ci(k: int, n: int) -> tuple[float, float]:
