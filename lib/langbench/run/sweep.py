@@ -22,7 +22,7 @@ from pathlib import Path
 from tqdm import tqdm  # not tqdm.auto: it warns in a kernel without ipywidgets
 
 from langbench import paths, storage, vocab
-from langbench.run import agents, batches, isolation, plan, provenance, server, telemetry
+from langbench.run import agents, batches, eta, isolation, plan, provenance, server, telemetry
 from langbench.run.batches import Keeper, Offload, clamp_note, first_provenance, provenance_differences
 from langbench.run.batches import now as _now
 from langbench.run.params import Params, ParamsError, load
@@ -200,8 +200,17 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
                               "the parameter file (server.num_parallel): an external server, not verified"})
             storage.write_json(run_dir / "plan.json", {"batches": [b.as_dict() for b in sweep.batches]})
             storage.write_json(manifest_path, manifest)
+            # What the ETA stands on, before the first batch: the server's decode rate, now
+            rate = eta.probe(srv.url, params.model)
+            left = [(b, len(sweep.state.pending(b, params.retries))) for b in sweep.batches]
+            estimate = eta.estimate_s(left, rate) if rate else None
+            session["decode_probe"] = {**rate.as_dict(), "eta_s": estimate} if rate else None
+            tqdm.write(eta.describe(rate, estimate, total - done), file=sys.stderr)
+            storage.write_json(manifest_path, manifest)
             keeper = Keeper(srv, run_dir)
             sweep.offload = Offload(srv.log_path)
+            if srv.log_path and srv.log_path.exists():  # the probe's load is not the first batch's
+                sweep.offload.offset = srv.log_path.stat().st_size
             sweep.sampler = telemetry.Sampler.start(run_dir / "telemetry.jsonl")
             if sweep.sampler and "gpu_idle" not in manifest:
                 manifest["gpu_idle"] = sweep.sampler.idle_baseline()
