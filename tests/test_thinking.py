@@ -88,14 +88,21 @@ def test_real_thinking_stream_is_timed_by_kind(streams, agent, endpoint):
         assert rec["chunks_thinking"] > 0 and rec["chunks_answer"] > 0, rec
         assert rec["chunks"] == rec["chunks_thinking"] + rec["chunks_answer"]  # no chunk carried both kinds here
         assert 0 < rec["ttft_ms"] < rec["ttft_answer_ms"] <= rec["e2e_ms"]
-        # the client cannot see the first thinking token before the server has sampled it, and
-        # the thinking phase is not the client's: its overhead is far below the thinking time
+        # the client cannot see the first thinking token before the server has sampled it
         server_ttft = (rec["load_duration"] + rec["prompt_eval_duration"]) / 1e6
         assert rec["ttft_ms"] >= server_ttft * 0.99
-        if not rec["warmup"]:
-            assert rec["ttft_ms"] - server_ttft < rec["ttft_answer_ms"] - rec["ttft_ms"]
         # the tags are tokens the parser eats: fewer chunks than tokens, never more
         assert rec["chunks"] < rec["eval_count"]
+    # The thinking phase is not the client's: TTFT minus the server's TTFT (the client plus the
+    # opening tag's tokens, which the server's parser holds back) stays below the thinking time
+    # (the thought's own tokens and the closing tag's). Both are counted in the server's
+    # decode steps, so a loaded host slows both; taken on the median of the warm runs, as the
+    # report does, so that one stalled request of a loaded 2-core host does not decide it.
+    warm = [r for r in records if not r["warmup"]]
+    med = lambda xs: sorted(xs)[len(xs) // 2]
+    overhead = med([r["ttft_ms"] - (r["load_duration"] + r["prompt_eval_duration"]) / 1e6 for r in warm])
+    assert overhead < med([r["ttft_answer_ms"] - r["ttft_ms"] for r in warm]), [
+        (r["ttft_ms"], r["ttft_answer_ms"], r["load_duration"], r["prompt_eval_duration"]) for r in warm]
 
 
 def test_every_client_reads_the_same_thinking_and_answer(streams):
