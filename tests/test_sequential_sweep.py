@@ -77,6 +77,11 @@ def test_the_report_shows_when_each_verdict_was_decided_and_what_the_fixed_desig
     assert (s.table["decided_round"] == 2).all() and (s.table["runs"] < s.table["fixed_runs"]).all()
     assert "finished" in run.progress() and "stopped it after round 2 of at most 3" in run.progress()
     assert report.render(seq_run, notebooks=("tr112",)) == 0
+    # the index as `langbench render` writes it (outside pytest's warnings-as-errors, as users get it)
+    done = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from langbench.report import "
+                           "index; index.write_index(Path(sys.argv[1]), {})", str(seq_run)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
     index = (seq_run / "index.html").read_text()
     assert "round 2 of 3" in index and "the fixed design" in index
 
