@@ -53,7 +53,9 @@ def splits(means: np.ndarray, n: int = 200, seed: int = 112) -> np.ndarray:
     counts = np.sum(np.isfinite(means), axis=1)
     usable = np.flatnonzero(counts >= 2)
     per_cell = [list(itertools.permutations(range(counts[i]), 2)) for i in usable]
-    total = math.prod(len(p) for p in per_cell) // 2 if per_cell else 0
+    if not per_cell:  # no cell with two batches: no split at all (not one empty split)
+        return np.empty((0, len(means), 2), int)
+    total = math.prod(len(p) for p in per_cell) // 2
     out, seen = [], set()
 
     def add(choice):

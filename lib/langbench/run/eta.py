@@ -76,13 +76,15 @@ def estimate_s(left, rate: DecodeRate) -> float | None:
     return total
 
 
-def describe(rate: DecodeRate | None, eta: float | None, runs_left: int) -> str:
-    """The line the sweep prints before it starts."""
+def describe(rate: DecodeRate | None, eta: float | None, runs_left: int, sequential: bool = False) -> str:
+    """The line the sweep prints before it starts (`sequential`: the runs are a maximum, as the
+    study may stop at an earlier round)."""
     if rate is None:
         return "sweep: the server's decode rate could not be measured; no ETA"
     head = (f"sweep: the server decodes {rate.tokens_per_s:.1f} tok/s (measured now: {rate.tokens} tokens; "
             f"prompt {rate.prompt_eval_ms:.0f} ms, load {rate.load_ms:.0f} ms)")
     if eta is None:
         return f"{head}; no ETA: num_predict is not fixed"
-    return (f"{head}; {runs_left} runs ≈ {eta / 60:.1f} min at that rate "
+    most = "at most " if sequential else ""
+    return (f"{head}; {most}{runs_left} runs ≈ {most}{eta / 60:.1f} min at that rate "
             "(generation, prompts, reloads and agent start-ups, one request at a time)")
