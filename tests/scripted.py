@@ -169,3 +169,76 @@ class CorpusServer(LoopbackServer):
     def __exit__(self, *exc) -> None:
         self.done.set()
         super().__exit__(*exc)
+
+
+class AgentServer(LoopbackServer):
+    """/api/chat for the agent loop's error paths and for the clients' ceiling: answers a
+    request by its turn (the number of assistant messages in its history), so that concurrent
+    sessions each get their own script. An answer is a dict:
+
+        {"content": TEXT}            TEXT streamed in `pieces` chunks, then the done line
+        {"tool_calls": [...]}        one chunk carrying the calls (as Ollama sends them), then done
+        {"status": 500, "error": M}  an HTTP error status with Ollama's {"error": M} body
+        {"error_line": M}            a chunk, then an {"error": M} line after HTTP 200
+
+    Turns past the script repeat its last answer. Chunks are written as fast as TCP takes them
+    (`gap_ms` apart when set). `bodies` keeps every request body as received (key order kept)."""
+
+    def __init__(self, answers: list[dict], pieces: int = 4, gap_ms: float = 0.0):
+        self.answers, self.pieces, self.gap_ms = answers, pieces, gap_ms
+        self.bodies: list[dict] = []
+        self.raw: list[bytes] = []
+        script = self
+
+        class Handler(NoDelayHandler):
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                body = json.loads(raw)
+                script.raw.append(raw)
+                script.bodies.append(body)
+                turn = sum(m.get("role") == "assistant" for m in body.get("messages", []))
+                answer = script.answers[min(turn, len(script.answers) - 1)]
+                if "status" in answer:
+                    data = json.dumps({"error": answer["error"]}).encode()
+                    self.send_response(answer["status"])
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    self.wfile.flush()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-ndjson")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for line in script.lines(answer, len(raw)):
+                    if script.gap_ms:
+                        time.sleep(script.gap_ms / 1e3)
+                    send_chunk(self.wfile, line)
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+
+        super().__init__(Handler)
+
+    def lines(self, answer: dict, prompt_bytes: int) -> list[bytes]:
+        base = {"model": "scripted", "created_at": "2026-01-01T00:00:00Z"}
+        enc = lambda d: json.dumps(d, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        out = []
+        if "tool_calls" in answer:
+            out.append(enc({**base, "message": {"role": "assistant", "content": "", "tool_calls": answer["tool_calls"]},
+                            "done": False}))
+            n = 1
+        else:
+            text = answer.get("content", "")
+            k = max(1, min(self.pieces, len(text)))
+            cuts = [len(text) * i // k for i in range(k + 1)]
+            parts = [text[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]
+            out += [enc({**base, "message": {"role": "assistant", "content": p}, "done": False}) for p in parts]
+            n = len(parts)
+        if "error_line" in answer:
+            return out + [json.dumps({"error": answer["error_line"]}).encode() + b"\n"]
+        ns = 1_000_000
+        return out + [enc({**base, "message": {"role": "assistant", "content": ""}, "done_reason": "stop",
+                           "done": True, "total_duration": 2 * ns, "load_duration": 0,
+                           "prompt_eval_count": prompt_bytes // 4, "prompt_eval_duration": ns,
+                           "eval_count": n, "eval_duration": ns})]

@@ -33,14 +33,19 @@ from importlib.metadata import version
 import httpx  # ollama's own transport: already loaded by it
 import ollama
 
+import agent_tools  # the loop's tools and bookkeeping, shared with the null client
+
 AGENT_VERSION = f"0.1.0+ollama-python-{version('ollama')}"
 SERVER_FIELDS = (
     "total_duration", "load_duration", "prompt_eval_count",
     "prompt_eval_duration", "eval_count", "eval_duration",
 )
 
-TOP_KEYS = {"schema_version", "model", "endpoint", "prompts", "raw", "timeout_s", "streams", "runs"}
-RUN_KEYS = {"run_id", "prompt", "options", "keep_alive", "think", "warmup", "stream", "send_at_s"}
+TOP_KEYS = {"schema_version", "model", "endpoint", "prompts", "raw", "timeout_s", "streams", "runs",
+            "workload", "actions", "tools", "tables", "format"}
+RUN_KEYS = {"run_id", "prompt", "options", "keep_alive", "think", "warmup", "stream", "send_at_s",
+            "max_turns", "task_id", "tools", "table", "replay"}
+AGENT_RUN_KEYS = {"max_turns", "task_id", "tools", "table", "replay"}
 ENDPOINTS = ("generate", "chat")
 CLIENT = f"ollama-python {version('ollama')} (httpx {version('httpx')})"  # named in every error
 
@@ -73,6 +78,8 @@ def load_jobs(path: str) -> dict:
     endpoint = jobs.get("endpoint", "generate")
     if endpoint not in ENDPOINTS:
         raise JobsError(f"{path}: field 'endpoint' must be one of {', '.join(ENDPOINTS)}, got {endpoint!r}")
+    if jobs.get("workload") == "agent" and endpoint != "chat":
+        raise JobsError(f"{path}: field 'endpoint' must be chat for workload agent")
     if endpoint == "generate":
         if not jobs["prompts"] or not all(isinstance(p, str) and p for p in jobs["prompts"]):
             raise JobsError(f"{path}: field 'prompts' must be a non-empty list of non-empty strings")
@@ -116,7 +123,74 @@ def load_jobs(path: str) -> dict:
     measured = [r for r in jobs["runs"] if not r["warmup"]]
     if any("send_at_s" in r for r in measured) and not all("send_at_s" in r for r in measured):
         raise JobsError(f"{path}: either every measured run has 'send_at_s' (open loop) or none has")
+    _check_agent(path, jobs)
     return jobs
+
+
+def _check_tools(path: str, tools, key: str) -> None:
+    _check(path, tools, key, list)
+    for j, name in enumerate(tools):
+        if name not in agent_tools.BUILTIN_TOOLS:
+            raise JobsError(f"{path}: field '{key}[{j}]': unknown tool {name!r} "
+                            f"(built-ins: {', '.join(agent_tools.BUILTIN_TOOLS)})")
+    if len(set(tools)) != len(tools):
+        raise JobsError(f"{path}: field '{key}' names a tool twice")
+
+
+def _check_agent(path: str, jobs: dict) -> None:
+    """workload: agent (DESIGN.md, "Agent loops"): every run is a task of up to max_turns turns."""
+    workload = jobs.get("workload", "request")
+    if workload not in ("request", "agent"):
+        raise JobsError(f"{path}: field 'workload' must be one of request, agent, got {workload!r}")
+    if workload == "request":
+        for key in ("actions", "tools", "tables", "format"):
+            if key in jobs:
+                raise JobsError(f"{path}: field '{key}' needs 'workload: agent'")
+        for i, run in enumerate(jobs["runs"]):
+            for key in run.keys() & AGENT_RUN_KEYS:
+                raise JobsError(f"{path}: field 'runs[{i}].{key}' needs 'workload: agent'")
+        return
+    if jobs.get("endpoint", "generate") != "chat":
+        raise JobsError(f"{path}: field 'endpoint' must be chat for workload agent")
+    if "send_at_s" in jobs["runs"][0]:
+        raise JobsError(f"{path}: field 'runs[0].send_at_s': workload agent runs closed loop only")
+    actions = jobs.get("actions", "structured")
+    if actions not in ("structured", "native"):
+        raise JobsError(f"{path}: field 'actions' must be one of structured, native, got {actions!r}")
+    if "format" in jobs and actions != "native":
+        raise JobsError(f"{path}: field 'format': structured actions send their own schema")
+    _check_tools(path, jobs.get("tools", []), "tools")
+    tables = jobs.get("tables", [])
+    _check(path, tables, "tables", list)
+    for t, table in enumerate(tables):
+        _check(path, table, f"tables[{t}]", dict)
+        for k, v in table.items():
+            _check(path, v, f"tables[{t}].{k}", str)
+    for i, run in enumerate(jobs["runs"]):
+        where = f"runs[{i}]"
+        if "max_turns" not in run:
+            raise JobsError(f"{path}: missing field '{where}.max_turns'")
+        _check(path, run["max_turns"], f"{where}.max_turns", int)
+        if run["max_turns"] < 1:
+            raise JobsError(f"{path}: field '{where}.max_turns' must be at least 1")
+        if "task_id" in run:
+            _check(path, run["task_id"], f"{where}.task_id", str)
+        if "tools" in run:
+            _check_tools(path, run["tools"], f"{where}.tools")
+        if "table" in run:
+            _check(path, run["table"], f"{where}.table", int)
+            if not 0 <= run["table"] < len(tables):
+                raise JobsError(f"{path}: field '{where}.table' is out of range")
+        replay = run.get("replay")
+        if replay is not None:
+            if replay not in ("fixed", "regenerated"):
+                raise JobsError(f"{path}: field '{where}.replay' must be one of fixed, regenerated, got {replay!r}")
+            if jobs["prompts"][run["prompt"]][0]["role"] == "assistant":
+                raise JobsError(f"{path}: field '{where}.prompt': a replayed conversation cannot open "
+                                "with an assistant message")
+        elif not run.get("tools", jobs.get("tools")):
+            raise JobsError(f"{path}: field '{where}.tools': a task needs at least one tool "
+                            "(its own 'tools' or the jobs file's)")
 
 
 def _is_messages(prompt) -> bool:
@@ -207,12 +281,14 @@ def _trace_hook(request: httpx.Request) -> None:
     timing = CURRENT.get(None)
     if timing is not None:
         request.extensions["trace"] = timing.trace
+        timing.sent = request.content  # the body as the client built it (an agent turn hashes its messages)
 
 
 async def _async_trace_hook(request: httpx.Request) -> None:
     timing = CURRENT.get(None)
     if timing is not None:
         request.extensions["trace"] = timing.async_trace
+        timing.sent = request.content
 
 
 class Timing:
@@ -233,6 +309,8 @@ class Timing:
         self.chunks_thinking = self.chunks_answer = 0
         self.final = self.error = self.t_first = self.t_first_answer = self.t_last = None
         self.new_connection, self.connect_started, self.connect_ms = False, None, None
+        self.tool_calls: list[dict] = []
+        self.sent: bytes | None = None
         self.t0_unix = time.time()
         self.t0 = time.perf_counter()
 
@@ -251,7 +329,10 @@ class Timing:
         part = chunk.message if self.chat else chunk
         text = (part.content if self.chat else part.response) if part is not None else None
         thinking = part.thinking if part is not None else None
-        if text or thinking:
+        calls = self.chat and part is not None and part.tool_calls
+        if calls:  # Ollama sends a call as one chunk once its arguments are complete: it carries tokens
+            self.tool_calls.extend(c.model_dump() for c in part.tool_calls)
+        if text or thinking or calls:
             self.chunk_times.append(now)
             if self.t_first is None:
                 self.t_first = now
@@ -266,6 +347,12 @@ class Timing:
         if chunk.done:
             self.t_last, self.final = now, chunk
         return bool(chunk.done)
+
+    def failure(self) -> dict | None:
+        """The run's error as its record will carry it (None when the stream ended with done)."""
+        if self.final is not None:
+            return None
+        return self.error or {"kind": "no_done", "message": "stream ended without a done:true line", "client": CLIENT}
 
     def record(self, **extra) -> dict:
         final, t0, t_first, t_last, error = self.final, self.t0, self.t_first, self.t_last, self.error
@@ -347,6 +434,71 @@ async def run_one_async(client: ollama.AsyncClient, jobs: dict, run: dict, **ext
     return timing.record(**extra)
 
 
+def turn_request(jobs: dict, run: dict, task: agent_tools.Task) -> dict:
+    """client.chat's keyword arguments for one turn: the history so far, and the task's
+    `format` (structured) or `tools` (native)."""
+    req = dict(model=jobs["model"], messages=task.history, options=run["options"],
+               keep_alive=run["keep_alive"], stream=True, **task.extra)
+    if "think" in run:
+        req["think"] = run["think"]
+    return req
+
+
+def _sent_messages(timing: Timing) -> list | None:
+    """The messages as ollama-python put them on the wire (it drops empty fields, for one)."""
+    return json.loads(timing.sent)["messages"] if timing.sent else None
+
+
+def run_task(client: ollama.Client, jobs: dict, run: dict, write) -> None:
+    """One task (DESIGN.md, "Agent loops"): send, parse, act, append, until finish or max_turns."""
+    task = agent_tools.Task(jobs, run, CLIENT)
+    while not task.over:
+        timing = Timing(jobs, run)
+        task.before_send(timing.t0)
+        token = CURRENT.set(timing)
+        try:
+            for chunk in client.chat(**turn_request(jobs, run, task)):
+                timing.chunk(chunk)
+        except CLIENT_ERRORS as e:
+            timing.error = error_of(e)
+        finally:
+            CURRENT.reset(token)
+        wait_ms = task.act("".join(timing.parts), timing.tool_calls, timing.failure(), timing.t_last,
+                           jobs.get("timeout_s", 600))
+        if wait_ms:
+            time.sleep(wait_ms / 1e3)
+        task.after_tool()
+        write({**timing.record(), **task.fields(_sent_messages(timing))})
+        task.after_record()
+
+
+async def run_task_async(client: ollama.AsyncClient, jobs: dict, run: dict, write, **extra) -> None:
+    """run_task on the asyncio client: one of `streams` concurrent sessions."""
+    task = agent_tools.Task(jobs, run, CLIENT)
+    while not task.over:
+        timing = Timing(jobs, run)
+        task.before_send(timing.t0)
+        token = CURRENT.set(timing)
+        try:
+            stream = await client.chat(**turn_request(jobs, run, task))
+            try:
+                async for chunk in stream:
+                    timing.chunk(chunk)
+            finally:
+                await stream.aclose()
+        except CLIENT_ERRORS as e:
+            timing.error = error_of(e)
+        finally:
+            CURRENT.reset(token)
+        wait_ms = task.act("".join(timing.parts), timing.tool_calls, timing.failure(), timing.t_last,
+                           jobs.get("timeout_s", 600))
+        if wait_ms:
+            await asyncio.sleep(wait_ms / 1e3)
+        task.after_tool()
+        write({**timing.record(**extra), **task.fields(_sent_messages(timing))})
+        task.after_record()
+
+
 class Writer:
     """Appends each record as its run ends and flushes it; counts and reports failures."""
 
@@ -356,11 +508,20 @@ class Writer:
     def __call__(self, record: dict) -> None:
         self.out.write(json.dumps(record) + "\n")
         self.out.flush()
-        self.done += 1
+        turn = f" turn {record['turn']}" if "turn" in record else ""
+        if "turn" not in record or record["task_outcome"] is not None:
+            self.done += 1
         if record["outcome"] != "ok":
             self.failed += 1
-            print(f"python agent: run {record['run_id']}: {record['outcome']}: "
+            print(f"python agent: run {record['run_id']}{turn}: {record['outcome']}: "
                   f"{record['error']['kind']}: {record['error']['message']}", file=sys.stderr)
+        elif record.get("task_outcome") == "error":
+            self.failed += 1
+            print(f"python agent: run {record['run_id']}{turn}: task error: {record['task_error']['kind']}: "
+                  f"{record['task_error']['message']}", file=sys.stderr)
+        elif turn:
+            print(f"python agent: run {record['run_id']}{turn} ttft={record['ttft_ms'] or float('nan'):.1f}ms "
+                  f"action={(record['action'] or {}).get('tool')} task={record['task_outcome']}", file=sys.stderr)
         else:
             print(f"python agent: run {self.done}/{self.total} {record['run_id']} ok "
                   f"ttft={record['ttft_ms']:.1f}ms", file=sys.stderr)
@@ -374,8 +535,16 @@ async def run_concurrent(host: str, jobs: dict, write: Writer) -> None:
                                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
                                 event_hooks={"request": [_async_trace_hook]})
     runs = jobs["runs"]
+    agent = jobs.get("workload") == "agent"
+
+    async def one(run: dict, **extra) -> None:
+        if agent:
+            await run_task_async(client, jobs, run, write, **extra)
+        else:
+            write(await run_one_async(client, jobs, run, **extra))
+
     for run in (r for r in runs if r["warmup"]):
-        write(await run_one_async(client, jobs, run, concurrency=n, stream=run.get("stream", 0)))
+        await one(run, concurrency=n, stream=run.get("stream", 0))
     measured = [r for r in runs if not r["warmup"]]
     if measured and "send_at_s" in measured[0]:
         start = time.perf_counter()
@@ -391,7 +560,7 @@ async def run_concurrent(host: str, jobs: dict, write: Writer) -> None:
 
     async def stream(k: int, own: list[dict]) -> None:
         for run in own:
-            write(await run_one_async(client, jobs, run, concurrency=n, stream=k))
+            await one(run, concurrency=n, stream=k)
 
     by_stream: dict[int, list[dict]] = {k: [] for k in range(n)}
     for i, run in enumerate(measured):
@@ -419,7 +588,10 @@ def main(argv: list[str] | None = None) -> int:
             client = ollama.Client(host=args.host, timeout=jobs.get("timeout_s", 600),
                                    event_hooks={"request": [_trace_hook]})
             for run in jobs["runs"]:
-                write(run_one(client, jobs, run))
+                if jobs.get("workload") == "agent":
+                    run_task(client, jobs, run, write)
+                else:
+                    write(run_one(client, jobs, run))
     return 1 if write.failed else 0
 
 

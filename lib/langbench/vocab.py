@@ -20,6 +20,10 @@ REQUEST_FIELDS = ("keep_alive", "think")
 # Factors of the load, not Ollama options: never sent, kept on baseline rows too.
 LOAD_FACTORS = ("concurrency", "arrival_rate_per_s")
 
+# Factors of the workload (workload: agent), not Ollama options: how the agent asks for actions.
+# Never in `options`, kept on baseline rows too (both modes run the same tasks the same way).
+WORKLOAD_FACTORS = ("actions",)
+
 # TOST equivalence margins, where the parameter file gives none.
 MARGINS = {"throughput_pct": 2.0, "ttft_ms": 5.0, "overhead_ms": 0.5}
 

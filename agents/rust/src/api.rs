@@ -1,5 +1,6 @@
 //! Ollama's /api/generate and /api/chat wire types: our own, every metric optional.
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// The request body of either endpoint: options as given; keep_alive and think at the top of
@@ -12,7 +13,12 @@ pub struct Request<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub messages: Option<&'a Value>,
+    pub messages: Option<&'a [Value]>,
+    /// Agent turns: native `tools`, or a `format` (structured actions' schema), sent as built.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<&'a RawValue>,
     pub stream: bool,
     pub options: &'a Map<String, Value>,
     pub keep_alive: &'a Value,
@@ -27,6 +33,9 @@ pub struct Message {
     pub content: Option<String>,
     #[serde(default)]
     pub thinking: Option<String>,
+    /// Native tool calls: Ollama sends a call as one chunk once its arguments are complete.
+    #[serde(default)]
+    pub tool_calls: Option<Vec<Value>>,
 }
 
 /// One NDJSON line of either stream. An `{"error": ...}` line can arrive after HTTP 200.

@@ -3,6 +3,8 @@ use crate::api::{Chunk, Request};
 use crate::conn;
 use crate::jobs::{Job, Jobs};
 use crate::record::{percentile, Itl, Record, RunError};
+use crate::tools::Task;
+use serde_json::Value;
 use crate::AGENT_VERSION;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
@@ -60,6 +62,7 @@ struct Seen {
     t_last: Option<Instant>,
     fin: Option<Chunk>,
     error: Option<RunError>,
+    tool_calls: Vec<Value>,
 }
 
 impl Seen {
@@ -69,6 +72,12 @@ impl Seen {
             self.error = Some(err("server_error", m));
             return false;
         }
+        // Ollama sends a tool call as one chunk once its arguments are complete: it carries tokens
+        let calls = chunk.message.as_ref().and_then(|m| m.tool_calls.as_ref()).filter(|c| !c.is_empty());
+        if let Some(calls) = calls {
+            self.tool_calls.extend(calls.iter().cloned());
+        }
+        let has_calls = calls.is_some();
         let (text, thinking) = match (chat, &chunk.message) {
             (true, Some(m)) => (m.content.as_deref(), m.thinking.as_deref()),
             (true, None) => (None, None),
@@ -76,7 +85,7 @@ impl Seen {
         };
         let text = text.filter(|t| !t.is_empty());
         let thinking = thinking.filter(|t| !t.is_empty());
-        if text.is_some() || thinking.is_some() {
+        if text.is_some() || thinking.is_some() || has_calls {
             self.chunk_times.push(now);
             self.t_first.get_or_insert(now);
         }
@@ -99,20 +108,56 @@ impl Seen {
 
 /// One run, its connect attributed to it (src/conn.rs).
 pub async fn run(http: &reqwest::Client, base: &str, jobs: &Jobs, job: &Job) -> Record {
-    let (mut rec, connect_ms) = conn::scoped(stream(http, base, jobs, job)).await;
-    rec.new_connection = connect_ms.is_some();
-    rec.connect_ms = connect_ms;
-    rec
+    let x = exchange(http, base, jobs, job, None).await;
+    record(x, jobs, job)
 }
 
-async fn stream(http: &reqwest::Client, base: &str, jobs: &Jobs, job: &Job) -> Record {
+/// What one request saw, before it becomes a record.
+pub struct Exchange {
+    seen: Seen,
+    pub t0: Instant,
+    t0_unix: f64,
+    connect_ms: Option<f64>,
+}
+
+impl Exchange {
+    pub fn text(&self) -> &str {
+        &self.seen.text
+    }
+    pub fn tool_calls(&self) -> &[Value] {
+        &self.seen.tool_calls
+    }
+    pub fn t_last(&self) -> Option<Instant> {
+        self.seen.t_last
+    }
+    /// The run's error as its record will carry it (None when the stream ended with done).
+    pub fn failure(&self) -> Option<RunError> {
+        if self.seen.fin.is_some() {
+            return None;
+        }
+        Some(self.seen.error.clone().unwrap_or_else(|| err("no_done", "stream ended without a done:true line")))
+    }
+}
+
+/// One request: a run's prompt, or an agent turn's history with the task's `format` or `tools`.
+pub async fn exchange(http: &reqwest::Client, base: &str, jobs: &Jobs, job: &Job, task: Option<&Task<'_>>) -> Exchange {
+    let (x, connect_ms) = conn::scoped(stream(http, base, jobs, job, task)).await;
+    Exchange { connect_ms, ..x }
+}
+
+async fn stream(http: &reqwest::Client, base: &str, jobs: &Jobs, job: &Job, task: Option<&Task<'_>>) -> Exchange {
     let chat = jobs.endpoint == "chat";
     let prompt = &jobs.prompts[job.prompt];
     let body = Request {
         model: &jobs.model,
         prompt: (!chat).then_some(prompt),
         raw: (!chat).then_some(jobs.raw),
-        messages: chat.then_some(prompt),
+        messages: match task {
+            Some(t) => Some(t.history.as_slice()),
+            None => prompt.as_array().map(Vec::as_slice).filter(|_| chat),
+        },
+        tools: task.and_then(|t| t.tools_json.as_deref()),
+        format: task.and_then(|t| t.format.as_deref()),
         stream: true,
         options: &job.options,
         keep_alive: &job.keep_alive,
@@ -181,7 +226,13 @@ async fn stream(http: &reqwest::Client, base: &str, jobs: &Jobs, job: &Job) -> R
         }
     }
 
-    let Seen { text, thinking_chars, chunk_times, chunks_thinking, chunks_answer, t_first, t_first_answer, t_last, fin, mut error } = seen;
+    Exchange { seen, t0, t0_unix, connect_ms: None }
+}
+
+/// The record of one exchange (built after the agent loop has acted: record keeping is not the agent's time).
+pub fn record(x: Exchange, jobs: &Jobs, job: &Job) -> Record {
+    let Exchange { seen, t0, t0_unix, connect_ms } = x;
+    let Seen { text, thinking_chars, chunk_times, chunks_thinking, chunks_answer, t_first, t_first_answer, t_last, fin, mut error, .. } = seen;
     let outcome = if fin.is_some() {
         error = None; // whatever the body's end did after the done line
         "ok"
@@ -208,8 +259,8 @@ async fn stream(http: &reqwest::Client, base: &str, jobs: &Jobs, job: &Job) -> R
         think: job.think,
         warmup: job.warmup,
         t0_unix,
-        new_connection: false,
-        connect_ms: None,
+        new_connection: connect_ms.is_some(),
+        connect_ms,
         ttft_ms: t_first.map(|t| ms(t0, t)),
         ttft_answer_ms: t_first_answer.map(|t| ms(t0, t)),
         e2e_ms: t_last.map(|t| ms(t0, t)),
@@ -242,5 +293,6 @@ async fn stream(http: &reqwest::Client, base: &str, jobs: &Jobs, job: &Job) -> R
         concurrency: None,
         stream: None,
         schedule_lag_ms: None,
+        turn: None,
     }
 }

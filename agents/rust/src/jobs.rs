@@ -1,6 +1,7 @@
 //! The jobs file (lib/langbench/schemas/jobs.schema.json), read strictly.
 use crate::Error;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::path::Path;
 
@@ -22,6 +23,18 @@ pub struct Jobs {
     #[serde(default)]
     pub streams: Option<usize>,
     pub runs: Vec<Job>,
+    /// `request` (one request per run) or `agent` (each run a task: DESIGN.md, "Agent loops").
+    #[serde(default)]
+    pub workload: Option<String>,
+    #[serde(default = "default_actions")]
+    pub actions: String,
+    #[serde(default)]
+    pub tools: Vec<String>,
+    #[serde(default)]
+    pub tables: Vec<Map<String, Value>>,
+    /// Native actions only: a `format` sent as is (its key order kept).
+    #[serde(default)]
+    pub format: Option<Box<RawValue>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -42,10 +55,25 @@ pub struct Job {
     /// Open loop: seconds after the start of the measured phase at which it is sent.
     #[serde(default)]
     pub send_at_s: Option<f64>,
+    /// workload agent: the task's turn limit, name, tools, table and replay mode.
+    #[serde(default)]
+    pub max_turns: Option<usize>,
+    #[serde(default)]
+    pub task_id: Option<String>,
+    #[serde(default)]
+    pub tools: Option<Vec<String>>,
+    #[serde(default)]
+    pub table: Option<usize>,
+    #[serde(default)]
+    pub replay: Option<String>,
 }
 
 fn default_timeout() -> f64 {
     600.0
+}
+
+fn default_actions() -> String {
+    "structured".to_string()
 }
 
 fn default_endpoint() -> String {
@@ -84,6 +112,9 @@ pub fn load(path: &Path) -> Result<Jobs, Error> {
     }
     if jobs.model.is_empty() {
         return Err(Error::BadJobs(format!("{p}: field 'model' must be a non-empty string")));
+    }
+    if jobs.workload.as_deref() == Some("agent") && jobs.endpoint != "chat" {
+        return Err(Error::BadJobs(format!("{p}: field 'endpoint' must be chat for workload agent")));
     }
     match jobs.endpoint.as_str() {
         "generate" => {
@@ -144,5 +175,99 @@ pub fn load(path: &Path) -> Result<Jobs, Error> {
             "{p}: either every measured run has 'send_at_s' (open loop) or none has"
         )));
     }
+    check_agent(&p.to_string(), &text, &jobs)?;
     Ok(jobs)
+}
+
+fn check_tools(p: &str, tools: &[String], key: &str) -> Result<(), Error> {
+    for (j, name) in tools.iter().enumerate() {
+        if !crate::tools::BUILTIN_TOOLS.contains(&name.as_str()) {
+            return Err(Error::BadJobs(format!(
+                "{p}: field '{key}[{j}]': unknown tool {name:?} (built-ins: {})",
+                crate::tools::BUILTIN_TOOLS.join(", ")
+            )));
+        }
+        if tools[..j].contains(name) {
+            return Err(Error::BadJobs(format!("{p}: field '{key}' names a tool twice")));
+        }
+    }
+    Ok(())
+}
+
+/// workload: agent (DESIGN.md, "Agent loops"): every run is a task of up to max_turns turns.
+fn check_agent(p: &str, text: &str, jobs: &Jobs) -> Result<(), Error> {
+    let bad = |m: String| Err(Error::BadJobs(format!("{p}: {m}")));
+    let workload = jobs.workload.as_deref().unwrap_or("request");
+    if workload == "request" {
+        // defaults cannot tell absent from given: look at the file's own top-level keys
+        let top: Map<String, Value> = serde_json::from_str(text).unwrap_or_default();
+        for key in ["actions", "tools", "tables", "format"] {
+            if top.contains_key(key) {
+                return bad(format!("field '{key}' needs 'workload: agent'"));
+            }
+        }
+        for (i, run) in jobs.runs.iter().enumerate() {
+            let given = [("max_turns", run.max_turns.is_some()), ("task_id", run.task_id.is_some()),
+                         ("tools", run.tools.is_some()), ("table", run.table.is_some()), ("replay", run.replay.is_some())];
+            if let Some((key, _)) = given.iter().find(|(_, g)| *g) {
+                return bad(format!("field 'runs[{i}].{key}' needs 'workload: agent'"));
+            }
+        }
+        return Ok(());
+    }
+    if workload != "agent" {
+        return bad(format!("field 'workload' must be one of request, agent, got {workload:?}"));
+    }
+    if jobs.endpoint != "chat" {
+        return bad("field 'endpoint' must be chat for workload agent".into());
+    }
+    if jobs.runs[0].send_at_s.is_some() {
+        return bad("field 'runs[0].send_at_s': workload agent runs closed loop only".into());
+    }
+    if jobs.actions != "structured" && jobs.actions != "native" {
+        return bad(format!("field 'actions' must be one of structured, native, got {:?}", jobs.actions));
+    }
+    if jobs.format.is_some() && jobs.actions != "native" {
+        return bad("field 'format': structured actions send their own schema".into());
+    }
+    check_tools(p, &jobs.tools, "tools")?;
+    for (t, table) in jobs.tables.iter().enumerate() {
+        if let Some((k, _)) = table.iter().find(|(_, v)| !v.is_string()) {
+            return bad(format!("field 'tables[{t}].{k}' must be str"));
+        }
+    }
+    for (i, run) in jobs.runs.iter().enumerate() {
+        let Some(max_turns) = run.max_turns else {
+            return bad(format!("missing field 'runs[{i}].max_turns'"));
+        };
+        if max_turns < 1 {
+            return bad(format!("field 'runs[{i}].max_turns' must be at least 1"));
+        }
+        if let Some(tools) = &run.tools {
+            check_tools(p, tools, &format!("runs[{i}].tools"))?;
+        }
+        if run.table.is_some_and(|t| t >= jobs.tables.len()) {
+            return bad(format!("field 'runs[{i}].table' is out of range"));
+        }
+        match run.replay.as_deref() {
+            Some("fixed") | Some("regenerated") => {
+                if jobs.prompts[run.prompt][0]["role"] == "assistant" {
+                    return bad(format!(
+                        "field 'runs[{i}].prompt': a replayed conversation cannot open with an assistant message"
+                    ));
+                }
+            }
+            Some(other) => {
+                return bad(format!("field 'runs[{i}].replay' must be one of fixed, regenerated, got {other:?}"));
+            }
+            None => {
+                if run.tools.as_ref().unwrap_or(&jobs.tools).is_empty() {
+                    return bad(format!(
+                        "field 'runs[{i}].tools': a task needs at least one tool (its own 'tools' or the jobs file's)"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }

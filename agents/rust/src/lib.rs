@@ -2,11 +2,13 @@
 //! contract"). One persistent HTTP client, one record per run appended and flushed as soon as
 //! the run ends.
 
+pub mod agent;
 pub mod api;
 pub mod client;
 pub mod conn;
 pub mod jobs;
 pub mod record;
+pub mod tools;
 
 use clap::Parser;
 use futures_util::future::join_all;
@@ -77,13 +79,28 @@ impl Writer {
         writeln!(self.out, "{line}")
             .and_then(|_| self.out.flush())
             .map_err(|e| Error::Output(self.path.clone(), e))?;
-        self.done += 1;
-        match &rec.error {
-            Some(err) => {
+        let turn = rec.turn.as_ref().map(|a| format!(" turn {}", a.turn)).unwrap_or_default();
+        if rec.turn.as_ref().map_or(true, |a| a.task_outcome.is_some()) {
+            self.done += 1;
+        }
+        match (&rec.error, rec.turn.as_ref()) {
+            (Some(err), _) => {
                 self.all_ok = false;
-                eprintln!("rust agent: run {}: {}: {}: {}", rec.run_id, rec.outcome, err.kind, err.message);
+                eprintln!("rust agent: run {}{turn}: {}: {}: {}", rec.run_id, rec.outcome, err.kind, err.message);
             }
-            None => eprintln!(
+            (None, Some(a)) if a.task_outcome == Some("error") => {
+                self.all_ok = false;
+                let e = a.task_error.as_ref().map(|e| format!("{}: {}", e.kind, e.message)).unwrap_or_default();
+                eprintln!("rust agent: run {}{turn}: task error: {e}", rec.run_id);
+            }
+            (None, Some(a)) => eprintln!(
+                "rust agent: run {}{turn} ttft={:.1}ms action={:?} task={:?}",
+                rec.run_id,
+                rec.ttft_ms.unwrap_or(f64::NAN),
+                a.action.as_ref().and_then(|x| x.tool.as_deref()),
+                a.task_outcome
+            ),
+            (None, None) => eprintln!(
                 "rust agent: run {}/{} {} ok ttft={:.1}ms",
                 self.done,
                 self.total,
@@ -122,14 +139,48 @@ pub fn run(opts: &Opts) -> Result<bool, Error> {
     match jobs.streams {
         None => {
             for job in &jobs.runs {
-                let rec = rt.block_on(client::run(&http, &url, &jobs, job));
-                writer.borrow_mut().write(&rec)?;
+                if is_agent(&jobs) {
+                    rt.block_on(agent::run_task(&http, &url, &jobs, job, |rec| writer.borrow_mut().write(&rec)))?;
+                } else {
+                    let rec = rt.block_on(client::run(&http, &url, &jobs, job));
+                    writer.borrow_mut().write(&rec)?;
+                }
             }
         }
         Some(n) => rt.block_on(concurrent(&http, &url, &jobs, n, &writer))?,
     }
     let all_ok = writer.borrow().all_ok;
     Ok(all_ok)
+}
+
+fn is_agent(jobs: &jobs::Jobs) -> bool {
+    jobs.workload.as_deref() == Some("agent")
+}
+
+/// One run in concurrent mode: a single request, or (workload agent) a task's turns.
+#[allow(clippy::too_many_arguments)]
+async fn one(
+    http: &reqwest::Client,
+    url: &str,
+    jobs: &jobs::Jobs,
+    job: &jobs::Job,
+    n: usize,
+    stream: usize,
+    lag: Option<f64>,
+    writer: &RefCell<Writer>,
+) -> Result<(), Error> {
+    let tagged = |mut rec: record::Record| {
+        rec.concurrency = Some(n);
+        rec.stream = Some(stream);
+        rec.schedule_lag_ms = lag;
+        rec
+    };
+    if is_agent(jobs) {
+        agent::run_task(http, url, jobs, job, |rec| writer.borrow_mut().write(&tagged(rec))).await
+    } else {
+        let rec = client::run(http, url, jobs, job).await;
+        writer.borrow_mut().write(&tagged(rec))
+    }
 }
 
 async fn concurrent(
@@ -139,15 +190,8 @@ async fn concurrent(
     n: usize,
     writer: &RefCell<Writer>,
 ) -> Result<(), Error> {
-    let tagged = |mut rec: record::Record, stream: usize, lag: Option<f64>| {
-        rec.concurrency = Some(n);
-        rec.stream = Some(stream);
-        rec.schedule_lag_ms = lag;
-        rec
-    };
     for job in jobs.runs.iter().filter(|j| j.warmup) {
-        let rec = client::run(http, url, jobs, job).await;
-        writer.borrow_mut().write(&tagged(rec, job.stream.unwrap_or(0), None))?;
+        one(http, url, jobs, job, n, job.stream.unwrap_or(0), None, writer).await?;
     }
     let measured: Vec<&jobs::Job> = jobs.runs.iter().filter(|j| !j.warmup).collect();
     if measured.first().is_some_and(|j| j.send_at_s.is_some()) {
@@ -156,8 +200,7 @@ async fn concurrent(
             let at = Duration::from_secs_f64(job.send_at_s.unwrap_or(0.0));
             tokio::time::sleep_until((start + at).into()).await;
             let lag = (start.elapsed().as_secs_f64() - at.as_secs_f64()) * 1e3;
-            let rec = client::run(http, url, jobs, job).await;
-            writer.borrow_mut().write(&tagged(rec, job.stream.unwrap_or(i), Some(lag)))
+            one(http, url, jobs, job, n, job.stream.unwrap_or(i), Some(lag), writer).await
         });
         return join_all(sends).await.into_iter().collect();
     }
@@ -167,8 +210,7 @@ async fn concurrent(
     }
     let streams = by_stream.into_iter().enumerate().map(|(k, own)| async move {
         for job in own {
-            let rec = client::run(http, url, jobs, job).await;
-            writer.borrow_mut().write(&tagged(rec, k, None))?;
+            one(http, url, jobs, job, n, k, None, writer).await?;
         }
         Ok(())
     });

@@ -12,7 +12,7 @@ pub struct Itl {
     pub n: usize,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RunError {
     pub kind: String,
     pub message: String,
@@ -62,6 +62,35 @@ pub struct Record {
     pub stream: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule_lag_ms: Option<f64>,
+    /// workload agent only: the turn's fields (DESIGN.md, "Agent loops").
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub turn: Option<AgentFields>,
+}
+
+/// The action parsed from an answer (tool None: none could be parsed).
+#[derive(Debug, Clone, Serialize)]
+pub struct Action {
+    pub tool: Option<String>,
+    pub arguments: Option<Value>,
+    pub valid: bool,
+}
+
+/// One agent turn's fields, in the Python agent's order.
+#[derive(Debug, Serialize)]
+pub struct AgentFields {
+    pub task_id: String,
+    pub turn: usize,
+    pub actions: Option<String>,
+    pub replay: Option<String>,
+    pub max_turns: usize,
+    pub messages: usize,
+    pub history_sha256: String,
+    pub action: Option<Action>,
+    pub tool_result: Option<String>,
+    pub tool_ms: Option<f64>,
+    pub agent_ms: Option<f64>,
+    pub task_outcome: Option<&'static str>,
+    pub task_error: Option<RunError>,
 }
 
 /// Linear interpolation between closest ranks (numpy's default); the Python agent matches.

@@ -111,7 +111,7 @@ class Run:
         m = self.margins
         if value in ("ttft_ms", "e2e_ms", "itl_p99_ms", "itl_max_ms"):
             return m["ttft_ms"], f"±{m['ttft_ms']:g} ms"
-        if value == "client_overhead_ms":
+        if value in ("client_overhead_ms", "agent_ms", "task_agent_ms"):  # the client's own time
             return m["overhead_ms"], f"±{m['overhead_ms']:g} ms"
         return None, f"±{m['throughput_pct']:g}%"
 
@@ -170,6 +170,8 @@ class Run:
             planned = sum(len(b.get("runs", [])) for b in batches) or None
         all_runs = pd.concat([self.df, self.floor])
         final = all_runs[all_runs["phase"] != "resume"] if "phase" in all_runs else all_runs
+        if "turn" in final:  # agent tasks: a task is its last turn (its outcome); partial turns are not runs
+            final = final[final["turn"].isna() | final["task_outcome"].notna()]
         done, failed = len(final), int((final["outcome"] != "ok").sum())
         of = f" of {planned:,} planned" if planned else ""
         sessions = m.get("sessions") or []

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from langbench import storage
-from langbench.vocab import LOAD_FACTORS, REQUEST_FIELDS
+from langbench.vocab import LOAD_FACTORS, REQUEST_FIELDS, WORKLOAD_FACTORS
 
 NS_PER_MS = 1e6
 
@@ -37,7 +37,7 @@ def frame(records: list[dict]) -> pd.DataFrame:
         # load it ran under (concurrency, arrival rate) is no option: both modes keep it.
         sent = rec.get("options") or {}
         for k, v in (rec.get("config") or {}).items():
-            if rec.get("mode") != "baseline" or k in LOAD_FACTORS:
+            if rec.get("mode") != "baseline" or k in LOAD_FACTORS + WORKLOAD_FACTORS:
                 row[k] = v
             else:  # what the baseline request sent: an option, or a request-level field (think, keep_alive)
                 row[k] = rec.get(k) if k in REQUEST_FIELDS else sent.get(k)
@@ -95,10 +95,12 @@ def labelled(df: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
 
 
 def final_attempts(df: pd.DataFrame) -> pd.DataFrame:
-    """The last attempt of each run (earlier failed attempts stay in the file as data)."""
+    """The last attempt of each run (earlier failed attempts stay in the file as data); for an
+    agent task, every turn of its last attempt."""
     if df.empty or "attempt" not in df:
         return df
-    return df.sort_values("attempt").groupby("run_id", sort=False).tail(1).sort_values("order_key")
+    last = df.groupby("run_id")["attempt"].transform("max")
+    return df[df["attempt"] == last].sort_values("order_key")
 
 
 def load_attempts(run_dir: str | Path) -> pd.DataFrame:
@@ -130,6 +132,58 @@ def warm(df: pd.DataFrame) -> pd.DataFrame:
     computed on (a run that stopped early is counted apart, never compared)."""
     early = df["stopped_early"] if "stopped_early" in df else False
     return df[(df["phase"] == "measured") & (df["outcome"] == "ok") & ~early]
+
+
+def turns(df: pd.DataFrame) -> pd.DataFrame:
+    """Agent turns of tasks that ended (their last turn is recorded; a task cut short is run
+    again from its first turn and its partial turns are left out), with the turn's prompt-eval
+    cost per prompt token. Every phase; `warm_turns` picks the measured ones."""
+    if df.empty or "turn" not in df:
+        return df.iloc[0:0]
+    t = df[df["turn"].notna()].copy()
+    keys = ["run_id", "attempt"] if "attempt" in t else ["run_id"]
+    ended = t.groupby(keys)["task_outcome"].transform(lambda s: s.notna().any())
+    t = t[ended.astype(bool)].copy()
+    t["turn"] = t["turn"].astype(int)
+    count = pd.to_numeric(t["prompt_eval_count"], errors="coerce")
+    t["prompt_eval_us_per_token"] = 1e3 * t["prompt_eval_ms"] / count.where(count > 0)
+    return t
+
+
+def warm_turns(df: pd.DataFrame) -> pd.DataFrame:
+    """Measured turns whose request ended ok (a structured answer stops before num_predict by
+    design: stopped_early is no reason to leave a turn out)."""
+    t = turns(df)
+    return t[(t["phase"] == "measured") & (t["outcome"] == "ok")]
+
+
+def tasks(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per agent task that ended: end to end (first request sent to the last turn's
+    last chunk), turns, the server's time (total_duration summed), the tools' time, the agent's
+    own time (agent_ms summed over turns 1..), the client's share of the task, the outcome."""
+    t = turns(df)
+    if t.empty:
+        return pd.DataFrame()
+    keys = [k for k in ("run_id", "attempt") if k in t]
+    rows = []
+    for _, g in t.sort_values("turn").groupby(keys, sort=False):
+        first, last = g.iloc[0], g.iloc[-1]
+        end = last["t0_unix"] + (last["e2e_ms"] / 1e3 if pd.notna(last["e2e_ms"]) else 0.0)
+        e2e_ms = 1e3 * (end - first["t0_unix"])
+        agent_ms = pd.to_numeric(g["agent_ms"], errors="coerce").sum()
+        row = {k: first.get(k) for k in ("run_id", "attempt", "batch_id", "config_id", "mode", "agent", "task_id",
+                                          "phase", "prompt_cache", "actions", "replay", "max_turns", "stream",
+                                          "concurrency", "worker") if k in g}
+        row.update(turns=len(g), task_outcome=last["task_outcome"], task_e2e_ms=e2e_ms,
+                   server_ms=pd.to_numeric(g["total_duration"], errors="coerce").sum() / NS_PER_MS,
+                   ttft_sum_ms=pd.to_numeric(g["ttft_ms"], errors="coerce").sum(),
+                   tool_ms=pd.to_numeric(g["tool_ms"], errors="coerce").sum(),
+                   task_agent_ms=agent_ms, agent_ms_per_turn=agent_ms / max(len(g) - 1, 1) if len(g) > 1 else np.nan,
+                   client_share=agent_ms / e2e_ms if e2e_ms > 0 else np.nan,
+                   prompt_eval_count_last=last["prompt_eval_count"], tokens=pd.to_numeric(g["eval_count"]).sum(),
+                   requests_ok=bool((g["outcome"] == "ok").all()))
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def cold(df: pd.DataFrame) -> pd.DataFrame:

@@ -21,6 +21,7 @@ TITLES = {
     "validity": "Measurement validity (seed Appendix C)",
     "gpu": "GPU: offload, power and energy per token",
     "concurrency": "Concurrency: N streams and open-loop arrivals (TR110/TR113)",
+    "agent_loops": "Agent loops: multi-turn tasks, the agent's own time per turn and per task",
 }
 
 
@@ -35,26 +36,45 @@ def glance(run_dir: Path) -> dict:
 
     from langbench.analysis import findings
     from langbench.report import tables
-    from langbench.report.sections import throughput, tr112, ttft
+    from langbench.report.sections import agent_loops, throughput, tr112, ttft
     run = findings.Run.load(run_dir)
     header = run.header()
-    v = tr112.verdicts(run)
-    c = tr112.claims(run)
+    agent_run = agent_loops.is_agent_run(run)
+    if agent_run:  # its runs are tasks: the single-request verdicts and TR112's claims are not its
+        v = findings.Section("Python vs Rust", "An agent run: its verdicts are the task-level ones below.",
+                             pd.DataFrame())
+        c = findings.Section("TR112, claim by claim", "", pd.DataFrame(columns=["verdict"]))
+    else:
+        v = tr112.verdicts(run)
+        c = tr112.claims(run)
     vt = v.table
+    agent_html, agent_note = "", ""
+    if agent_run:  # task-level verdicts beside the single-request ones
+        at = agent_loops.verdicts(run)
+        if len(at):
+            shown = at[["level", "metric", "python_ms", "rust_ms", "diff_ms", "ci_low", "ci_high", "margin_ms",
+                        "aa_false_positive_rate", "verdict"]]
+            agent_html = tables.to_html(shown)
+            agent_note = agent_loops.own_time(run).sentence
     verdict_html = ""
     if len(vt):
         shown = vt.drop(columns=["_class", "_sentence"])
         classes = pd.DataFrame("", index=shown.index, columns=shown.columns)
         classes["verdict"] = "v-" + vt["_class"]
         verdict_html = tables.to_html(shown, classes=classes)
-    classes = pd.DataFrame("", index=c.table.index, columns=c.table.columns)
-    classes["verdict"] = "c-" + c.table["verdict"].str.replace(" ", "-")
-    claims_html = tables.to_html(c.table, classes=classes)
+    claims_html = ""
+    if len(c.table):
+        classes = pd.DataFrame("", index=c.table.index, columns=c.table.columns)
+        classes["verdict"] = "c-" + c.table["verdict"].str.replace(" ", "-")
+        claims_html = tables.to_html(c.table, classes=classes)
     figures = []
-    for section, caption in ((throughput.throughput_overall(run), "Throughput per run (tok/s), warm runs, "
-                              "by mode and language: boxes are quartiles, dots single runs."),
-                             (ttft.ttft_warm(run), "Time to first token (ms), warm runs, by mode and "
-                              "language.")):
+    key_sections = ((agent_loops.ttft_by_turn(run), "TTFT per turn (ms) against the prompt's length, every "
+                     "client."), (agent_loops.prefix_cache(run), "Prompt evaluation (ms) per turn against the "
+                     "prompt's length: cached prefix vs unique prefix.")) if agent_run else \
+        ((throughput.throughput_overall(run), "Throughput per run (tok/s), warm runs, "
+          "by mode and language: boxes are quartiles, dots single runs."),
+         (ttft.ttft_warm(run), "Time to first token (ms), warm runs, by mode and language."))
+    for section, caption in key_sections:
         if section.figure is None:
             continue
         fig = section.figure
@@ -68,6 +88,7 @@ def glance(run_dir: Path) -> dict:
     sentences += [c.sentence, *header.notes]
     return {"first_line": run.progress(), "host": header.sentence.split(" Model ", 1)[-1],
             "verdicts": verdict_html, "verdicts_note": v.sentence, "claims": claims_html,
+            "agent_verdicts": agent_html, "agent_note": agent_note,
             "figures": figures, "sentences": sentences}
 
 
@@ -82,8 +103,8 @@ def write_index(run_dir: Path, results: dict) -> Path:
             first = findings.Run.load(run_dir).progress() + " " + first
         except Exception:
             pass
-        g = {"first_line": first,
-             "host": "", "verdicts": "", "verdicts_note": "", "claims": "", "figures": [], "sentences": []}
+        g = {"first_line": first, "host": "", "verdicts": "", "verdicts_note": "", "claims": "",
+             "agent_verdicts": "", "agent_note": "", "figures": [], "sentences": []}
     items = []
     for name in results:
         r = results[name]
@@ -125,6 +146,8 @@ pre.error {{ white-space: pre-wrap; background: #fff4f4; padding: .5rem; }}
 commit <code>{html.escape(str((manifest.get('git') or {}).get('commit'))[:12])}</code>.</p>
 <h2>Python vs Rust</h2>
 {g["verdicts"].replace('<table ', '<table class="verdicts" ', 1)}
+{f'<h2>Agent loops: the agent&#39;s own time, task-level verdicts</h2><p>{html.escape(g["agent_note"])}</p>'
+  + g["agent_verdicts"].replace('<table ', '<table class="verdicts" ', 1) if g["agent_verdicts"] else ""}
 <h2>TR112, claim by claim</h2>
 {g["claims"].replace('<table ', '<table class="claims" ', 1)}
 <h2>Key figures</h2>

@@ -137,3 +137,27 @@ def pareto(b: pd.DataFrame):
         sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
     fig.tight_layout()
     return fig
+
+
+AGENT_COLOURS = {**PALETTE, "null": "#777777"}
+
+
+def ttft_by_context(turns: pd.DataFrame):
+    """Agent loops: each turn's TTFT against its prompt's length, by client, marked by turn."""
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    sns.scatterplot(data=turns, x="prompt_eval_count", y="ttft_ms", hue="agent", style="turn",
+                    palette=AGENT_COLOURS, ax=ax, s=40, alpha=0.8)
+    ax.set(xlabel="prompt tokens (prompt_eval_count)", ylabel="TTFT (ms)", title="TTFT per turn against context length")
+    fig.tight_layout()
+    return fig
+
+
+def prefix_cache(turns: pd.DataFrame):
+    """Agent loops: prompt-eval time against prompt length, as sent against a unique opening prefix."""
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    sns.scatterplot(data=turns, x="prompt_eval_count", y="prompt_eval_ms", hue="prompt_cache", style="turn",
+                    ax=ax, s=40, alpha=0.8)
+    ax.set(xlabel="prompt tokens (prompt_eval_count)", ylabel="prompt evaluation (ms)",
+           title="Prompt-eval cost per turn: cached prefix vs unique prefix")
+    fig.tight_layout()
+    return fig

@@ -20,7 +20,7 @@ from langbench.report.index import write_index
 from langbench.report.notebooks import execute, to_html
 
 NOTEBOOKS = ("tr112", "sweep", "throughput", "ttft", "success_patterns", "decision_matrix", "validity", "gpu",
-             "concurrency")
+             "concurrency", "agent_loops")
 
 
 def say(msg: str) -> None:
@@ -28,13 +28,25 @@ def say(msg: str) -> None:
     sys.stderr.flush()
 
 
-def render(run_dir: str | Path, notebooks=NOTEBOOKS) -> int:
-    """Execute and render every notebook of a stored run; write index.html. 0 if all rendered."""
+# A run of agent tasks (workload: agent): its runs are tasks of several requests, so the
+# single-request notebooks (TR112's throughput, TTFT, success and decision tables) are not its.
+AGENT_NOTEBOOKS = ("sweep", "gpu", "agent_loops")
+
+
+def notebooks_for(run_dir: Path) -> tuple[str, ...]:
+    params = storage.read_json(run_dir / "manifest.json").get("parameters") or {}
+    return AGENT_NOTEBOOKS if params.get("workload") == "agent" else NOTEBOOKS
+
+
+def render(run_dir: str | Path, notebooks=None) -> int:
+    """Execute and render every notebook of a stored run (those of its workload); write
+    index.html. 0 if all rendered."""
     run_dir = Path(run_dir)
     if not (run_dir / "manifest.json").exists() or not (run_dir / "records.jsonl").exists():
         from langbench.vocab import ParamsError
         raise ParamsError(f"{run_dir}: not a run directory (no manifest.json/records.jsonl): "
                           "run `make report` or `python -m langbench sweep` first")
+    notebooks = notebooks or notebooks_for(run_dir)
     storage.read_records(run_dir / "records.jsonl")  # an unreadable record stops it before anything is written
     with storage.locked(run_dir, "render"):
         return _render(run_dir, notebooks)

@@ -33,6 +33,18 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def record_key(rec: dict, attempt: int) -> tuple:
+    """What one record is once: (run_id, attempt), and the turn for an agent task's turn."""
+    return (rec["run_id"], attempt, rec.get("turn"))
+
+
+def task_ended(records: list[dict]) -> set[str]:
+    """The runs of an attempt's raw records that ended: a request's record, or an agent task's
+    last turn (a task cut short by its process is not ended: its turns are kept, apart, and the
+    task runs again from its first turn)."""
+    return {r["run_id"] for r in records if "turn" not in r or r.get("task_outcome") is not None}
+
+
 def resume_run_id(batch: plan.Batch, attempt: int) -> str:
     """The run the runner adds when it resumes mid-batch (it pays the reload; not measured)."""
     return f"{batch.batch_id}-resume{attempt}"
@@ -47,9 +59,17 @@ class RunState:
     keys: set[tuple[str, int]] = field(default_factory=set)  # (run_id, attempt) merged
 
     def add(self, rec: dict) -> None:
-        self.keys.add((rec["run_id"], rec["attempt"]))
+        self.keys.add(record_key(rec, rec["attempt"]))
         self.attempts[rec["batch_id"]] = max(self.attempts.get(rec["batch_id"], 0), rec["attempt"])
         if rec["phase"] == "resume":
+            return
+        if "turn" in rec:  # an agent task's turn: the task is the unit (DESIGN.md, "Agent loops")
+            if rec["task_outcome"] is None:
+                return  # not its last turn: the task is done only when its last turn is recorded
+            if rec["task_outcome"] != "error":
+                self.ok.add(rec["run_id"])
+            else:
+                self.failures[rec["run_id"]] = self.failures.get(rec["run_id"], 0) + 1
             return
         if rec["outcome"] == "ok":
             self.ok.add(rec["run_id"])
@@ -214,10 +234,11 @@ class Book:
                     f"{raw}:{number}: run id {rec.get('run_id')!r} is not in this run's plan "
                     f"for batch {batch.batch_id} attempt {attempt}; the file was written by "
                     "something else: move it out of jobs/ and rerun")
-            if (rec["run_id"], attempt) in self.state.keys:
+            if record_key(rec, attempt) in self.state.keys:
                 continue
             sent_batch = (rec.get("options") or {}).get("num_batch")
-            rec.update(batch_id=batch.batch_id, order=batch.order, config_id=batch.config_id,
+            rec.update(batch_id=batch.batch_id, run_key=plan.run_key(batch, rec["run_id"]),
+                       order=batch.order, config_id=batch.config_id,
                        config=batch.config, mode=batch.mode, attempt=attempt,
                        phase=phases[rec["run_id"]], reload_expected=batch.reload_expected,
                        prompt_cache=caches.get(rec["run_id"], "cached"),

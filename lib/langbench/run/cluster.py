@@ -196,7 +196,7 @@ def run_batch(job: dict) -> dict:
         except Exception as e:  # a dead server: the batch's records already say what failed
             offload = {"error": f"{type(e).__name__}: {e}"[:200]}
         records = storage.read_jsonl(raw, repair=True)
-        written = {r["run_id"] for r in records}
+        written = batches.task_ended(records)
         records += [agents.failure_record(job["agent"], run_id, job["model"], job["options"],
                                           phase != "measured", stats)
                     for run_id, phase in job["runs"] if run_id not in written]

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from langbench import schemas
-from langbench.vocab import MARGINS, REQUEST_FIELDS, ParamsError
+from langbench.vocab import MARGINS, REQUEST_FIELDS, WORKLOAD_FACTORS, ParamsError
 
 
 @dataclass(frozen=True)
@@ -83,12 +83,42 @@ def load(path: str | Path) -> Params:
     if problems:
         raise ParamsError(f"{path}: " + "; ".join(_friendly(p) for p in problems))
     check_stop(path, doc)
+    check_agent(path, doc)
     with_defaults(doc)
     clash = set(doc["matrix"]) & {"num_predict", "seed"}
     if clash:
         raise ParamsError(f"{path}: matrix.{sorted(clash)[0]}: set it under fixed, not in the matrix")
     check_option_names(path, doc)
-    return Params(path=path, raw=doc, prompts=tuple(_prompt(path, i, p) for i, p in enumerate(doc["prompts"])))
+    return Params(path=path, raw=doc, prompts=tuple(_prompt(path, i, p) for i, p in enumerate(doc.get("prompts", []))))
+
+
+ACTIONS = ("structured", "native")
+
+
+def check_agent(path: Path, doc: dict) -> None:
+    """workload: agent (DESIGN.md, "Agent loops"): tasks instead of prompts, on /api/chat,
+    `actions` fixed or a matrix factor. ParamsError names the key; nothing has run yet."""
+    agent = doc.get("workload") == "agent"
+    if "actions" in doc["matrix"]:
+        if not agent:
+            raise ParamsError(f"{path}: matrix.actions: a factor of workload: agent only")
+        for i, v in enumerate(doc["matrix"]["actions"]):
+            if v not in ACTIONS:
+                raise ParamsError(f"{path}: matrix.actions[{i}]: {v!r} is not one of {', '.join(ACTIONS)}")
+        if "actions" in doc:
+            raise ParamsError(f"{path}: actions: set it at the top or vary it in the matrix, not both")
+    if not agent:
+        return
+    if doc.get("endpoint", "chat") != "chat":
+        raise ParamsError(f"{path}: endpoint: workload agent runs on chat (its tasks are conversations)")
+    names = [t["name"] for t in doc["tasks"]]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ParamsError(f"{path}: tasks[{i}].name: {name!r} names two tasks")
+    if doc.get("open_loop"):
+        raise ParamsError(f"{path}: open_loop: workload agent runs closed loop only (concurrency: sessions)")
+    if doc["fixed"].get("raw"):
+        raise ParamsError(f"{path}: fixed.raw: workload agent sends messages on /api/chat, never a raw prompt")
 
 
 def check_stop(path: Path, doc: dict) -> None:
@@ -122,6 +152,10 @@ def with_defaults(doc: dict) -> dict:
     if stop.get("rule") == "sequential":
         stop.setdefault("min_batches", 2)
         doc.setdefault("batches", stop["max_batches"])
+    if doc.get("workload") == "agent":
+        doc.setdefault("endpoint", "chat")
+        if "actions" not in doc["matrix"]:
+            doc.setdefault("actions", "structured")
     for key, value in DEFAULTS.items():
         doc.setdefault(key, copy.deepcopy(value))
     doc["margins"] = {**MARGINS, **doc.get("margins", {})}
@@ -138,7 +172,8 @@ def check_option_names(path: Path, doc: dict) -> None:
     """Every matrix and baseline key is an Ollama model option of the pinned server
     (OLLAMA_OPTIONS) or a request-level field (keep_alive, think; baseline: keep_alive only
     through fixed). ParamsError names the key and the nearest option; nothing has run yet."""
-    places = [("matrix", k, True) for k in doc["matrix"]] + [("baseline", k, False) for k in doc["baseline"]]
+    places = [("matrix", k, True) for k in doc["matrix"] if k not in WORKLOAD_FACTORS] + \
+             [("baseline", k, False) for k in doc["baseline"]]
     for where, key, request_ok in places:
         if key in OLLAMA_OPTIONS or (request_ok and key in REQUEST_FIELDS):
             continue

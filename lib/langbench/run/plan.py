@@ -15,7 +15,7 @@ import random
 from dataclasses import asdict, dataclass, field, replace
 
 from langbench.run.params import Params
-from langbench.vocab import LOAD_FACTORS, REQUEST_FIELDS
+from langbench.vocab import LOAD_FACTORS, REQUEST_FIELDS, WORKLOAD_FACTORS
 
 MODES = ("baseline", "chimera")
 # LOAD_FACTORS (vocab.py): factors of the load, not Ollama options: never sent, kept on baseline rows too.
@@ -88,7 +88,7 @@ def options_for(params: Params, config: dict, mode: str) -> dict:
     runner's, never options."""
     fixed = {k: params.fixed[k] for k in ("num_predict", "seed", "num_thread") if k in params.fixed}
     chosen = params.baseline if mode == "baseline" else config
-    return {**{k: v for k, v in chosen.items() if k not in LOAD_FACTORS + REQUEST_FIELDS}, **fixed}
+    return {**{k: v for k, v in chosen.items() if k not in LOAD_FACTORS + REQUEST_FIELDS + WORKLOAD_FACTORS}, **fixed}
 
 
 def request_for(params: Params, config: dict, mode: str) -> dict:
@@ -185,6 +185,8 @@ def _runs(params: Params, batch_id: str, config: dict, schedule_key: str) -> tup
     """A batch's runs: the cold one, warm-ups, then the measured ones — one after another, in
     `concurrency` streams of the same repetitions each, or (open loop) `requests` uncached
     runs at seeded Poisson send times that every agent and mode of the cell shares."""
+    if params.raw.get("workload") == "agent":
+        return _agent_runs(params, batch_id, config)
     n_prompts = len(params.prompts)
     runs = [Run(f"{batch_id}-cold", "cold", 0, 0)]
     runs += [Run(f"{batch_id}-w{i}", "warmup", i, i % n_prompts) for i in range(1, params.warmups + 1)]
@@ -203,6 +205,29 @@ def _runs(params: Params, batch_id: str, config: dict, schedule_key: str) -> tup
         runs += [Run(f"{batch_id}{tag}-u{i:02d}", "measured", params.repetitions + i, (i - 1) % n_prompts,
                      "uncached", stream=k if streams else None)
                  for i in range(1, params.uncached_repetitions + 1)]
+    return runs, streams
+
+
+def _agent_runs(params: Params, batch_id: str, config: dict) -> tuple[list[Run], int | None]:
+    """workload agent: a run is a task (its `prompt` indexes `tasks`). The cold run is the first
+    task, warm-ups go through the tasks in turn, then each stream runs every task `repetitions`
+    times as planned (r), then `uncached_repetitions` times with a unique prefix on its opening
+    (u), so the server cannot reuse a cached prefix at its first turn."""
+    n = len(params.tasks)
+    name = lambda i: params.tasks[i]["name"]  # noqa: E731
+    runs = [Run(f"{batch_id}-cold", "cold", 0, 0)]
+    runs += [Run(f"{batch_id}-w{i}", "warmup", i, (i - 1) % n) for i in range(1, params.warmups + 1)]
+    streams = config.get("concurrency")
+    for k in range(streams or 1):
+        tag = f"-s{k}" if streams else ""
+        stream = k if streams else None
+        index = 1
+        for cache, letter, reps in (("cached", "r", params.repetitions), ("uncached", "u", params.uncached_repetitions)):
+            for i in range(1, reps + 1):
+                for t in range(n):
+                    runs.append(Run(f"{batch_id}{tag}-{name(t)}.{letter}{i:02d}", "measured", index, t, cache,
+                                    stream=stream))
+                    index += 1
     return runs, streams
 
 
@@ -252,9 +277,60 @@ def clamp_num_batch(options: dict) -> tuple[dict, dict | None]:
     return {**options, "num_batch": ctx}, {"num_batch_from": batch, "num_batch_to": ctx}
 
 
+def run_key(batch: Batch, run_id: str) -> str:
+    """A run's place in the plan without its agent: the same for the python, rust and null runs
+    that do the same work (config, mode, round, task and repetition)."""
+    suffix = batch.batch_id[len(f"{batch.config_id}-{batch.mode}-{batch.agent}"):]
+    return f"{batch.config_id}-{batch.mode}{suffix}{run_id[len(batch.batch_id):]}"
+
+
+def task_opening(params: Params, batch: Batch, run: Run) -> list[dict]:
+    """A task's opening messages (its system message, if any, and its goal); an uncached run's
+    first message gets a unique prefix, seeded by the order seed and the run's key, so that
+    every language holds the same conversation (with one server slot, the previous task's
+    cache is all the server keeps: the same prefix in another agent's batch is no hit)."""
+    t = params.tasks[run.prompt]
+    opening = ([{"role": "system", "content": t["system"]}] if "system" in t else []) + \
+        [{"role": "user", "content": t["goal"]}]
+    if run.cache == "uncached":
+        tag = hashlib.sha256(f"{params.order['seed']}:{run_key(batch, run.run_id)}".encode()).hexdigest()[:10]
+        opening[0] = {**opening[0], "content": f"Note {tag}. {opening[0]['content']}"}
+    return opening
+
+
+def actions_of(params: Params, batch: Batch) -> str:
+    """How the batch's agent asks for actions: the config's factor, else the file's `actions`."""
+    return batch.config.get("actions") or params.raw.get("actions") or "structured"
+
+
+def agent_jobs_document(params: Params, batch: Batch, runs: list[Run], options: dict | None = None) -> dict:
+    """The jobs file of an agent batch (workload agent): one opening per run, the task's tools,
+    table and max_turns; the cold and resume runs are one-turn tasks (they pay the reload; neither is measured)."""
+    request = batch.request or {"keep_alive": params.fixed["keep_alive"]}
+    tasks = params.tasks
+    tables = [t.get("table", {}) for t in tasks]
+    doc = {
+        "schema_version": 1, "model": params.model, "endpoint": "chat", "workload": "agent",
+        "actions": actions_of(params, batch), "tables": tables,
+        "prompts": [task_opening(params, batch, r) for r in runs],
+        "timeout_s": params.timeouts["run_s"],
+        "runs": [{"run_id": r.run_id, "prompt": i, "options": batch.options if options is None else options,
+                  **request, "warmup": r.phase != "measured", "task_id": tasks[r.prompt]["name"],
+                  "tools": tasks[r.prompt]["tools"], "table": r.prompt,
+                  "max_turns": 1 if r.phase in ("resume", "cold") else tasks[r.prompt]["max_turns"],
+                  **({"stream": r.stream} if r.stream is not None and batch.streams else {})}
+                 for i, r in enumerate(runs)],
+    }
+    if batch.streams:
+        doc["streams"] = batch.streams
+    return doc
+
+
 def jobs_document(params: Params, batch: Batch, runs: list[Run], options: dict | None = None) -> dict:
     """The jobs file (schemas/jobs.schema.json) for `runs` of `batch`: on the chat endpoint each
     prompt is one user message."""
+    if params.raw.get("workload") == "agent":
+        return agent_jobs_document(params, batch, runs, options)
     prompts = list(params.prompts)
     index = {}
     for r in runs:

@@ -49,7 +49,7 @@ class Sweep(batches.Book):
                                                       attempt.jobs, raw, self.params.timeouts["batch_s"],
                                                       self.agent_cpus)
             offload = self.offload_after(host, batch.request.get("keep_alive"))
-            written = {r["run_id"] for r in storage.read_jsonl(raw, repair=True)}
+            written = batches.task_ended(storage.read_jsonl(raw, repair=True))
             lost = [agents.failure_record(batch.agent, r.run_id, self.params.model, options,
                                           r.phase != "measured", stats, self.params.endpoint,
                                           batch.request.get("think"))
