@@ -209,7 +209,9 @@ def test_server_killed_mid_stream_truncates_and_fails_the_rest(agent, tmp_path):
     try:
         server.ensure_model(srv, paths.EMBEDDED_MODEL)
         doc = jobs_doc(prompts=["The history of the transistor", COUNTING], runs=[
-            {"run_id": "ok", "prompt": 0, "options": {"num_predict": 3}, "keep_alive": -1, "warmup": False},
+            # the count's prompt evaluated here, so the long run streams at once from the server's
+            # prefix cache (evaluated there, its ~120 tokens took over the 1.5 s on a loaded host)
+            {"run_id": "ok", "prompt": 1, "options": {"num_predict": 3}, "keep_alive": -1, "warmup": False},
             # The long run must still be streaming 1.5 s after the first record: a text that ends
             # before that is rightly read to its end (exit 0). A count the model goes on with forces
             # that on any CPU and under any seed and temperature, where a free text (greedy on one

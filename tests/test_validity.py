@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from langbench import schemas, storage
-from langbench.analysis import findings, metrics, stats
+from langbench.analysis import stopping, findings, metrics, stats
 from langbench.report.sections import throughput, ttft, validity
 from synthetic import make_run
 
@@ -125,7 +125,8 @@ def test_the_null_client_writes_schema_valid_records_and_gives_the_floor(tiny_ru
 def test_every_report_rule_has_its_aa_rate_beside_it(tiny_run):
     run = findings.Run.load(tiny_run)
     aa = validity.aa_check(run)
-    assert set(aa.table["metric"]) == {"throughput", "TTFT"}
+    # every headline verdict the run measures, each on its own rows (issue 26: the unchecked verdict)
+    assert set(aa.table["metric"]) == {label for _v, label, *_ in stopping.HEADLINE}
     assert aa.sentence.startswith("A/A check on this run's own baseline batches")
     success = throughput.improvement(run)
     assert "that the same rule finds between identical baseline cells" in success.sentence
@@ -174,20 +175,29 @@ def test_aa_splits_count_each_distinct_split_once():
 
 def test_a_rule_that_fails_its_aa_check_decides_nothing(monkeypatch, tmp_path):
     run = findings.Run.load(make_run(tmp_path / "planted"))
-    monkeypatch.setattr(stats, "aa_paired_splits", lambda *a, **k: pd.DataFrame({"differs": [True] * 10}))
+    failing = {"paired"}
+    def fake(run, value, data):  # 10 of 10 splits called different, far beyond their exact reference
+        return {r: {"k": 10, "n": 10, "rate": 1.0, "null_mean_rate": 0.05, "p_above": 0.0005,
+                    "flagged": r in failing} if r in failing else
+                {"k": 0, "n": 10, "rate": 0.0, "null_mean_rate": 0.05, "p_above": 1.0, "flagged": False}
+                for r in ("paired", "pooled")}
+    monkeypatch.setattr(stopping, "aa_rates", fake)
     got = validity.deciding_rule(run, "throughput_tps")
     assert got["rates"]["paired"]["flagged"]
     assert got["rule"] == "pooled" and "paired rule called identical batches different in 10/10" in got["why"]
-    monkeypatch.setattr(stats, "aa_language_splits", lambda *a, **k: pd.DataFrame({"differs": [True] * 10}))
+    failing.add("pooled")
     got = validity.deciding_rule(run, "throughput_tps")
     assert got["rule"] is None and "no verdict is drawn" in got["why"]
 
 
 def test_a_run_too_small_for_an_aa_check_says_so_instead_of_passing_every_rule(monkeypatch, tmp_path):
     run = findings.Run.load(make_run(tmp_path / "planted"))
+    from langbench.analysis import aa
     empty = lambda *a, **k: pd.DataFrame({"differs": pd.Series([], dtype=bool)})  # noqa: E731
-    for name in ("aa_delta_pairs", "aa_language_splits", "aa_paired_splits"):
-        monkeypatch.setattr(stats, name, empty)
+    monkeypatch.setattr(stats, "aa_delta_pairs", empty)
+    nan = float("nan")
+    monkeypatch.setattr(aa, "reference", lambda *a, **k: {"k": 0, "n": 0, "rate": nan, "null_mean_rate": nan,
+                                                         "null_q95": nan, "p_above": nan, "flagged": False})
     aa = validity.aa_check(run)
     assert aa.sentence.startswith("No A/A check was possible") and "No rule exceeds" not in aa.sentence
     assert (aa.table["n"] == 0).all()

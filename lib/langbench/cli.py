@@ -113,9 +113,12 @@ def _command(args: argparse.Namespace) -> int:
 def sweep(params_file: str | Path, run_id: str | None = None, outputs: Path | None = None, **kw) -> Path:
     """A sweep (run/, which writes the records), then summary.csv (analysis/, which reads them):
     the runner imports no analysis, so what a finished sweep leaves beside its records is written
-    here, where both floors meet. Returns the run directory."""
-    from langbench.analysis import summary
+    here, where both floors meet. The same holds for a sequential stop: the decision after each
+    round needs the analysis (analysis/stopping.py), so it is handed to the runner from here as
+    a plain callable. Returns the run directory."""
+    from langbench.analysis import stopping, summary
     from langbench.run.sweep import run_sweep
+    kw.setdefault("decide", stopping.decide)
     run_dir = run_sweep(params_file, run_id, **kw) if outputs is None else \
         run_sweep(params_file, run_id, outputs=outputs, **kw)
     summary.write_summary(run_dir)

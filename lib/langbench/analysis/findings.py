@@ -176,6 +176,11 @@ class Run:
         of = f" of {planned:,} planned" if planned else ""
         sessions = m.get("sessions") or []
         last = sessions[-1] if sessions else {}
+        st = m.get("stopping") or {}
+        if st.get("stop") and m.get("ended_at"):
+            return (f"Run {m['run_id']} finished: {done:,}{of} runs recorded, {failed:,} failed "
+                    f"(ended {m['ended_at']}); the sequential rule stopped it after round {st['round']} "
+                    f"of at most {st['max_batches']}: every headline verdict was decided.")
         if m.get("complete") is not False and m.get("ended_at"):
             return (f"Run {m['run_id']} finished: {done:,}{of} runs recorded, {failed:,} failed "
                     f"(ended {m['ended_at']}).")

@@ -36,7 +36,7 @@ from distributed import WorkerPlugin
 from tqdm import tqdm
 
 from langbench import storage, vocab
-from langbench.run import agents, batches, plan, provenance, server, telemetry
+from langbench.run import agents, batches, plan, provenance, rounds, server, telemetry
 
 PLUGIN = "langbench-server"
 WORKER_FIELDS = ("worker", "worker_host", "worker_gpu", "worker_gpu_uuid")
@@ -343,8 +343,10 @@ def session_provenance(params, infos: list[dict]) -> dict:
 
 
 def run(sweep, manifest: dict, manifest_path: Path, address: str, workers: int | None,
-        progress: bool, allow_mixed: bool) -> None:
-    """Run every unfinished batch of `sweep` on the cluster; the client writes everything."""
+        progress: bool, allow_mixed: bool, decide=None) -> None:
+    """Run every unfinished batch of `sweep` on the cluster; the client writes everything.
+    A sequential plan goes round by round (run/rounds.py): a round is spread over the workers,
+    then `decide` says whether to stop."""
     from distributed import as_completed
     params, run_dir = sweep.params, sweep.run_dir
     slots = plan.slots(params)
@@ -426,13 +428,16 @@ def run(sweep, manifest: dict, manifest_path: Path, address: str, workers: int |
         total = sweep.planned_runs()
         with tqdm(total=total, initial=done, unit="run", desc=f"sweep {run_dir.name} ({len(addresses)} workers)",
                   disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
-            try:
+            slot_of = {b.batch_id: slot for b, slot in spread}
+
+            def wave(todo) -> None:
                 pending, first_wave = {}, []
-                for batch, slot in spread:
-                    fut = _submit(client, sweep, batch, addresses[slot])
+                for batch in todo:
+                    fut = _submit(client, sweep, batch, addresses[slot_of[batch.batch_id]])
                     if fut is not None:
                         pending[fut.key] = batch
                         first_wave.append(fut)
+                bar.set_postfix_str(rounds.open_note(manifest).lstrip(" ·"))
                 futures = as_completed(first_wave)
                 for fut in futures:
                     batch = pending.pop(fut.key)
@@ -458,6 +463,9 @@ def run(sweep, manifest: dict, manifest_path: Path, address: str, workers: int |
                         if nxt is not None:
                             pending[nxt.key] = batch
                             futures.add(nxt)
+            try:
+                rounds.run(params, run_dir, manifest, manifest_path, sweep.batches, wave, decide,
+                           lambda s: tqdm.write(s, file=sys.stderr))
             finally:
                 session["ended_at"] = batches.now()
                 session["server_restarts"] = sum(restarts.values())

@@ -82,6 +82,7 @@ def load(path: str | Path) -> Params:
     problems = schemas.problems("parameters", doc)
     if problems:
         raise ParamsError(f"{path}: " + "; ".join(_friendly(p) for p in problems))
+    check_stop(path, doc)
     check_agent(path, doc)
     with_defaults(doc)
     clash = set(doc["matrix"]) & {"num_predict", "seed"}
@@ -120,8 +121,37 @@ def check_agent(path: Path, doc: dict) -> None:
         raise ParamsError(f"{path}: fixed.raw: workload agent sends messages on /api/chat, never a raw prompt")
 
 
+def check_stop(path: Path, doc: dict) -> None:
+    """`stop:` beyond what the schema says: a sequential design needs max_batches, at least
+    min_batches, and `batches` (when set) equal to it; a fixed one takes neither. ParamsError
+    names the key."""
+    stop = doc.get("stop")
+    if not stop:
+        return
+    if stop["rule"] == "fixed":
+        extra = sorted(set(stop) & {"min_batches", "max_batches"})
+        if extra:
+            raise ParamsError(f"{path}: stop.{extra[0]}: only a sequential rule takes it "
+                              f"(stop: {{rule: sequential, min_batches: 2, max_batches: N}}); the fixed "
+                              "rule runs every round of `batches`")
+        return
+    if "max_batches" not in stop:
+        raise ParamsError(f"{path}: stop.max_batches: a sequential rule needs its last round "
+                          "(stop: {rule: sequential, min_batches: 2, max_batches: N})")
+    lo, hi = stop.get("min_batches", 2), stop["max_batches"]
+    if lo > hi:
+        raise ParamsError(f"{path}: stop.min_batches: {lo} is more than stop.max_batches ({hi})")
+    if "batches" in doc and doc["batches"] != hi:
+        raise ParamsError(f"{path}: batches: {doc['batches']} differs from stop.max_batches ({hi}): a "
+                          "sequential sweep plans max_batches rounds; leave batches out or set it equal")
+
+
 def with_defaults(doc: dict) -> dict:
     """Fill this version's defaults into a schema-valid document, in place; returns it."""
+    stop = doc.setdefault("stop", {"rule": "fixed"})
+    if stop.get("rule") == "sequential":
+        stop.setdefault("min_batches", 2)
+        doc.setdefault("batches", stop["max_batches"])
     if doc.get("workload") == "agent":
         doc.setdefault("endpoint", "chat")
         if "actions" not in doc["matrix"]:

@@ -118,6 +118,20 @@ def build(params: Params) -> list[Batch]:
     return batches
 
 
+def round_of(batch_id: str) -> int:
+    """The round (1, 2, …) a batch belongs to: its `-b{r}` suffix; 1 for a one-round plan."""
+    tail = batch_id.rsplit("-b", 1)
+    return int(tail[1]) if len(tail) == 2 and tail[1].isdigit() else 1
+
+
+def rounds(batches: list[Batch]) -> list[list[Batch]]:
+    """The plan's batches grouped by round, in run order (build() lays rounds end to end)."""
+    out: dict[int, list[Batch]] = {}
+    for b in batches:
+        out.setdefault(round_of(b.batch_id), []).append(b)
+    return [out[r] for r in sorted(out)]
+
+
 def spread(params: Params, batches: list[Batch], workers: int) -> list[tuple[Batch, int]]:
     """Each batch with the worker slot (0 … workers-1) that runs it: whole rounds go to the
     slots in turn (round r to slot r mod workers), so that every worker runs every cell, mode,

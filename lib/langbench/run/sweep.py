@@ -22,7 +22,7 @@ from pathlib import Path
 from tqdm import tqdm  # not tqdm.auto: it warns in a kernel without ipywidgets
 
 from langbench import paths, storage, vocab
-from langbench.run import agents, batches, isolation, plan, provenance, server, telemetry
+from langbench.run import agents, batches, eta, isolation, plan, provenance, rounds, server, telemetry
 from langbench.run.batches import Keeper, Offload, clamp_note, first_provenance, provenance_differences
 from langbench.run.batches import now as _now
 from langbench.run.params import Params, ParamsError, load
@@ -125,12 +125,16 @@ def prepare(params_path: str | Path, run_id: str | None = None,
 
 def run_sweep(params_path: str | Path, run_id: str | None = None,
               outputs: Path = paths.OUTPUTS, progress: bool = True,
-              allow_mixed: bool = False, cluster: str | None = None, workers: int | None = None) -> Path:
+              allow_mixed: bool = False, cluster: str | None = None, workers: int | None = None,
+              decide: rounds.Decide | None = None) -> Path:
     """Run or resume a sweep into outputs/<run_id>; returns the run directory. `cluster`
     (else the parameter file's `cluster:`): `local` or a Dask scheduler address, to run the
     batches on dask.distributed workers (langbench.run.cluster); `workers`: N CPU workers of
-    `--cluster local`. Raises ParamsError / RunDirError (bad input), ServerError."""
+    `--cluster local`. `decide(run_dir, round) -> {"stop", "open", "verdicts"}`: the decision
+    after each round of a sequential file (`stop: {rule: sequential}`; run/rounds.py), handed in
+    by the CLI. Raises ParamsError / RunDirError (bad input), ServerError."""
     params, run_dir = prepare(params_path, run_id, outputs, allow_mixed)
+    rounds.check(params, decide)
     cluster = cluster or params.raw.get("cluster")
     if workers is not None and cluster != "local":
         raise ParamsError(f"--workers {workers} starts a local Dask cluster: add --cluster local")
@@ -139,7 +143,7 @@ def run_sweep(params_path: str | Path, run_id: str | None = None,
     fresh = not run_dir.exists()
     try:
         with storage.locked(run_dir, "sweep"):
-            return _run(params, run_dir, progress, allow_mixed, cluster, workers)
+            return _run(params, run_dir, progress, allow_mixed, cluster, workers, decide)
     except (server.ServerError, storage.RunDirError, ParamsError):
         if fresh:  # nothing was measured: leave no half-made run behind
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -147,7 +151,7 @@ def run_sweep(params_path: str | Path, run_id: str | None = None,
 
 
 def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
-         cluster: str | None = None, workers: int | None = None) -> Path:
+         cluster: str | None = None, workers: int | None = None, decide: rounds.Decide | None = None) -> Path:
     manifest_path = run_dir / "manifest.json"
     manifest = storage.read_json(manifest_path) if manifest_path.exists() else {
         "schema_version": 1, "run_id": run_dir.name, "parameters_file": str(params.path),
@@ -158,9 +162,11 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
     sweep.jobs_dir.mkdir(parents=True, exist_ok=True)
     sweep.load_state()
     total, done = sweep.planned_runs(), sweep.finished_runs()
-    if done < total and cluster:
+    if rounds.stopped(manifest):  # a sequential run that stopped: every verdict was decided
+        pass
+    elif done < total and cluster:
         from langbench.run import cluster as dask_cluster
-        dask_cluster.run(sweep, manifest, manifest_path, cluster, workers, progress, allow_mixed)
+        dask_cluster.run(sweep, manifest, manifest_path, cluster, workers, progress, allow_mixed, decide)
     elif done < total:
         cpus = isolation.plan(params.isolation)
         slots = plan.slots(params)
@@ -200,8 +206,18 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
                               "the parameter file (server.num_parallel): an external server, not verified"})
             storage.write_json(run_dir / "plan.json", {"batches": [b.as_dict() for b in sweep.batches]})
             storage.write_json(manifest_path, manifest)
+            # What the ETA stands on, before the first batch: the server's decode rate, now
+            rate = eta.probe(srv.url, params.model)
+            left = [(b, len(sweep.state.pending(b, params.retries))) for b in sweep.batches]
+            estimate = eta.estimate_s(left, rate) if rate else None
+            session["decode_probe"] = {**rate.as_dict(), "eta_s": estimate} if rate else None
+            sequential = (params.raw.get("stop") or {}).get("rule") == "sequential"
+            tqdm.write(eta.describe(rate, estimate, total - done, sequential), file=sys.stderr)
+            storage.write_json(manifest_path, manifest)
             keeper = Keeper(srv, run_dir)
             sweep.offload = Offload(srv.log_path)
+            if srv.log_path and srv.log_path.exists():  # the probe's load is not the first batch's
+                sweep.offload.offset = srv.log_path.stat().st_size
             sweep.sampler = telemetry.Sampler.start(run_dir / "telemetry.jsonl")
             if sweep.sampler and "gpu_idle" not in manifest:
                 manifest["gpu_idle"] = sweep.sampler.idle_baseline()
@@ -210,9 +226,12 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
             with tqdm(total=total, initial=done, unit="run", desc=f"sweep {run_dir.name}",
                       disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
                 try:
-                    for batch in sweep.batches:
-                        bar.set_postfix_str(batch.batch_id)
-                        sweep.run_batch(batch, keeper, bar)
+                    def wave(todo: list[plan.Batch]) -> None:
+                        for batch in todo:
+                            bar.set_postfix_str(batch.batch_id + rounds.open_note(manifest))
+                            sweep.run_batch(batch, keeper, bar)
+                    rounds.run(params, run_dir, manifest, manifest_path, sweep.batches, wave, decide,
+                               lambda s: tqdm.write(s, file=sys.stderr))
                     manifest["loaded_models"] = provenance.loaded_models(keeper.srv.url)
                     if keeper.srv.embedded:
                         manifest["server_slots"]["runner_parallel"] = runner_parallel(keeper.srv.log_path)
@@ -241,7 +260,7 @@ def runner_parallel(log_path: Path | None) -> int | None:
 def finish(sweep: Sweep, manifest: dict, manifest_path: Path) -> None:
     manifest.update(
         ended_at=_now(),
-        complete=sweep.finished_runs() == sweep.planned_runs(),
+        complete=sweep.finished_runs() == sweep.planned_runs() or rounds.stopped(manifest),
         counts={"planned_runs": sweep.planned_runs(),
                 "records": len(sweep.state.keys),
                 **batches.failure_counts(storage.read_jsonl(sweep.records_path)),

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats as sps
 
-from langbench.analysis import stats
+from langbench.analysis import stats, stopping
 from langbench.analysis.findings import HIGHER, LOWER, Run, p_text, paired_result
 from langbench.report.sections import Section
 from langbench.report.sections import validity
@@ -21,20 +21,11 @@ from langbench.report.sections import validity
 SUPPORTED, CONTRADICTED, NOT_SHOWN, NOT_MEASURABLE = ("supported", "contradicted", "not shown",
                                                       "not measurable here")
 
-METRICS = (  # (column, label, unit, better, which rows)
-    ("throughput_tps", "throughput", "tok/s", HIGHER, "warm"),
-    ("ttft_ms", "TTFT, cached prompt", "ms", LOWER, "cached"),
-    ("ttft_ms", "TTFT, uncached prompt", "ms", LOWER, "uncached"),
-    ("client_overhead_ms", "client overhead", "ms", LOWER, "warm"),
-    ("itl_p99_ms", "ITL p99", "ms", LOWER, "warm"),
-)
+METRICS = stopping.HEADLINE  # (column, label, unit, better, which rows): the sweep stops on these too
 
 
 def _rows(run: Run, which: str) -> pd.DataFrame:
-    w = run.warm
-    if which in ("cached", "uncached") and "prompt_cache" in w:
-        return w[w["prompt_cache"] == which]
-    return w
+    return stopping.rows(run, which)
 
 
 def _fmt(x: float, unit: str) -> str:
@@ -45,6 +36,8 @@ def verdicts(run: Run) -> Section:
     """One row per metric: each language's mean, Python − Rust with its 95 % CI, the pre-set
     margin, the rule that decided and the verdict (differs / equivalent / inconclusive)."""
     rows = []
+    seq = stopping.summary(run)
+    by_label = {v["metric"]: v for v in seq["verdicts"]} if seq else {}
     for value, label, unit, better, which in METRICS:
         data = _rows(run, which)
         if value not in data or data[value].notna().sum() == 0:
@@ -54,6 +47,9 @@ def verdicts(run: Run) -> Section:
             continue
         c = run.compare(py, rs, value)
         if c.verdict == "not enough data":
+            continue
+        if label in by_label:  # a sequential stop: the verdict as of the round it was decided in
+            rows.append(_sequential_row(by_label[label], label, unit, better, c, seq))
             continue
         decided = validity.deciding_rule(run, value, data)
         p = paired_result(run, value, data) if decided["rule"] == "paired" else None
@@ -90,7 +86,68 @@ def verdicts(run: Run) -> Section:
     sentence = (f"{len(t)} metrics compared on warm runs, batches as the unit; a verdict needs its test at "
                 f"α = {run.alpha} and the margin fixed in the parameter file, and is decided by the paired rule "
                 "(per-cell differences) unless it failed this run's A/A check, then by the pooled rule, else by none.")
+    if seq:
+        sentence += " " + _stop_sentence(seq)
     return Section("The languages at a glance", sentence, t)
+
+
+def _verdict_text(verdict: str, estimate: float | None, better: str) -> str:
+    if verdict != "differs" or estimate is None:
+        return verdict
+    best = ("python" if estimate > 0 else "rust") if better == HIGHER else ("rust" if estimate > 0 else "python")
+    return f"differs: {best.capitalize()} better"
+
+
+def _sequential_row(v: dict, label: str, unit: str, better: str, c: stats.Comparison, seq: dict) -> dict:
+    """A verdict table row of a sequential sweep: the verdict, its repeated CI and the round it
+    was decided in (stopping.summary), what it cost and what the fixed design would have."""
+    text = _verdict_text(v["verdict"], v["estimate"], better)
+    at, max_rounds = v["decided_round"], seq["max_batches"]
+    when = f"round {at} of {max_rounds}" if at else f"not decided in {seq['rounds_run']} of {max_rounds} rounds"
+    ci = (f"{v['estimate']:+,.2f} [{v['lo']:+,.2f}, {v['hi']:+,.2f}]" if v["estimate"] is not None and v["lo"] is not None
+          else "–")
+    rule = (f"sequential {v['rule']} rule (O'Brien–Fleming α-spending), "
+            + ("passed its A/A check" if v["rule_checked"] else "unchecked: too few cells or batches for an A/A split")
+            if v["rule"] else v["why"] or "no calibrated rule")
+    naive = (f"no-peeking-correction rule: {v['naive_verdict']} at round {v['naive_round']}"
+             if v["naive_round"] else f"no-peeking-correction rule: {v['naive_verdict'] or 'inconclusive'}, undecided")
+    if v["naive_lo"] is not None:
+        naive += f"; its 95 % CI [{v['naive_lo']:+,.2f}, {v['naive_hi']:+,.2f}]"
+    return {"metric": f"{label} ({unit})", "Python": _fmt(c.mean_a, unit), "Rust": _fmt(c.mean_b, unit),
+            "Python − Rust [repeated 95 % CI]": ci, "margin": f"±{v['margin']:,.2f}", "rule that decided": rule,
+            "verdict": text, "decided in": when, "runs, minutes": f"{v['runs']:,} runs, {v['minutes']:,.1f} min",
+            "fixed design": f"{v['fixed_runs']:,} runs, ≈{v['fixed_minutes']:,.1f} min ({max_rounds} rounds)",
+            "what it gave up": naive, "_class": v["verdict"],
+            "_sentence": (f"{label[0].upper() + label[1:]}: {text} in {when} ({v['runs']:,} runs, "
+                          f"{v['minutes']:,.1f} min; the fixed design: {v['fixed_runs']:,} runs, "
+                          f"≈{v['fixed_minutes']:,.1f} min). Python {_fmt(c.mean_a, unit)}, Rust {_fmt(c.mean_b, unit)}.")}
+
+
+def _stop_sentence(seq: dict) -> str:
+    decided = [v for v in seq["verdicts"] if v["decided_round"]]
+    how = (f"stopped after round {seq['rounds_run']} of at most {seq['max_batches']}: every headline verdict "
+           "was decided" if seq["stopped"] else
+           f"ran {seq['rounds_run']} of at most {seq['max_batches']} rounds; still open: {', '.join(seq['open'])}")
+    return (f"The sweep was sequential (looks from round {seq['min_batches']}, O'Brien–Fleming α-spending, "
+            f"valid under repeated looks) and {how}; {len(decided)} of {len(seq['verdicts'])} verdicts were "
+            f"decided, each as of its round; {seq['runs_total']:,} warm runs were measured.")
+
+
+def time_to_verdict(run: Run) -> Section:
+    """A sequential sweep (`stop: {rule: sequential}`): per verdict the round it was decided in,
+    its runs and minutes, the fixed design's, and the no-peeking-correction rule's round and CI."""
+    seq = stopping.summary(run)
+    if not seq:
+        return Section("Time to a verdict", "This run used the fixed design (stop: fixed): every planned round ran.")
+    t = pd.DataFrame([{k: v[k] for k in ("metric", "unit", "rule", "verdict", "decided_round", "estimate", "lo",
+                                         "hi", "runs", "minutes", "fixed_runs", "fixed_minutes", "naive_verdict",
+                                         "naive_round", "naive_lo", "naive_hi")} for v in seq["verdicts"]])
+    t["decided_round"] = t["decided_round"].astype("Int64")
+    t["naive_round"] = t["naive_round"].astype("Int64")
+    saved = t["fixed_runs"].max() - t["runs"].max() if len(t) else 0
+    sentence = _stop_sentence(seq) + (f" Against the fixed design of {seq['max_batches']} rounds it measured "
+                                      f"{int(saved):,} fewer warm runs per verdict table." if saved > 0 else "")
+    return Section("Time to a verdict", sentence, t)
 
 
 def _sentence(label: str, unit: str, c: stats.Comparison, verdict: str) -> str:
@@ -123,8 +180,12 @@ def _cv_ratio(py: np.ndarray, rs: np.ndarray, seed: int = 112, n: int = 2000) ->
     def cv(x):
         return np.std(x, ddof=1) / np.mean(x)
     rng = np.random.default_rng(seed)
-    boots = [cv(rng.choice(py, len(py))) / cv(rng.choice(rs, len(rs))) for _ in range(n)]
-    lo, hi = np.nanpercentile(boots, [2.5, 97.5])
+    with np.errstate(divide="ignore", invalid="ignore"):  # a resample of identical values has CV 0
+        boots = np.array([cv(rng.choice(py, len(py))) / cv(rng.choice(rs, len(rs))) for _ in range(n)])
+    boots = boots[np.isfinite(boots)]
+    if len(boots) == 0:
+        return cv(py) / cv(rs), float("nan"), float("nan")
+    lo, hi = np.percentile(boots, [2.5, 97.5])
     return cv(py) / cv(rs), float(lo), float(hi)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from langbench import storage
-from langbench.analysis import metrics, stats
+from langbench.analysis import metrics, stats, stopping
 from langbench.report import plots
 from langbench.analysis.findings import LOWER, Run, language_claim, p_text
 from langbench.report.sections import Section
@@ -118,29 +118,31 @@ def client_floor(run: Run) -> Section:
 
 
 
-AA_METRICS = (("throughput_tps", "throughput"), ("ttft_ms", "TTFT"))
+# Every headline verdict's data (the verdict table's METRICS), so the A/A rows and the verdict
+# use the same rows: (column, label, which rows).
+AA_METRICS = tuple((value, label, which) for value, label, _unit, _better, which in stopping.HEADLINE)
 RULES = {"delta": "per-config delta (Welch 95% CI of chimera − baseline)",
-         "pooled": "language comparison (pooled runs, Welch + margin)",
+         "pooled": "language comparison (pooled batch means, Welch + margin)",
          "paired": "language comparison (paired over cells, t + margin)"}
 
 
 def aa_rates(run: Run, value: str, data: pd.DataFrame | None = None) -> dict[str, dict]:
     """Each decision rule applied to this run's identical treatments (its baseline batches),
-    over distinct splits: {"delta" | "pooled" | "paired": stats.rate_against(...) + "flagged"},
-    flagged when the rule says 'differs' more often than α beyond binomial noise."""
+    over distinct splits: {"delta" | "pooled" | "paired": stats.rate_against(...) + "flagged"}.
+    The delta rule is flagged when it says 'differs' more often than α beyond binomial noise;
+    the language rules against their exact null reference (aa.reference through
+    stopping.aa_rates: splits that share batches are not independent), the binomial interval
+    kept for display only."""
     data = run.warm if data is None else data
     out = {}
     d = stats.aa_delta_pairs(data, value, run.factors, run.alpha)
     out["delta"] = stats.rate_against(int(d["differs"].sum()), len(d), run.alpha)
-    s = stats.aa_language_splits(data, lambda a, b: run.compare(a, b, value, ("a", "b")))
-    out["pooled"] = stats.rate_against(int(s["differs"].sum()) if len(s) else 0, len(s), run.alpha)
-    base = data[data["mode"] == "baseline"]
-    margin = run.margin_for(value, float(base[value].mean())) if len(base) else 0.0
-    within = "within" if len(run.workers(data)) > 1 else "any"  # as the rule pairs: within each worker
-    s = stats.aa_paired_splits(data, value, margin, run.alpha, pairing=within)
-    out["paired"] = stats.rate_against(int(s["differs"].sum()) if len(s) else 0, len(s), run.alpha)
-    for r in out.values():
-        r["flagged"] = bool(r["n"]) and r["p_above"] < run.alpha
+    out["delta"]["flagged"] = bool(out["delta"]["n"]) and out["delta"]["p_above"] < run.alpha
+    ref = stopping.aa_rates(run, value, data)
+    for rule in ("pooled", "paired"):
+        r = ref[rule]
+        out[rule] = {**stats.rate_against(r["k"], r["n"], run.alpha), "p_above": r["p_above"],
+                     "null_mean_rate": r["null_mean_rate"], "flagged": r["flagged"]}
     return out
 
 
@@ -163,7 +165,8 @@ def deciding_rule(run: Run, value: str, data: pd.DataFrame | None = None) -> dic
     elif failed:
         why = f"the {rule} rule decides because " + "; ".join(map(said, failed))
     elif rule in unchecked:
-        why = f"the {rule} rule decides, unchecked: this run has too few cells or batches for its A/A check"
+        why = (f"the {rule} rule decides unchecked: this run has too few cells or batches for its A/A check "
+               "(n = 0 splits), so its false-positive rate here is unknown")
     else:
         why = (f"the {rule} rule decides (it passed its A/A check: {rates[rule]['k']}/{rates[rule]['n']} "
                f"splits differ)")
@@ -173,14 +176,19 @@ def deciding_rule(run: Run, value: str, data: pd.DataFrame | None = None) -> dic
 def aa_check(run: Run) -> Section:
     """Each decision rule on identical treatments (baseline vs baseline) of this run."""
     rows, decided = [], []
-    for value, label in AA_METRICS:
-        rule = deciding_rule(run, value)
+    for value, label, which in AA_METRICS:
+        data = stopping.rows(run, which)
+        if value not in data or data[value].notna().sum() == 0:
+            continue
+        rule = deciding_rule(run, value, data)
         decided.append(f"On {label}, {rule['why']}.")
         for key, r in rule["rates"].items():
-            rows.append({"rule": RULES[key], "metric": label, **{k: v for k, v in r.items() if k != "flagged"}})
+            rows.append({"rule": RULES[key], "metric": label, **{k: v for k, v in r.items() if k != "flagged"},
+                         "flag": ("unchecked: no A/A split" if not r["n"] else
+                                  "above α beyond its null reference" if key != "delta" and r["flagged"] else
+                                  "above α beyond binomial noise" if r["flagged"] else "")})
     t = pd.DataFrame(rows)
-    t["flag"] = np.where(t["p_above"] < run.alpha, "above α beyond binomial noise", "")
-    flagged = t[t["flag"] != ""]
+    flagged = t[t["flag"].str.startswith("above")]
     short = {"per-config delta": "per-config delta", "language comparison (pooled": "pooled language comparison",
              "language comparison (paired": "paired language comparison"}
     name = lambda rule: next(v for k, v in short.items() if rule.startswith(k))  # noqa: E731
@@ -194,7 +202,8 @@ def aa_check(run: Run) -> Section:
     sentence = (f"A/A check on this run's own baseline batches (identical treatments, α = {run.alpha}): "
                 + "; ".join(parts) + ". "
                 + (f"{len(flagged)} rule × metric combinations call identical treatments different more often "
-                   f"than α allows (exact binomial test, p < {run.alpha}): their 'differs' verdicts in this run "
+                   f"than α allows (p < {run.alpha} against the binomial for the delta rule, against its exact "
+                   "null reference for the language rules): their 'differs' verdicts in this run "
                    "are not to be trusted at face value." if len(flagged) else
                    "No rule exceeds α beyond its binomial noise."))
     return Section("A/A check: false-positive rate of each decision rule", sentence, t, notes=decided)
@@ -238,7 +247,7 @@ def aa_workers(run: Run) -> Section:
     """The paired language rule on identical treatments, its two batches from one worker
     (within) or from two (across): a worker effect shows as a higher rate across."""
     rows = []
-    for value, label in AA_METRICS:
+    for value, label in (("throughput_tps", "throughput"), ("ttft_ms", "TTFT")):
         base = run.warm[run.warm["mode"] == "baseline"]
         margin = run.margin_for(value, float(base[value].mean())) if len(base) else 0.0
         for pairing in ("within", "across"):
