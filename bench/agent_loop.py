@@ -28,7 +28,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from langbench import agents, paths, storage  # noqa: E402
+from langbench import paths, storage  # noqa: E402
+from langbench.run import agents  # noqa: E402
 from scripted import AgentServer  # noqa: E402
 
 OPENING = [{"role": "system", "content": "You are an agent. Answer with one JSON action."},
