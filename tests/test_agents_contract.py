@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 
+import psutil
 import pytest
 
 from langbench import paths, schemas, storage
@@ -201,6 +202,9 @@ def test_unknown_model_gives_http_404_records(agent, ollama, tmp_path):
         assert "no-such-model" in rec["error"]["message"]
 
 
+STREAMED = 3000  # bytes: an NDJSON chunk of /api/generate is about 110
+
+
 @pytest.mark.parametrize("agent", AGENTS)
 def test_server_killed_mid_stream_truncates_and_fails_the_rest(agent, tmp_path):
     """A real server SIGKILLed while streaming: a truncated record for the run in flight, an
@@ -210,12 +214,12 @@ def test_server_killed_mid_stream_truncates_and_fails_the_rest(agent, tmp_path):
         server.ensure_model(srv, paths.EMBEDDED_MODEL)
         doc = jobs_doc(prompts=["The history of the transistor", COUNTING], runs=[
             # the count's prompt evaluated here, so the long run streams at once from the server's
-            # prefix cache (evaluated there, its ~120 tokens took over the 1.5 s on a loaded host)
+            # prefix cache (evaluated there, its ~120 tokens took seconds on a loaded host)
             {"run_id": "ok", "prompt": 1, "options": {"num_predict": 3}, "keep_alive": -1, "warmup": False},
-            # The long run must still be streaming 1.5 s after the first record: a text that ends
+            # The long run must still be streaming when it is killed (below): a text that ends
             # before that is rightly read to its end (exit 0). A count the model goes on with forces
             # that on any CPU and under any seed and temperature, where a free text (greedy on one
-            # CPU: 300+ tokens; sampled: sometimes over within the 1.5 s) depended on what was sampled.
+            # CPU: 300+ tokens; sampled: sometimes over within a second or two) depended on what was sampled.
             {"run_id": "long", "prompt": 1, "options": sampled({"num_predict": 4000, "seed": 1, "temperature": 0}),
              "keep_alive": -1, "warmup": False},
             {"run_id": "after", "prompt": 0, "options": {"num_predict": 3}, "keep_alive": -1, "warmup": False},
@@ -225,11 +229,19 @@ def test_server_killed_mid_stream_truncates_and_fails_the_rest(agent, tmp_path):
         out = tmp_path / "records.jsonl"
         proc = subprocess.Popen([*agents.command(agent), "--host", srv.url, "--jobs", str(jobs),
                                  "--out", str(out)], stderr=subprocess.PIPE, text=True)
-        # wait until the long run is streaming: the first record is written, then a bit more
+        # Kill once the long run is streaming, seen from the server's side: after the first record,
+        # what the server writes (Go writes to its sockets with write(2), which /proc/PID/io counts
+        # as wchar) is the long run's stream; STREAMED bytes of it are two dozen NDJSON chunks or
+        # more, whatever the host's load (a fixed wait here once killed the server before the long
+        # run's first chunk on a loaded host).
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (out.exists() and out.read_text().count("\n") >= 1):
-            time.sleep(0.05)
-        time.sleep(1.5)
+            time.sleep(0.01)
+        serve = psutil.Process(srv.process.pid)
+        written0 = serve.io_counters().write_chars
+        while time.monotonic() < deadline and serve.io_counters().write_chars - written0 < STREAMED:
+            time.sleep(0.01)
+        assert time.monotonic() < deadline, "the long run never streamed"
         os.killpg(srv.process.pid, signal.SIGKILL)
         srv.process.wait()
         _, stderr = proc.communicate(timeout=120)
