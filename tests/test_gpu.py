@@ -308,3 +308,37 @@ def test_a_fixed_num_thread_goes_with_both_modes(tmp_path):
     assert p.fixed.get("num_thread") and "num_thread" in doc
     for b in plan.build(p):
         assert b.options["num_thread"] == p.fixed["num_thread"], b.batch_id
+
+
+@pytest.mark.slow
+def test_the_kept_agent_run_on_one_gpu_renders_its_agent_loops_here(tmp_path):
+    """results/agent-gpu-h200 (parameters/agent-gpu.yaml, made with bench/gpu_study.sh on one
+    H200): structured-action agent loops at 1 and 8 sessions, rendered on this CPU machine; its
+    task-level verdicts are the README's."""
+    import shutil
+    import sys
+
+    from langbench.report.sections import agent_loops
+    kept = paths.ROOT / "results" / "agent-gpu-h200"
+    run = tmp_path / kept.name
+    shutil.copytree(kept, run)
+    done = subprocess.run([sys.executable, "-m", "langbench", "render", str(run)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r = findings.Run.load(run)
+    assert r.manifest["host"]["gpus"][0]["name"] == "NVIDIA H200"
+    planned = {x["run_id"] for b in json.loads((run / "plan.json").read_text())["batches"] for x in b["runs"]}
+    records = storage.read_jsonl(run / "records.jsonl")
+    assert {x["run_id"] for x in records} == planned and len(planned) == 44  # complete: every task has turns
+    assert set(agent_loops.turns(r)["concurrency"].fillna(1).astype(int)) == {1, 8}
+    outcomes = set(agent_loops.tasks(r)["task_outcome"])
+    assert outcomes <= {"max_turns", "invalid_action"} and "max_turns" in outcomes
+    comps = agent_loops.verdicts(r).set_index("level")
+    for level in ("per turn", "per task"):  # the client's own time: Rust's is shorter, checked by A/A
+        c = comps.loc[level]
+        assert c["verdict"] == "python higher" and c["ci_low"] > 0, c
+        assert c["aa_tests"] > 0 and c["aa_false_positive_rate"] <= 2 * r.alpha, c
+    share = agent_loops.client_share(r).table.set_index("agent")["client_share"]
+    assert (share < 1e-3).all(), share  # yet under 0.1 % of a task: the server's grammar is the task
+    html = (run / "html" / "agent_loops-nocode.html").read_text()
+    assert "The agent's own time, per turn and per task" in html and "data:image/png;base64" in html
