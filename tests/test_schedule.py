@@ -1,0 +1,157 @@
+"""The cluster's schedule (issue 27): groups that keep a config's round on one worker, their
+expected cost, cost-first list scheduling against round-robin rounds."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import pytest
+
+from langbench.run import params, plan, schedule
+from langbench.vocab import ParamsError
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _plan(name: str = "tiny.yaml", **over) -> tuple[params.Params, list[plan.Batch]]:
+    p = params.load(FIXTURES / name)
+    p = params.Params(p.path, {**p.raw, **over}, p.prompts)
+    return p, plan.build(p)
+
+
+# --- groups --------------------------------------------------------------------------------------
+
+def test_a_group_is_one_config_of_one_round_with_every_mode_and_agent_in_plan_order():
+    p, batches = _plan(batches=3)
+    groups = schedule.groups(batches)
+    assert len(groups) == 2 * 3  # 2 configs × 3 rounds
+    ids = [bid for g in groups for bid in g.batch_ids]
+    assert sorted(ids) == sorted(b.batch_id for b in batches) and len(ids) == len(set(ids))  # each batch once
+    for g in groups:
+        assert {b.config_id for b in g.batches} == {g.config_id}
+        assert {plan.round_of(b.batch_id) for b in g.batches} == {g.round}
+        assert {(b.mode, b.agent) for b in g.batches} == {
+            ("baseline", "python"), ("baseline", "rust"), ("baseline", "null"),
+            ("chimera", "python"), ("chimera", "rust")}  # both sides of every comparison
+        orders = [b.order for b in g.batches]
+        assert orders == sorted(orders) and g.order == orders[0]
+    assert schedule.groups(batches[:7])[0].batch_ids == groups[0].batch_ids  # a wave's part: same groups
+
+
+def test_a_one_round_plan_names_its_groups_by_round_too():
+    _, batches = _plan()  # batches: 1: batch ids carry no -b suffix
+    assert [g.key for g in schedule.groups(batches)] == list(dict.fromkeys(f"{b.config_id}-b1" for b in batches))
+
+
+def test_reload_expected_follows_what_the_worker_ran_before():
+    _, batches = _plan()
+    b = next(x for x in batches if x.mode == "chimera")
+    assert plan.reload_after(b, None).reload_expected  # a fresh server loads the model
+    assert not plan.reload_after(b, dict(b.options)).reload_expected
+    assert plan.reload_after(b, {**b.options, "num_ctx": 99}).reload_expected  # num_ctx reloads
+    assert not plan.reload_after(b, {**b.options, "temperature": 0.1}).reload_expected  # temperature does not
+
+
+def test_a_schedule_needs_a_worker_and_says_which_key():
+    with pytest.raises(ParamsError, match=r"--workers 0: a cluster schedule needs at least one worker"):
+        schedule.check_workers(0)
+    with pytest.raises(ParamsError, match="--workers"):
+        schedule.lpt([1.0], 0)
+
+
+def test_batches_need_not_be_a_multiple_of_the_workers():
+    _, batches = _plan(batches=3)  # round-robin rounds refused this on 2 workers (issue 27)
+    span, slots = schedule.simulate([schedule.groups(batches)], lambda b: 1.0, 2)
+    assert sorted(s.group for s in slots) == sorted(g.key for g in schedule.groups(batches))
+    assert {s.worker for s in slots} == {0, 1}
+    assert span == pytest.approx(15.0)  # 30 batches of 1 s, 6 groups of 5, 3 on each worker
+
+
+# --- expected cost -------------------------------------------------------------------------------
+
+def test_expected_cost_is_the_cells_measured_time_else_like_options_else_the_runs_else_the_plan():
+    _, batches = _plan()
+    by = {(b.config_id, b.mode, b.agent): b for b in batches}
+    c1_chim_py, c1_chim_rs = by[("c1", "chimera", "python")], by[("c1", "chimera", "rust")]
+    c2_base_py, c2_chim_py = by[("c2", "baseline", "python")], by[("c2", "chimera", "python")]
+    n = len(c1_chim_py.runs)  # cold, a warm-up, 2 cached, 1 uncached
+    m = schedule.Measured()
+    plan_cost = schedule.expected_cost(c1_chim_py, n, m)
+    assert (plan_cost.unit, plan_cost.source, plan_cost.value) == ("tokens", "plan", 4.0 * n)  # num_predict 4
+    m.add(c1_chim_py, 2.0 * n, n)  # 2 s per run
+    m.add(c1_chim_py, 4.0 * n, n)  # 4 s per run: median 3
+    assert schedule.expected_cost(c1_chim_py, n, m) == schedule.Cost(3.0 * n, "s", "cell")
+    assert schedule.expected_cost(c1_chim_rs, 2, m) == schedule.Cost(6.0, "s", "options")  # same options, other agent
+    m.add(by[("c1", "baseline", "python")], 1.0 * n, n)  # baseline options: every config's baseline shares them
+    assert schedule.expected_cost(c2_base_py, n, m) == schedule.Cost(1.0 * n, "s", "options")
+    assert schedule.expected_cost(c2_chim_py, 1, m) == schedule.Cost(2.0, "s", "run")  # median of 2, 4, 1
+    assert schedule.expected_cost(c2_chim_py, 0, m).value == 0.0
+
+
+def test_measured_times_come_from_the_workers_span_else_the_agents_wall():
+    _, batches = _plan()
+    b = batches[0]
+    rows = [{"batch_id": b.batch_id, "runs": 4, "wall_s": 2.0},
+            {"batch_id": b.batch_id, "runs": 4, "wall_s": 2.0, "started_unix": 100.0, "ended_unix": 112.0},
+            {"batch_id": "not-in-the-plan", "runs": 4, "wall_s": 99.0}]
+    m = schedule.Measured.from_rows(rows, batches)
+    assert m.by_cell[schedule.cell(b)] == [0.5, 3.0] and m.every == [0.5, 3.0]
+
+
+# --- cost-first against round-robin rounds -------------------------------------------------------
+
+def test_lpt_beats_round_robin_rounds_on_unequal_costs_and_stays_within_its_bound():
+    # three rounds of a slow config (9) and a fast one (3) on two workers
+    rounds_ = [1, 1, 2, 2, 3, 3]
+    costs = [9.0, 3.0, 9.0, 3.0, 9.0, 3.0]
+    rr = schedule.makespan(costs, schedule.round_robin(rounds_, 2), 2)
+    assignment = schedule.lpt(costs, 2)
+    cost_first = schedule.makespan(costs, assignment, 2)
+    assert rr == 24.0  # rounds 1 and 3 on worker 0
+    assert cost_first == 18.0 < rr  # 9 + 9 | 9 + 3 + 3 + 3
+    assert len(assignment) == len(costs) and set(assignment) <= {0, 1}
+    bound = max(sum(costs) / 2, max(costs))
+    assert cost_first <= 4 / 3 * bound
+
+
+def test_lpt_takes_the_longest_first_where_plan_order_does_not():
+    costs = [1.0, 1.0, 2.0]  # the slow item last in plan order
+    in_turn = [i % 2 for i in range(len(costs))]
+    assert schedule.makespan(costs, in_turn, 2) == 3.0
+    assert schedule.makespan(costs, schedule.lpt(costs, 2), 2) == 2.0
+
+
+def test_a_sequential_round_runs_on_one_worker_under_round_robin_but_on_all_under_cost_first():
+    _, batches = _plan(batches=2)
+    waves = [[g for g in schedule.groups(batches) if g.round == r] for r in (1, 2)]
+    dur = {b.batch_id: (3.0 if b.config_id == "c2" else 1.0) for b in batches}
+    per_group = [[sum(dur[b.batch_id] for b in g.batches) for g in w] for w in waves]
+    rr = sum(schedule.makespan(c, schedule.round_robin([1] * len(c), 2), 2) for c in per_group)
+    span, slots = schedule.simulate(waves, lambda b: dur[b.batch_id], 2)
+    assert rr == 2 * (15.0 + 5.0)  # each round on worker 0 alone
+    assert span == 2 * 15.0  # each round's two groups side by side
+    assert {s.worker for s in slots} == {0, 1}
+
+
+def test_the_policy_learns_a_slow_cell_and_takes_its_groups_first():
+    """Round 1 measures every cell; in round 2 the slow config's groups go first (LPT), so the
+    fast ones fill in behind them."""
+    _, batches = _plan(batches=2, matrix={"num_ctx": [256, 512, 1024], "temperature": [0.6]})
+    dur = {b.batch_id: (6.0 if b.config_id == "c3" and b.mode == "chimera" else 1.0) for b in batches}
+    waves = [[g for g in schedule.groups(batches) if g.round == r] for r in (1, 2)]
+    _, slots = schedule.simulate(waves, lambda b: dur[b.batch_id], 2)
+    second = [s for s in slots if s.group.endswith("-b2")]  # in the order the policy took them
+    assert second[0].group == "c3-b2"  # measured slowest, taken first
+    assert [s.group for s in slots if s.group.endswith("-b1")][0] == schedule.groups(batches)[0].key  # plan order
+
+
+def test_every_group_is_scheduled_once_and_none_is_split():
+    _, batches = _plan(batches=3, matrix={"num_ctx": [256, 512, 1024], "temperature": [0.6]})
+    groups = schedule.groups(batches)
+    span, slots = schedule.simulate([groups], lambda b: 1.0 + b.order % 3, 2)
+    assert collections.Counter(s.group for s in slots) == collections.Counter(g.key for g in groups)
+    for w in (0, 1):  # a worker's groups never overlap: each runs whole, one after another
+        mine = sorted((s.start, s.end) for s in slots if s.worker == w)
+        assert all(a[1] <= b[0] + 1e-9 for a, b in zip(mine, mine[1:]))
+    assert span == max(s.end for s in slots)
