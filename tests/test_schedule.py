@@ -1,13 +1,16 @@
 """The cluster's schedule (issue 27): groups that keep a config's round on one worker, their
-expected cost, cost-first list scheduling against round-robin rounds."""
+expected cost, cost-first list scheduling against round-robin rounds, and the worker effect
+where a schedule gave workers cells of their own."""
 
 from __future__ import annotations
 
 import collections
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from langbench.analysis import stats
 from langbench.run import params, plan, schedule
 from langbench.vocab import ParamsError
 
@@ -155,3 +158,19 @@ def test_every_group_is_scheduled_once_and_none_is_split():
         mine = sorted((s.start, s.end) for s in slots if s.worker == w)
         assert all(a[1] <= b[0] + 1e-9 for a, b in zip(mine, mine[1:]))
     assert span == max(s.end for s in slots)
+
+
+# --- the analysis where the schedule gives workers cells of their own ------------------------------
+
+def test_the_worker_effect_is_not_tested_where_the_workers_share_no_cell():
+    rows = []
+    for worker, config in (("h/a", "c1"), ("h/b", "c2")):  # each worker its own config: confounded
+        for k in range(3):
+            for agent in ("python", "rust"):
+                rows.append({"batch_id": f"{config}-{agent}-{k}", "worker": worker, "config_id": config,
+                             "mode": "baseline", "agent": agent, "throughput_tps": 10.0 + k + (config == "c2")})
+    e = stats.worker_effect(pd.DataFrame(rows), "throughput_tps")
+    assert e["linked"] is False and e["p"] != e["p"]  # NaN: not "no worker effect shown"
+    shared = pd.DataFrame(rows + [{**rows[0], "batch_id": "c1-python-x", "worker": "h/b", "throughput_tps": 11.0}])
+    assert stats.worker_effect(shared, "throughput_tps")["linked"] is True
+    assert stats.linked([("a", 1), ("b", 2), ("b", 1)]) and not stats.linked([("a", 1), ("b", 2)])
