@@ -1,18 +1,24 @@
 """The cluster's schedule (issue 27): groups that keep a config's round on one worker, their
-expected cost, cost-first list scheduling against round-robin rounds, and the worker effect
-where a schedule gave workers cells of their own."""
+expected cost, cost-first list scheduling against round-robin rounds, and one two-worker
+local cluster on a paced server whose cells have known, unequal cost."""
 
 from __future__ import annotations
 
 import collections
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from langbench.analysis import stats
 from langbench.run import params, plan, schedule
 from langbench.vocab import ParamsError
+from scripted import PacedOllama
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -174,3 +180,67 @@ def test_the_worker_effect_is_not_tested_where_the_workers_share_no_cell():
     shared = pd.DataFrame(rows + [{**rows[0], "batch_id": "c1-python-x", "worker": "h/b", "throughput_tps": 11.0}])
     assert stats.worker_effect(shared, "throughput_tps")["linked"] is True
     assert stats.linked([("a", 1), ("b", 2), ("b", 1)]) and not stats.linked([("a", 1), ("b", 2)])
+
+
+# --- one run on a two-worker local cluster -------------------------------------------------------
+
+SLOW_S, FAST_S = 1.0, 0.2  # s per request: num_ctx 4096 (c2's chimera) / the rest; c2's groups ≈ 3 × c1's
+
+
+def _pace(options: dict) -> float:
+    return SLOW_S if options.get("num_ctx") == 4096 else FAST_S
+
+
+@pytest.mark.slow
+def test_cost_first_on_two_workers_beats_round_robin_rounds_and_keeps_every_run_once(tmp_path):
+    """One real sweep of 2 configs × 3 rounds on a two-worker local cluster (`--cluster local
+    --workers 2`) against a paced server (c2's chimera requests take 1.0 s, the rest 0.2 s).
+    Two full cluster runs would double the time, so the comparison is on this run's own batch
+    times: round-robin rounds (the schedule this replaces) assigned the same measured batch
+    durations would take longer than this run's makespan (its batches' first start to last end,
+    from processes.jsonl), and the makespan is close to what the cost-first policy predicts
+    from those durations (schedule.simulate). Every planned run is recorded once; no group is
+    split across workers."""
+    doc = yaml.safe_load((FIXTURES / "tiny-schedule.yaml").read_text())
+    with PacedOllama("paced", _pace) as srv:
+        doc["server"]["host"] = srv.url
+        params_path = tmp_path / "tiny-schedule.yaml"
+        params_path.write_text(yaml.safe_dump(doc))
+        done = subprocess.run([sys.executable, "-m", "langbench", "sweep", str(params_path), "--cluster", "local",
+                               "--workers", "2", "--run-id", "sched"],
+                              env={**os.environ, "LANGBENCH_OUTPUTS": str(tmp_path)}, capture_output=True,
+                              text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dir = tmp_path / "sched"
+    saved = json.loads((run_dir / "plan.json").read_text())
+    planned = {r["run_id"] for b in saved["batches"] for r in b["runs"]}
+    records = [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()]
+    keys = [(r["run_id"], r["attempt"]) for r in records]
+    assert len(keys) == len(set(keys)), "a run recorded twice"
+    ok = collections.Counter(r["run_id"] for r in records if r["outcome"] == "ok")
+    assert set(ok) == planned and set(ok.values()) == {1}, "a run lost or recorded twice"
+
+    batches = [plan.batch_from_dict(b) for b in saved["batches"]]
+    groups = schedule.groups(batches)
+    assert saved["schedule"]["rule"] == "cost-first" and set(saved["schedule"]["groups"]) == {g.key for g in groups}
+    group_of = {b.batch_id: schedule.group_key(b) for b in batches}
+    worker_of = collections.defaultdict(set)
+    for r in records:
+        worker_of[group_of[r["batch_id"]]].add(r["worker"])
+    assert all(len(w) == 1 for w in worker_of.values()), f"a group split across workers: {dict(worker_of)}"
+    assert len(set().union(*worker_of.values())) == 2  # both workers ran groups
+    session = json.loads((run_dir / "manifest.json").read_text())["sessions"][-1]["schedule"]
+    assert sorted(e["group"] for e in session["groups"]) == sorted(g.key for g in groups)  # each once
+    assert all(e["ran_on"] == [e["worker"]] == sorted(worker_of[e["group"]]) for e in session["groups"])
+
+    rows = [json.loads(line) for line in (run_dir / "processes.jsonl").read_text().splitlines()]
+    took = collections.defaultdict(float)
+    for row in rows:
+        took[row["batch_id"]] += row["ended_unix"] - row["started_unix"]
+    real = max(r["ended_unix"] for r in rows) - min(r["started_unix"] for r in rows)
+    per_group = [sum(took[b.batch_id] for b in g.batches) for g in groups]
+    round_robin = schedule.makespan(per_group, schedule.round_robin([g.round for g in groups], 2), 2)
+    predicted, _ = schedule.simulate([groups], lambda b: took[b.batch_id], 2)
+    assert round_robin > 1.15 * predicted, (round_robin, predicted)  # the cells' costs are unequal enough
+    assert real < round_robin, (real, round_robin)
+    assert real <= 1.2 * predicted + 1.0, (real, predicted)  # the run did what its policy predicts
