@@ -242,3 +242,70 @@ class AgentServer(LoopbackServer):
                            "done": True, "total_duration": 2 * ns, "load_duration": 0,
                            "prompt_eval_count": prompt_bytes // 4, "prompt_eval_duration": ns,
                            "eval_count": n, "eval_duration": ns})]
+
+
+class PacedOllama(LoopbackServer):
+    """Just enough of Ollama for a sweep to run against it as `server.host: URL` (/api/version,
+    /api/tags, /api/show, /api/ps, and /api/generate streamed), where each generate request
+    takes a known time: `pace(options)` seconds (its options as the agent sent them), spent
+    before the first token, then `num_predict` tokens (4 by default) `gap_ms` apart. For the
+    schedule's test: cells of known, unequal cost, without a model's CPU time on a small host."""
+
+    VERSION = "0.12.0"  # no num_batch clamp: the options arrive as the plan wrote them
+
+    def __init__(self, model: str, pace, gap_ms: float = 5.0):
+        self.model, self.pace, self.gap_ms = model, pace, gap_ms
+        self.requests = 0
+        script = self
+
+        class Handler(NoDelayHandler):
+            def _json(self, doc: dict) -> None:
+                body = json.dumps(doc).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                if self.path == "/api/version":
+                    return self._json({"version": script.VERSION})
+                if self.path == "/api/tags":
+                    return self._json({"models": [{"name": script.model, "model": script.model}]})
+                if self.path == "/api/ps":
+                    return self._json({"models": []})
+                self.send_error(404)
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                if self.path == "/api/show":
+                    return self._json({"details": {"family": "paced", "format": "gguf"}, "modelfile": ""})
+                if self.path != "/api/generate":
+                    return self.send_error(404)
+                script.requests += 1
+                options = body.get("options") or {}
+                tokens = int(options.get("num_predict", 4))
+                start = time.perf_counter()
+                first_s = max(0.0, script.pace(options) - tokens * script.gap_ms / 1e3)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-ndjson")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.flush()
+                base = {"model": script.model, "created_at": "2026-01-01T00:00:00Z"}
+                for k in range(tokens + 1):
+                    done = k == tokens
+                    deadline = start + first_s + k * script.gap_ms / 1e3
+                    while (left := deadline - time.perf_counter()) > 0:
+                        time.sleep(left)
+                    line = {**base, "response": "" if done else f"t{k} ", "done": done}
+                    if done:
+                        ns = int(1e9)
+                        line.update(done_reason="length", total_duration=int((time.perf_counter() - start) * ns),
+                                    load_duration=0, prompt_eval_count=1, prompt_eval_duration=int(first_s * ns),
+                                    eval_count=tokens, eval_duration=int(tokens * script.gap_ms * 1e6))
+                    send_chunk(self.wfile, json.dumps(line, separators=(",", ":")).encode() + b"\n")
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+
+        super().__init__(Handler)

@@ -1,5 +1,6 @@
-"""A study over Dask workers (issue 16): the plan spread over workers, the worker's GPU, and the
-tiny cluster sweep on two real embedded servers — whole, and with one worker killed mid-batch."""
+"""A study over Dask workers (issue 16): the worker's GPU, the worker as a block, and the tiny
+cluster sweep on two real embedded servers — whole, and with one worker killed mid-batch. Which
+worker runs which batches (the schedule) is tests/test_schedule.py's."""
 
 from __future__ import annotations
 
@@ -18,40 +19,11 @@ import psutil
 import pytest
 
 from langbench.analysis import findings, stats
-from langbench.run import cluster, params, plan
-from langbench.run.params import ParamsError
+from langbench.run import cluster
 from langbench.report.sections import validity
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY = FIXTURES / "tiny-cluster.yaml"
-
-
-def _cell(b: plan.Batch) -> tuple:
-    return (b.config_id, b.mode, b.agent)
-
-
-def test_spread_gives_every_worker_every_cell_equally_and_reloads_per_worker():
-    p = params.load(FIXTURES / "tiny.yaml")
-    p = params.Params(p.path, {**p.raw, "batches": 4}, p.prompts)
-    batches = plan.build(p)
-    spread = plan.spread(p, batches, 2)
-    by_worker = collections.defaultdict(collections.Counter)
-    for b, slot in spread:
-        by_worker[slot][_cell(b)] += 1
-    assert set(by_worker) == {0, 1}
-    assert by_worker[0] == by_worker[1]  # the worker is a block: same cells, same counts
-    assert set(by_worker[0].values()) == {2}  # 4 rounds over 2 workers: 2 of each cell each
-    first = {}
-    for b, slot in spread:  # each worker's first batch pays a reload (its server is fresh)
-        first.setdefault(slot, b)
-    assert all(b.reload_expected for b in first.values())
-    assert [b for b, _ in plan.spread(p, batches, 1)] == batches  # one worker: the plan as it is
-
-
-def test_spread_refuses_rounds_that_do_not_divide_over_the_workers():
-    p = params.load(FIXTURES / "tiny.yaml")  # batches: 1
-    with pytest.raises(ParamsError, match=r"batches: 1 cannot be spread evenly over 2 worker\(s\).*batches: 2"):
-        plan.spread(p, plan.build(p), 2)
 
 
 class FakeNvml:

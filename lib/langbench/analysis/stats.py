@@ -383,20 +383,42 @@ def _draw(rng, groups: list, pairing: str, order: list) -> np.ndarray:
     return rng.choice(group, 2, replace=False)
 
 
+def linked(pairs: list[tuple]) -> bool:
+    """Whether (worker, cell) pairs join every worker through shared cells (the bipartite
+    graph of workers and cells is connected): the condition for worker contrasts to be
+    estimable in an additive cell + worker model. True for one worker or none."""
+    parent: dict = {}
+
+    def root(x):
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for w, c in pairs:
+        parent[root(("w", w))] = root(("c", c))
+    workers = {root(("w", w)) for w, _ in pairs}
+    return len(workers) <= 1
+
+
 def worker_effect(df: pd.DataFrame, value: str) -> dict:
     """The worker as a block: batch means of `value` modelled as cell (config × mode × agent) +
-    worker (OLS, type-II ANOVA). Returns {"workers", "batches", "F", "p", "spread"} where
-    spread is the largest minus the smallest worker effect (in `value`'s units, cell-adjusted);
-    F and p are NaN when the data cannot separate a worker term."""
+    worker (OLS, type-II ANOVA). Returns {"workers", "batches", "F", "p", "spread", "linked"}
+    where spread is the largest minus the smallest worker effect (in `value`'s units,
+    cell-adjusted); F and p are NaN when the data cannot separate a worker term: too few
+    batches, or workers not `linked` through shared cells (a cost-first schedule may give
+    each worker configs of its own: then a worker's effect and its cells' are one, and no
+    test can tell them apart)."""
     nan = float("nan")
     if "worker" not in df or df["worker"].nunique() < 2:
         return {"workers": int(df["worker"].nunique()) if "worker" in df else 1, "batches": 0,
-                "F": nan, "p": nan, "spread": nan}
+                "F": nan, "p": nan, "spread": nan, "linked": True}
     b = (df.dropna(subset=[value]).groupby(["batch_id", "worker", "config_id", "mode", "agent"])[value]
          .mean().reset_index())
     b["cell"] = b["config_id"].astype(str) + "|" + b["mode"] + "|" + b["agent"]
-    out = {"workers": int(b["worker"].nunique()), "batches": len(b), "F": nan, "p": nan, "spread": nan}
-    if len(b) <= b["cell"].nunique() + b["worker"].nunique():
+    out = {"workers": int(b["worker"].nunique()), "batches": len(b), "F": nan, "p": nan, "spread": nan,
+           "linked": linked(list(zip(b["worker"], b["cell"])))}
+    if not out["linked"] or len(b) <= b["cell"].nunique() + b["worker"].nunique():
         return out
     fit = smf.ols("y ~ C(cell) + C(worker)", data=b.rename(columns={value: "y"})).fit()
     table = anova_lm(fit, typ=2)

@@ -7,15 +7,19 @@
 Each worker owns one server for its life (`ServerPlugin`, a Dask WorkerPlugin): an embedded
 `ollama serve` started the same way the single-server runner starts it (server.start_embedded,
 with the worker's own CUDA_VISIBLE_DEVICES), or, with `server.host: auto`, the worker's own
-OLLAMA_HOST when it answers. The client submits one task per batch attempt
-(`client.submit(..., workers=[slot], allow_other_workers=True, priority=...)`) and takes the
-results with `as_completed`; the worker runs the agent against its server, samples NVML on its
+OLLAMA_HOST when it answers. The client holds the schedule (run/schedule.py, whose docstring
+says which batches must share a worker): whenever a worker is idle it is handed the pending
+group (one config's batches of one round) of the highest expected cost, one task per batch
+attempt (`client.submit(..., workers=[address], allow_other_workers=True, priority=...)`), and
+the results come back through `as_completed`; the worker runs the agent against its server, samples NVML on its
 GPU through the batch, and returns the records, the process stats, the offload and the
 telemetry rows. Only the client writes the run directory, through the same Sweep.merge as a
 single-server run (batches.Book.merge): a worker that dies mid-batch returns nothing, so that attempt is run again
 (by Dask on another worker, or by a resume) and no run is ever recorded twice.
 
-Placement, retries of lost tasks and the dashboard are Dask's.
+Which worker runs which group is the client's (cost-first, recorded in the manifest's session
+`schedule` and in plan.json); the retry of a lost task, its move off a dead worker and the
+dashboard are Dask's.
 """
 
 from __future__ import annotations
@@ -30,13 +34,14 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from distributed import WorkerPlugin
 from tqdm import tqdm
 
 from langbench import storage, vocab
-from langbench.run import agents, batches, plan, provenance, rounds, server, telemetry
+from langbench.run import agents, batches, plan, provenance, rounds, schedule, server, telemetry
 
 PLUGIN = "langbench-server"
 WORKER_FIELDS = ("worker", "worker_host", "worker_gpu", "worker_gpu_uuid")
@@ -178,8 +183,11 @@ def run_batch(job: dict) -> dict:
     `job`: {"stem", "batch_id", "agent", "model", "options", "timeout", "jobs" (the jobs
     document), "runs" [[run_id, phase], ...]}. Returns {"records" (one per run: the agent's,
     or a failure record for a run it never wrote), "stats", "contention", "offload",
-    "telemetry" (NVML rows of this worker's GPU), "worker" (its info)}. Raises ClusterError
-    when this worker's server could not be started (Dask then retries it elsewhere)."""
+    "telemetry" (NVML rows of this worker's GPU), "worker" (its info), "server_restarts",
+    "started_unix", "ended_unix" (this worker's clock, s: the attempt's whole span here)}.
+    Raises ClusterError when this worker's server could not be started (Dask then retries it
+    elsewhere)."""
+    started = time.time()
     plugin = _plugin()
     if plugin.error:
         raise ClusterError(f"worker {plugin.info.get('worker')}: its server did not start: {plugin.error}")
@@ -202,7 +210,8 @@ def run_batch(job: dict) -> dict:
                     for run_id, phase in job["runs"] if run_id not in written]
         return {"records": records, "stats": stats.as_dict(), "contention": contention,
                 "offload": offload, "telemetry": sampler.last_rows if sampler else [],
-                "worker": plugin.info, "server_restarts": plugin.keeper.restarts}
+                "worker": plugin.info, "server_restarts": plugin.keeper.restarts,
+                "started_unix": started, "ended_unix": time.time()}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -284,9 +293,10 @@ def connect(address: str, workers: int | None = None):
         return client, None, 1
     import dask
     LocalCluster, GpuLocalCluster = _local_cluster_class()
-    # Work stealing would move a batch off its slot's worker while that one is busy: the design
-    # wants each worker to run its own whole rounds (a lost worker's batches still move: their
-    # restriction is loose). A scheduler started by hand: DASK_DISTRIBUTED__SCHEDULER__WORK_STEALING=False.
+    # Dask's work stealing moves single tasks, which would split a group (run/schedule.py: one
+    # config's batches of one round share a worker); the client hands idle workers whole groups
+    # instead (a lost worker's batches still move: their restriction is loose). A scheduler
+    # started by hand: DASK_DISTRIBUTED__SCHEDULER__WORK_STEALING=False.
     dask.config.set({"distributed.scheduler.work-stealing": False})
     common = dict(threads_per_worker=1, processes=True, memory_limit=0, silence_logs=logging.ERROR,
                   dashboard_address=":0" if importlib.util.find_spec("bokeh") else None,
@@ -345,14 +355,17 @@ def session_provenance(params, infos: list[dict]) -> dict:
 def run(sweep, manifest: dict, manifest_path: Path, address: str, workers: int | None,
         progress: bool, allow_mixed: bool, decide=None) -> None:
     """Run every unfinished batch of `sweep` on the cluster; the client writes everything.
-    A sequential plan goes round by round (run/rounds.py): a round is spread over the workers,
-    then `decide` says whether to stop."""
+    Groups go to idle workers, highest expected cost first (run/schedule.py); the session's
+    `schedule` in the manifest keeps each group's worker, expected cost, assignment and end,
+    and per wave the predicted and the measured makespan. A sequential plan goes round by round
+    (run/rounds.py): a round's groups are spread over the workers, then `decide` says whether to
+    stop."""
     from distributed import as_completed
     params, run_dir = sweep.params, sweep.run_dir
     slots = plan.slots(params)
     client, cluster, expected = connect(address, workers)
     try:
-        plan.spread(params, sweep.batches, expected)  # a bad fit fails before any server starts
+        schedule.check_workers(expected)  # nothing to fit a schedule to fails before any server starts
         try:
             client.wait_for_workers(expected, timeout=300)
         except TimeoutError:
@@ -417,52 +430,128 @@ def run(sweep, manifest: dict, manifest_path: Path, address: str, workers: int |
                 for i in infos.values() if i.get("gpu_idle")}
         if idle and "gpu_idle" not in manifest:
             manifest["gpu_idle"] = {"seconds": 3.0, "power_w": idle, "per_worker": True}
-        spread = plan.spread(params, sweep.batches, len(addresses))
-        sweep.batches = [b for b, _ in spread]
-        storage.write_json(run_dir / "plan.json", {"batches": [b.as_dict() for b in sweep.batches],
-                                                   "workers": len(addresses),
-                                                   "slots": [slot for _, slot in spread]})
+        runs_left = lambda b: len(sweep.state.pending(b, params.retries))  # noqa: E731
+        measured = schedule.Measured.from_rows(storage.read_jsonl(sweep.processes_path, repair=True), sweep.batches)
+        storage.write_json(run_dir / "plan.json", {
+            "batches": [b.as_dict() for b in sweep.batches], "workers": len(addresses),
+            "schedule": {"rule": schedule.RULE, "group": schedule.UNIT,
+                         "groups": {g.key: g.batch_ids for g in schedule.groups(sweep.batches)}}})
+        session["schedule"] = {"rule": schedule.RULE, "group": schedule.UNIT, "waves": [], "groups": []}
         storage.write_json(manifest_path, manifest)
         restarts: dict[str, int] = {}
         lost: list[str] = []
+        last_options: dict[str, dict] = {}  # per worker address: the options of the batch it was handed last
         total = sweep.planned_runs()
         with tqdm(total=total, initial=done, unit="run", desc=f"sweep {run_dir.name} ({len(addresses)} workers)",
                   disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
-            slot_of = {b.batch_id: slot for b, slot in spread}
+
+            def label(address: str) -> str:
+                return (infos.get(address) or {}).get("worker", address)
 
             def wave(todo) -> None:
-                pending, first_wave = {}, []
-                for batch in todo:
-                    fut = _submit(client, sweep, batch, addresses[slot_of[batch.batch_id]])
-                    if fut is not None:
-                        pending[fut.key] = batch
-                        first_wave.append(fut)
+                """Run `todo` (a round, or the whole plan) group by group: an idle worker takes the
+                pending group of the highest expected cost (schedule.pick) and runs all of it."""
+                queue = [g for g in schedule.groups(todo) if any(runs_left(b) for b in g.batches)]
+                busy: dict[str, dict] = {}  # worker address -> the schedule entry of the group it runs
+                left: dict[int, int] = {}  # id(entry) -> its attempts not yet returned
+                ran_on: dict[int, set] = {}  # id(entry) -> the workers its records name
+                home: dict[int, str] = {}  # id(entry) -> the worker address it was handed to
+                pending: dict[str, tuple[plan.Batch, dict]] = {}  # future key -> (batch, entry)
+                futures = as_completed()
+                round_ids = sorted({plan.round_of(b.batch_id) for b in todo})
+                note = {"round": round_ids[0] if len(round_ids) == 1 else None, "groups": len(queue),
+                        "started_at": batches.now()}
+                started = time.time()
+
+                def submit(batch, entry, address) -> bool:
+                    fut = _submit(client, sweep, batch, address)
+                    if fut is None:
+                        return False
+                    pending[fut.key] = (batch, entry)
+                    futures.add(fut)
+                    left[id(entry)] += 1
+                    return True
+
+                def feed() -> None:
+                    live = set(client.scheduler_info(n_workers=-1)["workers"])
+                    for address in sorted((a for a in live if a not in busy), key=label):
+                        while queue:
+                            g = schedule.pick(queue, measured, runs_left)
+                            queue.remove(g)
+                            cost = schedule.group_cost(g, measured, runs_left)
+                            entry = {"group": g.key, "round": g.round, "batches": g.batch_ids,
+                                     "worker": label(address), "expected": round(cost.value, 3),
+                                     "expected_unit": cost.unit, "expected_from": cost.source,
+                                     "assigned_at": batches.now()}
+                            left[id(entry)], ran_on[id(entry)], home[id(entry)] = 0, set(), address
+                            for b in g.batches:  # all of it to this worker, in plan order (priority)
+                                b = plan.reload_after(b, last_options.get(address))
+                                if submit(b, entry, address):
+                                    last_options[address] = b.options
+                            if left[id(entry)]:
+                                busy[address] = entry
+                                session["schedule"]["groups"].append(entry)
+                                break
+
+                def returned(entry: dict) -> None:
+                    left[id(entry)] -= 1
+                    if left[id(entry)]:
+                        return
+                    entry.update(ended_at=batches.now(), ran_on=sorted(ran_on.pop(id(entry))))
+                    address = home.pop(id(entry))
+                    if busy.get(address) is entry:
+                        del busy[address]
+                    feed()  # this worker is idle: it takes the next group
+
+                if queue:  # what the schedule expects of this wave, from the estimates it starts with
+                    durations = {b.batch_id: schedule.expected_cost(b, runs_left(b), measured) for g in queue
+                                 for b in g.batches}
+                    unit = next(iter(durations.values())).unit if durations else "s"
+                    note["predicted_makespan"], _ = schedule.simulate(
+                        [queue], lambda b: durations[b.batch_id].value, len(addresses), copy.deepcopy(measured))
+                    note["predicted_unit"] = unit
+                session["schedule"]["waves"].append(note)
                 bar.set_postfix_str(rounds.open_note(manifest).lstrip(" ·"))
-                futures = as_completed(first_wave)
-                for fut in futures:
-                    batch = pending.pop(fut.key)
-                    try:
-                        result = fut.result()
-                    except Exception as e:  # lost for good (Dask's retries spent): a resume runs it
-                        lost.append(batch.batch_id)
-                        tqdm.write(f"sweep: {batch.batch_id}: {type(e).__name__}: {str(e)[:300]}; "
-                                   "rerun with the same --run-id to resume", file=sys.stderr)
-                        continue
-                    info = result["worker"]
-                    if info["worker"] not in known:  # a worker that joined during the sweep
-                        check_workers({info["address"]: info, **infos}, allow_mixed)
-                        known[info["worker"]] = worker_provenance(info)
-                        manifest["workers"] = sorted(known.values(), key=lambda w: w["worker"])
-                    restarts[info["address"]] = result["server_restarts"]
-                    before = len(sweep.state.pending(batch, params.retries))
-                    take(sweep, batch, fut.key, result)
-                    left = len(sweep.state.pending(batch, params.retries))
-                    bar.update(before - left)
-                    if left:
-                        nxt = _submit(client, sweep, batch, info["address"])
-                        if nxt is not None:
-                            pending[nxt.key] = batch
-                            futures.add(nxt)
+                feed()
+                while True:
+                    for fut in futures:
+                        batch, entry = pending.pop(fut.key)
+                        try:
+                            result = fut.result()
+                        except Exception as e:  # lost for good (Dask's retries spent): a resume runs it
+                            lost.append(batch.batch_id)
+                            tqdm.write(f"sweep: {batch.batch_id}: {type(e).__name__}: {str(e)[:300]}; "
+                                       "rerun with the same --run-id to resume", file=sys.stderr)
+                            returned(entry)
+                            continue
+                        info = result["worker"]
+                        if info["worker"] not in known:  # a worker that joined during the sweep
+                            check_workers({info["address"]: info, **infos}, allow_mixed)
+                            known[info["worker"]] = worker_provenance(info)
+                            infos.setdefault(info["address"], info)
+                            manifest["workers"] = sorted(known.values(), key=lambda w: w["worker"])
+                        restarts[info["address"]] = result["server_restarts"]
+                        ran_on[id(entry)].add(info["worker"])
+                        before = len(sweep.state.pending(batch, params.retries))
+                        take(sweep, batch, fut.key, result)
+                        measured.add(batch, schedule.span_s({**result["stats"], **_times(result)}),
+                                     len(result["records"]))
+                        after = len(sweep.state.pending(batch, params.retries))
+                        bar.update(before - after)
+                        if after:  # a retry: on the worker that ran it, still within its group
+                            submit(batch, entry, info["address"])
+                        returned(entry)
+                    if not queue:
+                        break
+                    try:  # groups are left and no worker runs anything: every worker is gone
+                        client.wait_for_workers(1, timeout=300)
+                    except TimeoutError:
+                        raise ClusterError(f"no Dask worker is left on the scheduler {cluster_address(client)} "
+                                           f"to run {len(queue)} group(s) of batches; start workers, or rerun "
+                                           "with the same --run-id to resume") from None
+                    feed()
+                note.update(ended_at=batches.now(), makespan_s=round(time.time() - started, 3))
+                storage.write_json(manifest_path, manifest)
             try:
                 rounds.run(params, run_dir, manifest, manifest_path, sweep.batches, wave, decide,
                            lambda s: tqdm.write(s, file=sys.stderr))
@@ -507,7 +596,8 @@ def take(sweep, batch: plan.Batch, stem: str, result: dict) -> list[dict]:
     storage.append_jsonl(sweep.processes_path, [{
         "batch_id": batch.batch_id, "attempt": attempt, "config_id": batch.config_id,
         "mode": batch.mode, "runs": len(result["records"]), **result["stats"],
-        "offload": result["offload"], **result["contention"], **fields}])
+        "offload": result["offload"], **result["contention"], **fields,
+        "group": schedule.group_key(batch), **_times(result)}])
     storage.append_jsonl(sweep.run_dir / "telemetry.jsonl",
                          [{**row, "worker": fields["worker"]} for row in result["telemetry"]])
     sweep.check_reloads(new)
@@ -522,6 +612,11 @@ def take(sweep, batch: plan.Batch, stem: str, result: dict) -> list[dict]:
                    f"{' (timed out)' if stats['timed_out'] else ''} on {fields['worker']}: "
                    f"{stats['stderr_tail']}", file=sys.stderr)
     return new
+
+
+def _times(result: dict) -> dict:
+    """The attempt's span on its worker (unix s), where the worker sent it."""
+    return {k: result[k] for k in ("started_unix", "ended_unix") if k in result}
 
 
 def manifest_embedded(infos: dict) -> bool:

@@ -132,29 +132,18 @@ def rounds(batches: list[Batch]) -> list[list[Batch]]:
     return [out[r] for r in sorted(out)]
 
 
-def spread(params: Params, batches: list[Batch], workers: int) -> list[tuple[Batch, int]]:
-    """Each batch with the worker slot (0 … workers-1) that runs it: whole rounds go to the
-    slots in turn (round r to slot r mod workers), so that every worker runs every cell, mode,
-    agent and null batch equally often, in seeded, balanced order (the worker is a block, never
-    confounded with a factor). Within a slot, `reload_expected` is recomputed against the batch
-    that slot ran before. Raises ParamsError when `batches` is not a multiple of `workers`."""
-    from langbench.run.params import ParamsError
-    rounds = params.batches
-    if workers < 1 or rounds % workers:
-        raise ParamsError(
-            f"{params.path}: batches: {rounds} cannot be spread evenly over {workers} worker(s): "
-            f"each worker must run whole rounds of every cell; set batches to a multiple of "
-            f"{workers} (e.g. batches: {workers * max(1, -(-rounds // max(workers, 1)))}), or use fewer workers")
-    per_round = len(batches) // rounds
-    previous: dict[int, dict] = {}
-    out = []
-    for b in batches:
-        slot = (b.order // per_round) % workers
-        before = previous.get(slot)
-        reload = before is None or any(b.options.get(o) != before.get(o) for o in RELOAD_OPTIONS)
-        previous[slot] = b.options
-        out.append((replace(b, reload_expected=reload) if reload != b.reload_expected else b, slot))
-    return out
+def reload_after(batch: Batch, previous: dict | None) -> Batch:
+    """`batch` with `reload_expected` recomputed against the options its server ran before
+    (None: a fresh server, which loads the model): under --cluster a batch's predecessor is
+    whatever its worker ran last, known when the batch is handed to that worker."""
+    reload = previous is None or any(batch.options.get(o) != previous.get(o) for o in RELOAD_OPTIONS)
+    return batch if reload == batch.reload_expected else replace(batch, reload_expected=reload)
+
+
+def batch_from_dict(doc: dict) -> Batch:
+    """A Batch back from plan.json (Batch.as_dict)."""
+    runs = tuple(Run(**r) for r in doc.get("runs", ()))
+    return Batch(**{**doc, "runs": runs})
 
 
 def _round(params: Params, cells: list, batches: list[Batch], previous: dict | None, suffix: str) -> dict | None:

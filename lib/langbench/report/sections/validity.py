@@ -235,10 +235,13 @@ def worker_results(run: Run) -> Section:
             parts.append(f"on {label} the workers differ by {e['spread']:.2f} {unit} (largest − smallest, "
                          f"cell-adjusted; F = {e['F']:.2f}, {p_text(e['p'])}: "
                          f"{'a worker effect' if e['p'] < run.alpha else 'no worker effect shown'})")
+        elif not e["linked"]:
+            parts.append(f"on {label} no worker effect can be separated: the workers share no cell, so a "
+                         "worker's effect and its cells' are one")
         else:
             parts.append(f"on {label} too few batches to separate a worker effect")
-    sentence = (f"{len(run.workers())} workers ran this study, one server each; each cell's batches were "
-                f"spread evenly over them, so the worker is a block and the paired language comparisons "
+    sentence = (f"{len(run.workers())} workers ran this study, one server each; each config's batches of a "
+                f"round ran on one worker, so the worker is a block and the paired language comparisons "
                 f"pair within each worker. Batch means modelled as cell + worker: " + "; ".join(parts) + ".")
     return Section("Workers: one server each, a block of the design", sentence, t)
 
