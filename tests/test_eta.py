@@ -47,3 +47,26 @@ def test_the_sweep_measured_the_rate_before_it_started_and_kept_it(tiny_run):
     records = [json.loads(line) for line in (tiny_run / "records.jsonl").read_text().splitlines()]
     planned = json.loads((tiny_run / "plan.json").read_text())["batches"]
     assert len(records) == sum(len(b["runs"]) for b in planned)  # the probe is no run: no record of it
+
+
+def test_an_agent_task_counts_its_most_turns_and_says_the_eta_is_an_upper_bound():
+    rate = eta.DecodeRate(tokens_per_s=40.0, tokens=32, prompt_eval_ms=50.0, load_ms=1000.0)
+    p = params.load(FIXTURES / "tiny-agent.yaml")
+    left = [(b, len(b.runs)) for b in plan.build(p)]
+    turns = max(t["max_turns"] for t in p.tasks)
+    one, all_turns = eta.estimate_s(left, rate), eta.estimate_s(left, rate, turns)
+    startups = sum(eta.STARTUP_S[b.agent] + (1.0 if b.reload_expected else 0.0) for b, _ in left)
+    assert all_turns - startups == pytest.approx(turns * (one - startups))
+    line = eta.describe(rate, all_turns, 12, turns=turns, constrained=True)
+    assert f"12 tasks of up to {turns} requests ≈ at most" in line and "under a JSON grammar" in line
+
+
+def test_the_probe_under_a_json_grammar_measures_the_constrained_rate(ollama):
+    """Structured actions decode under Ollama's grammar: the probe sends `format` and the real
+    server times it. (How much slower it is depends on how often the grammar rejects the model's
+    own top token, so on the text sampled: not asserted here.)"""
+    from relay import Relay
+    with Relay(ollama.url) as relay:
+        constrained = eta.probe(relay.url, "gemma3:270m", fmt="json")
+    assert relay.bodies[0]["format"] == "json"
+    assert constrained is not None and constrained.tokens >= 2 and constrained.tokens_per_s > 0

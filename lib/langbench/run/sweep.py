@@ -207,12 +207,17 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
             storage.write_json(run_dir / "plan.json", {"batches": [b.as_dict() for b in sweep.batches]})
             storage.write_json(manifest_path, manifest)
             # What the ETA stands on, before the first batch: the server's decode rate, now
-            rate = eta.probe(srv.url, params.model)
+            # (an agent run: its tasks' most turns, and under a grammar where its actions are structured)
+            turns = max(t["max_turns"] for t in params.tasks) if params.raw.get("workload") == "agent" else None
+            constrained = bool(turns) and "structured" in (params.raw["matrix"].get("actions")
+                                                           or [params.raw.get("actions", "structured")])
+            rate = eta.probe(srv.url, params.model, fmt="json" if constrained else None)
             left = [(b, len(sweep.state.pending(b, params.retries))) for b in sweep.batches]
-            estimate = eta.estimate_s(left, rate) if rate else None
-            session["decode_probe"] = {**rate.as_dict(), "eta_s": estimate} if rate else None
+            estimate = eta.estimate_s(left, rate, turns or 1) if rate else None
+            session["decode_probe"] = {**rate.as_dict(), "eta_s": estimate, "format": "json" if constrained else None,
+                                       "requests_per_run": turns or 1} if rate else None
             sequential = (params.raw.get("stop") or {}).get("rule") == "sequential"
-            tqdm.write(eta.describe(rate, estimate, total - done, sequential), file=sys.stderr)
+            tqdm.write(eta.describe(rate, estimate, total - done, sequential, turns, constrained), file=sys.stderr)
             storage.write_json(manifest_path, manifest)
             keeper = Keeper(srv, run_dir)
             sweep.offload = Offload(srv.log_path)
