@@ -22,6 +22,7 @@ TITLES = {
     "gpu": "GPU: offload, power and energy per token",
     "concurrency": "Concurrency: N streams and open-loop arrivals (TR110/TR113)",
     "agent_loops": "Agent loops: multi-turn tasks, the agent's own time per turn and per task",
+    "servers": "Endpoints and servers: what /v1 costs per client, llama.cpp against Ollama",
 }
 
 

@@ -51,7 +51,7 @@ class Sweep(batches.Book):
             offload = self.offload_after(host, batch.request.get("keep_alive"))
             written = batches.task_ended(storage.read_jsonl(raw, repair=True))
             lost = [agents.failure_record(batch.agent, r.run_id, self.params.model, options,
-                                          r.phase != "measured", stats, self.params.endpoint,
+                                          r.phase != "measured", stats, plan.endpoint_of(self.params, batch.config),
                                           batch.request.get("think"))
                     for r in runs if r.run_id not in written]
             storage.append_jsonl(raw, lost)  # the agent is gone: the raw file is ours now
