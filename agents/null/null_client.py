@@ -157,7 +157,7 @@ def read_sse(resp: http.client.HTTPResponse, x: Exchange, chat: bool) -> None:
             err = chunk["error"]
             x.error = named("server_error", str(err.get("message") if isinstance(err, dict) else err)[:500])
             continue
-        if chunk.get("usage") and not chunk.get("choices"):
+        if chunk.get("usage"):  # the last one counts (Ollama's /v1/completions sends zeros on every chunk first)
             usage = chunk["usage"]
         for choice in chunk.get("choices") or ():
             delta = (choice.get("delta") or {}) if chat else choice

@@ -103,8 +103,8 @@ class Timing:
     def chunk(self, chunk) -> None:
         """Take one parsed event (a ChatCompletionChunk or a Completion)."""
         now = time.perf_counter()
-        if chunk.usage is not None and not chunk.choices:  # the usage event after the last choice
-            self.usage = chunk.usage
+        if chunk.usage is not None:  # the last one counts: Ollama's /v1/completions puts zeros on every
+            self.usage = chunk.usage  # chunk before its usage event; llama-server's is on the finish chunk
         for choice in chunk.choices or ():
             if self.chat:
                 delta = choice.delta

@@ -146,7 +146,9 @@ impl Seen {
             return false;
         }
         let choices = chunk.choices.unwrap_or_default();
-        if choices.is_empty() && chunk.usage.is_some() {
+        if chunk.usage.is_some() {
+            // the last one counts: Ollama's /v1/completions sends zeros on every chunk before its usage
+            // event; llama-server puts it on the finish_reason chunk
             *usage = chunk.usage;
         }
         for choice in choices {
@@ -192,6 +194,12 @@ impl Seen {
     }
 }
 
+/// A request written on a kept-alive connection that the server had closed: hyper's "connection
+/// closed before message completed" (hyper retries by itself only when nothing was written yet).
+fn stale(e: &reqwest::Error) -> bool {
+    chain(e).contains("connection closed before message completed")
+}
+
 /// One request on /v1, read to the body's end (so the connection is kept).
 pub async fn stream(http: &reqwest::Client, base: &str, jobs: &Jobs, job: &Job, task: Option<&Task<'_>>) -> Exchange {
     let chat = jobs.endpoint == "openai-chat";
@@ -202,7 +210,14 @@ pub async fn stream(http: &reqwest::Client, base: &str, jobs: &Jobs, job: &Job, 
     let (mut usage, mut finish) = (None, None);
     let t0_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
     let t0 = Instant::now();
-    match http.post(&url).json(&body).send().await {
+    let mut sent = http.post(&url).json(&body).send().await;
+    if sent.as_ref().is_err_and(stale) {
+        // The pooled connection was closed by the server after the previous response (llama.cpp's
+        // llama-server does so after every stream while it advertises keep-alive) before hyper saw it:
+        // nothing of this request was answered, so send it once more, on a new connection (in TTFT).
+        sent = http.post(&url).json(&body).send().await;
+    }
+    match sent {
         Err(e) => seen.error = Some(err(transport_kind(&e), chain(&e))),
         Ok(resp) if !resp.status().is_success() => seen.error = Some(RunError { client: CLIENT, ..http_error(resp).await }),
         Ok(resp) => {
