@@ -312,3 +312,59 @@ class AgentServer(LoopbackServer):
                            "done": True, "total_duration": 2 * ns, "load_duration": 0,
                            "prompt_eval_count": prompt_bytes // 4, "prompt_eval_duration": ns,
                            "eval_count": n, "eval_duration": ns})]
+
+
+class AgentSSEServer(LoopbackServer):
+    """/v1/chat/completions for the agent loop on /v1: answers a request by its turn (the
+    assistant messages in its history), as AgentServer does on /api. An answer is
+    {"content": TEXT} (streamed in `pieces` deltas) or {"tool_calls": [{"id", "name",
+    "arguments"}]}, streamed as llama.cpp streams a call: a first delta with the id and name,
+    then the arguments' text in three pieces, then finish_reason tool_calls. `bodies` keeps every
+    request body as received."""
+
+    def __init__(self, answers: list[dict], pieces: int = 3):
+        self.answers, self.pieces = answers, pieces
+        self.bodies: list[dict] = []
+        script = self
+
+        class Handler(NoDelayHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                script.bodies.append(body)
+                turn = sum(m.get("role") == "assistant" for m in body.get("messages", []))
+                answer = script.answers[min(turn, len(script.answers) - 1)]
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for data in script.events(answer):
+                    send_chunk(self.wfile, data)
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+
+        super().__init__(Handler)
+
+    def events(self, answer: dict) -> list[bytes]:
+        def chunk(delta: dict, finish=None) -> dict:
+            return {**_delta(""), "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+        out, n = [chunk({"role": "assistant", "content": None})], 0  # llama.cpp's first, token-less delta
+        if "tool_calls" in answer:
+            for i, call in enumerate(answer["tool_calls"]):
+                out.append(chunk({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
+                                                  "function": {"name": call["name"], "arguments": ""}}]}))
+                text, k = call["arguments"], self.pieces
+                cuts = [len(text) * j // k for j in range(k + 1)]
+                out += [chunk({"tool_calls": [{"index": i, "function": {"arguments": text[a:b]}}]})
+                        for a, b in zip(cuts, cuts[1:]) if b > a]
+                n += len(text)
+            finish = "tool_calls"
+        else:
+            text, k = answer["content"], self.pieces
+            cuts = [len(text) * j // k for j in range(k + 1)]
+            out += [chunk({"content": text[a:b]}) for a, b in zip(cuts, cuts[1:]) if b > a]
+            n, finish = k, "stop"
+        out.append(chunk({}, finish))
+        out.append({**_delta(""), "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": n,
+                                                             "total_tokens": n + 9}})
+        return [_event(d) for d in out] + [b"data: [DONE]\n\n"]

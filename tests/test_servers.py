@@ -57,7 +57,7 @@ def test_the_report_renders_and_its_first_screen_says_which_server_was_faster(se
     import shutil
     shutil.copytree(servers_run, run)
     done = subprocess.run([sys.executable, "-c", "import sys; from langbench.report import render; "
-                           f"sys.exit(render.render({str(run)!r}, ('sweep', 'servers')))"],
+                           f"sys.exit(render.render({str(run)!r}, ('servers',)))"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     page = (run / "index.html").read_text()

@@ -8,6 +8,7 @@ setup, or another clone on the same machine, reuses it. Idempotent: each step ch
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -171,7 +172,10 @@ def ensure_llama_server() -> Path:
         partial = target.with_suffix(f".tmp{os.getpid()}")
         shutil.copy2(build / "bin" / "llama-server", partial)
         partial.replace(target)
-    say(f"llama-server built in {time.monotonic() - started:.0f} s")
+    seconds = time.monotonic() - started
+    (target.parent.parent / "built.json").write_text(json.dumps(
+        {"seconds": round(seconds, 1), "package": spec, "cmake": options, "cpus": os.cpu_count()}) + "\n")
+    say(f"llama-server built in {seconds:.0f} s")
     return target
 
 

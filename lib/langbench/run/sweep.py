@@ -114,6 +114,9 @@ def server_facts(srv: server.Server, before: dict | None = None) -> dict:
         if about:
             facts.update(about=about, version=about.get("version"))
         facts["threads"] = srv.threads
+        if srv.kind == "llama-cpp":  # its own version says b0-unknown: the sdist holds no git
+            facts["source"] = (f"the llama.cpp vendored in PyPI's {paths.LLAMA_CPP_PACKAGE} "
+                               f"{paths.LLAMA_CPP_PACKAGE_VERSION} sdist")
     return facts
 
 

@@ -128,7 +128,8 @@ def server_race(run: Run) -> Section | None:
              "a block: each batch runs on one), and both are read on /v1, so throughput is on the client's "
              "clock for both."]
     if threads:
-        notes.append("Servers: " + "; ".join(f"{k}: {v.get('version')}, {v.get('threads')} threads"
+        notes.append("Servers: " + "; ".join(f"{k}: {v.get('version')}{' (' + v['source'] + ')' if v.get('source') else ''}, "
+                                             f"{v.get('threads')} threads"
                                              for k, v in threads.items() if isinstance(v, dict)) + ".")
     return Section(title, sentence, t, notes=notes)
 
