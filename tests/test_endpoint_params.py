@@ -104,3 +104,13 @@ def test_server_kind_is_a_factor_each_config_has_once(tmp_path):
     cells = plan.configs(p)
     assert [c["server_kind"] for _, c in cells] == ["ollama", "llama-cpp"]
     assert all("server_kind" not in b.options for b in plan.build(p))
+
+
+def test_server_kinds_are_refused_on_a_dask_cluster(tmp_path):
+    path = tmp_path / "kinds.yaml"
+    path.write_text(yaml.safe_dump(doc(matrix={"temperature": [0.6]}, endpoint="openai-chat",
+                                       server={"host": "embedded", "kind": ["ollama", "llama-cpp"]})))
+    from langbench.run import sweep
+    with pytest.raises(params.ParamsError, match="server.kind"):
+        sweep.run_sweep(path, "never", outputs=tmp_path / "out", cluster="local")
+    assert not (tmp_path / "out" / "never").exists()

@@ -175,6 +175,9 @@ def run_sweep(params_path: str | Path, run_id: str | None = None,
     params, run_dir = prepare(params_path, run_id, outputs, allow_mixed)
     rounds.check(params, decide)
     cluster = cluster or params.raw.get("cluster")
+    if cluster and (params.server.get("kind", "ollama") != "ollama" or params.server.get("api", "ollama") != "ollama"):
+        raise ParamsError(f"{params.path}: server: a Dask worker owns one Ollama server; server.kind and "
+                          "server.api: openai run on the one-server runner (leave out --cluster and cluster:)")
     if workers is not None and cluster != "local":
         raise ParamsError(f"--workers {workers} starts a local Dask cluster: add --cluster local")
     if workers is not None and workers < 1:
