@@ -59,6 +59,7 @@ class Sweep(batches.Book):
             storage.append_jsonl(self.processes_path, [{
                 "batch_id": batch.batch_id, "attempt": attempt.number, "config_id": batch.config_id,
                 "mode": batch.mode, "runs": len(runs), **stats.as_dict(), "offload": offload,
+                "server_kind": keeper.srv.kind, "server_url": host,
                 **contention}])
             self.check_reloads(new)
             left = len(self.state.pending(batch, retries))
