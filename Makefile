@@ -38,7 +38,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	echo "setup: venv with $$how in $$(( $$(date +%s) - started )) s" >&2
 	touch $@
 
-## setup: venv with pinned packages, ollama binary, Gemma 3 270M, Rust agent (idempotent)
+## setup: venv with pinned packages, ollama binary, Gemma 3 270M, Rust agent, llama-server (idempotent)
 setup: $(VENV)/.installed
 	$(PY) -m langbench setup
 

@@ -1,8 +1,8 @@
 """A recording relay in front of the real Ollama, for the agents' contract tests.
 
 It forwards every request unchanged to the real server, keeps each request body, and
-re-chunks the streamed response into tiny writes so that NDJSON lines arrive split across
-network reads. It serves nothing of its own: the answers are the real server's.
+re-chunks the streamed response into tiny writes so that NDJSON lines (or SSE events, on /v1)
+arrive split across network reads. It serves nothing of its own: the answers are the real server's.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ class Relay(LoopbackServer):
         self.piece = piece
         self.bodies: list[dict] = []
         self.paths: list[str] = []
-        self.finals: list[dict] = []  # the server's own `done` line of each response
+        self.finals: list[dict] = []  # the server's own `done` line of each response (/v1: its usage event)
         relay = self
 
         class Handler(QuietHandler):
@@ -40,8 +40,12 @@ class Relay(LoopbackServer):
                         received += data
                         # record the done line before the agent can see it (no race at exit)
                         complete = received[:received.rfind(b"\n") + 1]
-                        done = [x for x in map(json.loads, filter(bytes.strip, complete.splitlines()))
-                                if x.get("done")]
+                        if self.path.startswith("/v1/"):  # SSE: the usage event, which has no choices
+                            events = [json.loads(x[6:]) for x in complete.splitlines() if x.startswith(b"data: {")]
+                            done = [x for x in events if x.get("usage") and not x.get("choices")]
+                        else:
+                            done = [x for x in map(json.loads, filter(bytes.strip, complete.splitlines()))
+                                    if x.get("done")]
                         if done and done[-1] not in relay.finals:
                             relay.finals.append(done[-1])
                         for i in range(0, len(data), relay.piece):

@@ -9,7 +9,8 @@ absolute deadline (so that a late wake-up does not shift the ones after it) on a
 Nagle off. The `done` line carries server durations that say the whole `first_ms` was prompt
 evaluation, so a client's overhead over this server is its TTFT − first_ms.
 
-CorpusServer replays one hostile but legal stream (CORPUS) byte for byte, write by write.
+CorpusServer replays one hostile but legal stream (CORPUS: NDJSON on /api; SSE_CORPUS: Server-Sent
+Events on /v1) byte for byte, write by write.
 """
 
 from __future__ import annotations
@@ -135,19 +136,88 @@ CORPUS: dict[str, dict] = {
 }
 
 
-class CorpusServer(LoopbackServer):
-    """Replays CORPUS[construct] to every request, chunk by chunk."""
+def _event(doc: dict, end: bytes = b"\n") -> bytes:
+    """One SSE event as Ollama's /v1 writes it (`data: JSON` and a blank line), `end` its line end."""
+    return b"data: " + json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode() + end + end
 
-    def __init__(self, construct: str):
-        case = CORPUS[construct]
+
+def _delta(text: str) -> dict:
+    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": "scripted",
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": None}]}
+
+
+def _finish(n: int) -> list[dict]:
+    """The finish_reason chunk, then the usage event (stream_options.include_usage)."""
+    end = {**_delta(""), "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                      "finish_reason": "length"}]}
+    return [end, {**_delta(""), "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": n,
+                                                         "total_tokens": n + 1}}]
+
+
+def _sse(pieces: list[str], end: bytes = b"\n", done: bool = True, first: int = 0) -> list[bytes]:
+    """The events of `pieces` (after `first` pieces written otherwise), finish, usage, [DONE]."""
+    writes = [_event(d, end) for d in [*map(_delta, pieces), *_finish(first + len(pieces))]]
+    return writes + ([b"data: [DONE]" + end + end] if done else [])
+
+
+_ERROR = {"error": {"message": "scripted failure", "type": "server_error"}}
+
+# The /v1 corpus (openai-chat): construct → as CORPUS, plus `status` (an HTTP error status with
+# its JSON body) where the server answers so.
+SSE_CORPUS: dict[str, dict] = {
+    "sse_error_after_200": {"what": 'a data: {"error": ...} event after HTTP 200 and two chunks',
+                            "writes": [_event(_delta("a")), _event(_delta("b")), _event(_ERROR)],
+                            "text": None, "kind": "server_error"},
+    "sse_http_500_json": {"what": "HTTP 500 with a JSON error body ({\"error\": {\"message\": ...}})",
+                          "status": 500, "body": json.dumps(_ERROR).encode(), "text": None, "kind": "http_500"},
+    "sse_no_done": {"what": "a stream that ends after its finish_reason and usage without data: [DONE]",
+                    "writes": _sse(["ab", "cd"], done=False), "text": "abcd"},
+    "sse_comments_and_event_lines": {"what": "comment lines (': ping') and `event:`/`id:` fields between events",
+                                     "writes": [b": ping\n\n", b"event: message\nid: 1\n" + _event(_delta("ab")),
+                                                b": still here\n", b"retry: 1000\n" + _event(_delta("cd")),
+                                                *[_event(d) for d in _finish(2)], b"data: [DONE]\n\n"],
+                                     "text": "abcd"},
+    "sse_crlf": {"what": "every line ended with CRLF", "writes": _sse(["ab", "cd"], b"\r\n"), "text": "abcd"},
+    "sse_line_split": {"what": "one data line split across two TCP writes 20 ms apart",
+                       "writes": [(w := _event(_delta("ab")))[:21], w[21:], *_sse(["cd"], first=1)],
+                       "pause": 0.02, "text": "abcd"},
+    "sse_multiline_data": {"what": "one event's JSON spread over two data: lines (joined by a newline: legal)",
+                           "writes": [(lambda t: b"data: " + t[:t.index(b",")] + b"\ndata: " + t[t.index(b","):]
+                                       + b"\n\n")(json.dumps(_delta("ab"), separators=(",", ":")).encode()),
+                                      *_sse(["cd"], first=1)], "text": "abcd"},
+    "sse_stall": {"what": "a stream that stops sending after two chunks (longer than the client's 1 s timeout)",
+                  "writes": [_event(_delta("a")), _event(_delta("b"))], "stall_s": 3.0, "text": None, "kind": "timeout"},
+}
+
+
+class CorpusServer(LoopbackServer):
+    """Replays corpus[construct] (CORPUS, or SSE_CORPUS on /v1) to every request, chunk by chunk;
+    with `sequence` (constructs, each `per` times), request k gets sequence[k // per] instead, so
+    that one client process reads them all in turn (and shows it recovers after each)."""
+
+    def __init__(self, construct: str | None, corpus: dict | None = None, sequence: list[str] | None = None,
+                 per: int = 1):
+        corpus = CORPUS if corpus is None else corpus
         done = threading.Event()
         self.done = done
+        sse = corpus is SSE_CORPUS
+        served = iter(range(10**6))
 
         class Handler(NoDelayHandler):
             def do_POST(self):
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                k = next(served)
+                case = corpus[sequence[min(k // per, len(sequence) - 1)] if sequence else construct]
+                if "status" in case:
+                    self.send_response(case["status"])
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(case["body"])))
+                    self.end_headers()
+                    self.wfile.write(case["body"])
+                    self.wfile.flush()
+                    return
                 self.send_response(200)
-                self.send_header("Content-Type", "application/x-ndjson")
+                self.send_header("Content-Type", "text/event-stream" if sse else "application/x-ndjson")
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
                 self.wfile.flush()
@@ -305,7 +375,59 @@ class PacedOllama(LoopbackServer):
                                     load_duration=0, prompt_eval_count=1, prompt_eval_duration=int(first_s * ns),
                                     eval_count=tokens, eval_duration=int(tokens * script.gap_ms * 1e6))
                     send_chunk(self.wfile, json.dumps(line, separators=(",", ":")).encode() + b"\n")
+
+
+class AgentSSEServer(LoopbackServer):
+    """/v1/chat/completions for the agent loop on /v1: answers a request by its turn (the
+    assistant messages in its history), as AgentServer does on /api. An answer is
+    {"content": TEXT} (streamed in `pieces` deltas) or {"tool_calls": [{"id", "name",
+    "arguments"}]}, streamed as llama.cpp streams a call: a first delta with the id and name,
+    then the arguments' text in three pieces, then finish_reason tool_calls. `bodies` keeps every
+    request body as received."""
+
+    def __init__(self, answers: list[dict], pieces: int = 3):
+        self.answers, self.pieces = answers, pieces
+        self.bodies: list[dict] = []
+        script = self
+
+        class Handler(NoDelayHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                script.bodies.append(body)
+                turn = sum(m.get("role") == "assistant" for m in body.get("messages", []))
+                answer = script.answers[min(turn, len(script.answers) - 1)]
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for data in script.events(answer):
+                    send_chunk(self.wfile, data)
                 self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
 
         super().__init__(Handler)
+
+    def events(self, answer: dict) -> list[bytes]:
+        def chunk(delta: dict, finish=None) -> dict:
+            return {**_delta(""), "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+        out, n = [chunk({"role": "assistant", "content": None})], 0  # llama.cpp's first, token-less delta
+        if "tool_calls" in answer:
+            for i, call in enumerate(answer["tool_calls"]):
+                out.append(chunk({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
+                                                  "function": {"name": call["name"], "arguments": ""}}]}))
+                text, k = call["arguments"], self.pieces
+                cuts = [len(text) * j // k for j in range(k + 1)]
+                out += [chunk({"tool_calls": [{"index": i, "function": {"arguments": text[a:b]}}]})
+                        for a, b in zip(cuts, cuts[1:]) if b > a]
+                n += len(text)
+            finish = "tool_calls"
+        else:
+            text, k = answer["content"], self.pieces
+            cuts = [len(text) * j // k for j in range(k + 1)]
+            out += [chunk({"content": text[a:b]}) for a, b in zip(cuts, cuts[1:]) if b > a]
+            n, finish = k, "stop"
+        out.append(chunk({}, finish))
+        out.append({**_delta(""), "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": n,
+                                                             "total_tokens": n + 9}})
+        return [_event(d) for d in out] + [b"data: [DONE]\n\n"]

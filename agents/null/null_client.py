@@ -6,13 +6,15 @@
 Same contract and timing points as the agents (DESIGN.md), with as little client as a client
 can have: one persistent HTTP/1.1 connection from the standard library (http.client decodes the
 chunked stream and splits lines at b"\\n" only), each line parsed with json.loads into a dict
-(no model object), on /api/generate or /api/chat. It reads each body to its end and keeps the
+(no model object), on /api/generate or /api/chat; on /v1/chat/completions and
+/v1/completions it parses the Server-Sent Events itself (`data:` lines gathered until a blank
+line, CRLF taken as LF, comments and other fields skipped, `data: [DONE]` the end). It reads each body to its end and keeps the
 connection (the agents' policy); a request that had to open one says so, with the connect's
 duration. Its client overhead (TTFT − load − prompt_eval) is what no client can go below on
 this host; each agent's overhead is reported against it.
 
 The jobs loader, the percentile and the record's fields are the Python agent's (imported from
-agents/python/agent.py, so the two can never drift apart).
+agents/python/agent_jobs.py, so the two can never drift apart; no HTTP client comes with them).
 """
 
 from __future__ import annotations
@@ -28,12 +30,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 _PYTHON_AGENT = Path(__file__).resolve().parents[1] / "python"
-sys.path.insert(0, str(_PYTHON_AGENT))  # agent.py imports agent_tools from beside it
-_spec = importlib.util.spec_from_file_location("langbench_python_agent", _PYTHON_AGENT / "agent.py")
-_agent = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_agent)
-load_jobs, JobsError, itl, SERVER_FIELDS = (_agent.load_jobs, _agent.JobsError, _agent.itl, _agent.SERVER_FIELDS)
-agent_tools = _agent.agent_tools  # the loop's tools and bookkeeping: the same module as the agent's
+sys.path.insert(0, str(_PYTHON_AGENT))  # the Python agent's client-free parts, beside it
+import agent_jobs  # noqa: E402  (the jobs loader, ITL and record fields: never drift apart)
+import agent_tools  # noqa: E402  (the loop's tools and bookkeeping: the same module as the agent's)
+
+load_jobs, JobsError, itl, SERVER_FIELDS = agent_jobs.load_jobs, agent_jobs.JobsError, agent_jobs.itl, agent_jobs.SERVER_FIELDS
+OPENAI_PATHS = {"openai-chat": "/v1/chat/completions", "openai-completions": "/v1/completions"}
 
 AGENT_VERSION = "0.1.0+http.client"
 CLIENT = f"http.client (Python {sys.version.split()[0]})"
@@ -74,6 +76,13 @@ def request_body(jobs: dict, run: dict, task=None) -> tuple[str, bytes]:
     """The path and the JSON body, as the agents send them: options as given, keep_alive and
     think (when the run sets it) at the top of the request; an agent turn sends the task's
     history and its `format` or `tools`."""
+    endpoint = jobs.get("endpoint", "generate")
+    if endpoint in OPENAI_PATHS:  # the options are the request's own fields (the runner translated them)
+        body = {"model": jobs["model"], "stream": True, "stream_options": {"include_usage": True}, **run["options"]}
+        if task is not None:
+            return OPENAI_PATHS[endpoint], json.dumps({**body, "messages": task.history, **task.extra}).encode()
+        key = "messages" if endpoint == "openai-chat" else "prompt"
+        return OPENAI_PATHS[endpoint], json.dumps({**body, key: jobs["prompts"][run["prompt"]]}).encode()
     body = {"model": jobs["model"], "options": run["options"], "keep_alive": run["keep_alive"], "stream": True}
     if "think" in run:
         body["think"] = run["think"]
@@ -95,11 +104,99 @@ class Exchange:
         self.digest = hashlib.sha256()
         self.parts: list[str] = []
         self.tool_calls: list = []
+        self.calls: dict[int, dict] = {}  # /v1: streamed tool calls by index
         self.t0_unix = self.t0 = None
 
 
 def named(kind: str, message: str) -> dict:
     return {"kind": kind, "message": message, "client": CLIENT}
+
+
+def error_message(body: str) -> str:
+    """The message of a JSON error body ({"error": "..."} on /api, {"error": {"message": ...}}
+    on /v1), else the body as it came."""
+    try:
+        err = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return body
+    if isinstance(err, dict):
+        err = err.get("message")
+    return err if isinstance(err, str) and err else body
+
+
+def read_sse(resp: http.client.HTTPResponse, x: Exchange, chat: bool) -> None:
+    """A /v1 stream to its end: each event's data lines (a blank line ends an event; CRLF is
+    LF; comments, `event:` and other fields are skipped), each event's data one JSON chunk,
+    `data: [DONE]` the end. t_last is the chunk with a finish_reason (generation's end), the
+    usage event gives the token counts; an event left open when the body ends is dropped, as
+    the SSE spec says."""
+    data: list[bytes] = []
+    finish = usage = None
+    while raw := resp.readline():  # split at b"\n" only; to the body's end: the connection stays usable
+        now = time.perf_counter()
+        line = raw.rstrip(b"\n").removesuffix(b"\r")
+        if line:
+            field, _, value = line.partition(b":")
+            if field == b"data":
+                data.append(value[1:] if value.startswith(b" ") else value)
+            continue
+        if not data:
+            continue
+        event, data = b"\n".join(data), []
+        if x.error is not None or event == b"[DONE]":
+            continue
+        try:
+            chunk = json.loads(event)
+        except ValueError as e:
+            x.error = named("bad_chunk", f"data is not JSON: {e}: {event[:60]!r}")
+            continue
+        if not isinstance(chunk, dict):
+            x.error = named("bad_chunk", f"data is not a JSON object: {event[:60]!r}")
+            continue
+        if chunk.get("error"):
+            err = chunk["error"]
+            x.error = named("server_error", str(err.get("message") if isinstance(err, dict) else err)[:500])
+            continue
+        if chunk.get("usage"):  # the last one counts (Ollama's /v1/completions sends zeros on every chunk first)
+            usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            delta = (choice.get("delta") or {}) if chat else choice
+            text = delta.get("content" if chat else "text") or ""
+            thinking = (delta.get("reasoning_content") or delta.get("reasoning") or "") if chat else ""
+            calls = (delta.get("tool_calls") or []) if chat else []
+            for call in calls:  # streamed in pieces by index: the name first, then the arguments
+                slot = x.calls.setdefault(call.get("index") or 0, {"id": None, "name": "", "arguments": ""})
+                slot["id"] = call.get("id") or slot["id"]
+                fn = call.get("function") or {}
+                slot["name"] += fn.get("name") or ""
+                slot["arguments"] += fn.get("arguments") or ""
+            if text or thinking or calls:
+                x.chunk_times.append(now)
+                if x.t_first is None:
+                    x.t_first = now
+            if thinking:
+                x.n_thinking += 1
+                x.n_thinking_chars += len(thinking)
+            if text:
+                x.n_answer += 1
+                x.n_chars += len(text)
+                x.parts.append(text)
+                if x.t_first_answer is None:
+                    x.t_first_answer = now
+            if choice.get("finish_reason") is not None and finish is None:
+                finish, x.t_last = choice["finish_reason"], now
+    for _, c in sorted(x.calls.items()):
+        try:
+            args = json.loads(c["arguments"]) if c["arguments"] else {}
+        except ValueError:
+            args = c["arguments"]
+        x.tool_calls.append({"id": c["id"], "function": {"name": c["name"] or None, "arguments": args},
+                             "arguments_text": c["arguments"]})
+    if finish is not None and x.error is None:  # /v1 has no server durations: null, never 0
+        x.final = {"done_reason": finish, "prompt_eval_count": (usage or {}).get("prompt_tokens"),
+                   "eval_count": (usage or {}).get("completion_tokens")}
+    elif x.error is None:
+        x.error = named("no_done", "stream ended without a finish_reason")
 
 
 def exchange(conn: Connection, jobs: dict, run: dict, task=None) -> Exchange:
@@ -114,7 +211,9 @@ def exchange(conn: Connection, jobs: dict, run: dict, task=None) -> Exchange:
         resp = conn.post(path, body)
         if resp.status != 200:
             text = resp.read().decode(errors="replace")
-            x.error = named(f"http_{resp.status}", text[:500])
+            x.error = named(f"http_{resp.status}", error_message(text)[:500])
+        elif path in OPENAI_PATHS.values():
+            read_sse(resp, x, path == OPENAI_PATHS["openai-chat"])
         else:
             while line := resp.readline():  # to the body's end: the connection stays usable
                 now = time.perf_counter()
@@ -170,7 +269,7 @@ def record_of(x: Exchange, conn: Connection, jobs: dict, run: dict, agent: bool 
     ms = lambda t: None if t is None else (t - t0) * 1e3
     text = "".join(x.parts)
     record = {"schema_version": 2, "run_id": run["run_id"], "agent": "null", "agent_version": AGENT_VERSION,
-              "model": jobs["model"], "endpoint": "chat" if agent else jobs.get("endpoint", "generate"),
+              "model": jobs["model"], "endpoint": jobs.get("endpoint", "chat" if agent else "generate"),
               "options": run["options"], "think": run.get("think"), "warmup": run["warmup"], "t0_unix": x.t0_unix,
               "new_connection": conn.new, "connect_ms": conn.connect_ms,
               "ttft_ms": ms(x.t_first), "ttft_answer_ms": ms(x.t_first_answer), "e2e_ms": ms(x.t_last),

@@ -60,6 +60,11 @@ def native_tools(tools: list[str]) -> str:
     return "[" + ",".join(NATIVE_TOOL[t] for t in tools) + "]"
 
 
+def response_format(schema: str) -> dict:
+    """/v1's `response_format` for a structured action: the same schema as /api's `format`."""
+    return {"type": "json_schema", "json_schema": {"name": "action", "schema": json.loads(schema)}}
+
+
 def history_sha256(messages: list) -> str:
     """SHA-256 of the messages as JSON with sorted keys, `,`/`:` separators, UTF-8 unescaped."""
     text = json.dumps(messages, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -128,6 +133,7 @@ class Task:
     def __init__(self, jobs: dict, run: dict, client: str):
         self.client = client
         self.run = run
+        self.v1 = jobs.get("endpoint", "chat").startswith("openai-")  # /v1's message shapes
         self.actions = jobs.get("actions", "structured")
         self.replay = run.get("replay")
         self.max_turns = run["max_turns"]
@@ -158,11 +164,14 @@ class Task:
         if run.get("replay"):
             return {}
         tools = run.get("tools", jobs.get("tools", []))
+        v1 = jobs.get("endpoint", "chat").startswith("openai-")
         if jobs.get("actions", "structured") == "native":
             extra = {"tools": json.loads(native_tools(tools))}
             if "format" in jobs:
-                extra["format"] = jobs["format"]
+                extra["response_format" if v1 else "format"] = jobs["format"]
             return extra
+        if v1:
+            return {"response_format": response_format(action_format(tools))}
         return {"format": json.loads(action_format(tools))}
 
     def before_send(self, t0: float) -> None:
@@ -253,7 +262,13 @@ class Task:
         self.tool_ms = (t - self.t_tool) * 1e3 if (self.action is not None and self.action["valid"]) else 0.0
         if not self.over and not self.replay:
             name, args, text, tool_calls = self.call
-            if self.actions == "native":
+            if self.actions == "native" and self.v1:  # the call as it came (its arguments' own text)
+                call = tool_calls[0]
+                self.history.append({"role": "assistant", "content": text, "tool_calls": [
+                    {"id": call.get("id"), "type": "function",
+                     "function": {"name": name, "arguments": call.get("arguments_text", "")}}]})
+                self.history.append({"role": "tool", "content": self.tool_result, "tool_call_id": call.get("id")})
+            elif self.actions == "native":
                 self.history.append({"role": "assistant", "content": text,
                                      "tool_calls": [{"function": {"name": name, "arguments": args}}]})
                 self.history.append({"role": "tool", "content": self.tool_result, "tool_name": name})

@@ -61,6 +61,63 @@ def ollama_cache_bin(target: str | None = None) -> Path:
     return cache_dir() / f"ollama-{OLLAMA_VERSION}" / target / "bin" / "ollama"
 
 
+# llama.cpp's own server, built with cmake from the llama.cpp that the llama-cpp-python sdist on
+# PyPI vendors (vendor/llama.cpp): the C++ `llama-server` that llama.cpp users run, not the
+# Python bindings' FastAPI server on top of it (DESIGN.md, "Other APIs and servers").
+LLAMA_CPP_PACKAGE = "llama-cpp-python"
+LLAMA_CPP_PACKAGE_VERSION = "0.3.36"
+
+# /proc/cpuinfo flag -> ggml CMake option. The build is GGML_NATIVE=OFF with each option the
+# host's CPU has switched on: what -march=native would pick for ggml's kernels, but never AMX
+# (GGML_AMX_* stay off) and nothing this CPU lacks, on AMD and Intel alike.
+GGML_CPU_OPTIONS = {
+    "sse4_2": "GGML_SSE42", "avx": "GGML_AVX", "avx2": "GGML_AVX2", "fma": "GGML_FMA",
+    "f16c": "GGML_F16C", "bmi2": "GGML_BMI2", "avx_vnni": "GGML_AVX_VNNI",
+    "avx512f": "GGML_AVX512", "avx512vbmi": "GGML_AVX512_VBMI",
+    "avx512_vnni": "GGML_AVX512_VNNI", "avx512_bf16": "GGML_AVX512_BF16",
+}
+# GGML_AVX512 compiles with -mavx512{f,cd,vl,dq,bw}: all five or none.
+AVX512_BASE = ("avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU flags of this host (/proc/cpuinfo's first `flags` line)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    line = re.search(r"^flags\s*:(.*)$", text, re.M)
+    return set(line.group(1).split()) if line else set()
+
+
+def ggml_cmake_options(flags: set[str] | None = None) -> dict[str, str]:
+    """GGML_* CMake options for llama-server on a CPU with these flags (default: this host's)."""
+    flags = cpu_flags() if flags is None else flags
+    options = {"GGML_NATIVE": "OFF", "GGML_AMX_TILE": "OFF", "GGML_AMX_INT8": "OFF",
+               "GGML_AMX_BF16": "OFF"}
+    for flag, option in GGML_CPU_OPTIONS.items():
+        have = flag in flags and (option != "GGML_AVX512" or all(f in flags for f in AVX512_BASE))
+        options[option] = "ON" if have else "OFF"
+    if options["GGML_AVX512"] == "OFF":  # the extensions are compiled only on top of AVX-512F
+        for option in ("GGML_AVX512_VBMI", "GGML_AVX512_VNNI", "GGML_AVX512_BF16"):
+            options[option] = "OFF"
+    return options
+
+
+def llama_cpp_target() -> str:
+    """The cache key of a llama-server build: what gcc's -march=native names this CPU, plus a
+    digest of the ggml options chosen from its flags."""
+    options = ",".join(f"{k}={v}" for k, v in sorted(ggml_cmake_options().items()))
+    march = native_target().split("-")[0]
+    return f"{march}-{hashlib.sha256(options.encode()).hexdigest()[:12]}"
+
+
+def llama_server_cache_bin(target: str | None = None) -> Path:
+    """The cached llama-server for this host's CPU (keyed by the sdist's version and CPU)."""
+    target = target or llama_cpp_target()
+    return cache_dir() / f"llama-cpp-{LLAMA_CPP_PACKAGE_VERSION}" / target / "bin" / "llama-server"
+
+
 def gguf_path() -> Path:
     return cache_dir() / "models" / f"{GGUF_PACKAGE}-{GGUF_PACKAGE_VERSION}" / GGUF_FILE
 

@@ -20,9 +20,27 @@ REQUEST_FIELDS = ("keep_alive", "think")
 # Factors of the load, not Ollama options: never sent, kept on baseline rows too.
 LOAD_FACTORS = ("concurrency", "arrival_rate_per_s")
 
-# Factors of the workload (workload: agent), not Ollama options: how the agent asks for actions.
-# Never in `options`, kept on baseline rows too (both modes run the same tasks the same way).
-WORKLOAD_FACTORS = ("actions",)
+# Factors of the workload and of where its requests go, not Ollama options: how the agent asks
+# for actions (workload: agent), the endpoint, the server kind. Never in `options`, kept on
+# baseline rows too (both modes run the same tasks the same way, on the same endpoint and server).
+WORKLOAD_FACTORS = ("actions", "endpoint", "server_kind")
+
+# The endpoints: Ollama's own API (NDJSON) and the OpenAI-compatible /v1 (Server-Sent Events).
+OLLAMA_ENDPOINTS = ("generate", "chat")
+OPENAI_ENDPOINTS = ("openai-chat", "openai-completions")
+ENDPOINTS = OLLAMA_ENDPOINTS + OPENAI_ENDPOINTS
+ENDPOINT_PATHS = {"generate": "/api/generate", "chat": "/api/chat",
+                  "openai-chat": "/v1/chat/completions", "openai-completions": "/v1/completions"}
+
+# What /v1 carries of Ollama's options, under its own field names (Ollama v0.11.4,
+# openai/openai.go fromChatRequest and fromCompleteRequest): every other option (num_ctx,
+# num_gpu, num_thread, top_k, ...) has no field there, and neither have keep_alive, think or raw.
+OPENAI_FIELDS = {"num_predict": "max_tokens", "temperature": "temperature", "top_p": "top_p",
+                 "seed": "seed", "stop": "stop", "frequency_penalty": "frequency_penalty",
+                 "presence_penalty": "presence_penalty"}
+
+# The embedded server kinds (`server.kind`): a factor when the parameter file lists both.
+SERVER_KINDS = ("ollama", "llama-cpp")
 
 # TOST equivalence margins, where the parameter file gives none.
 MARGINS = {"throughput_pct": 2.0, "ttft_ms": 5.0, "overhead_ms": 0.5}

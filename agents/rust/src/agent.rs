@@ -15,7 +15,8 @@ pub async fn run_task(
     job: &Job,
     mut write: impl FnMut(Record) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    let mut task = Task::new(jobs, job, CLIENT);
+    let name = if crate::openai::is_v1(jobs) { crate::openai::CLIENT } else { CLIENT };
+    let mut task = Task::new(jobs, job, name);
     while !task.over {
         let x = client::exchange(http, base, jobs, job, Some(&task)).await;
         task.before_send(x.t0);

@@ -13,13 +13,27 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 /// Named in every error: the client that met the failure.
 pub const CLIENT: &str = "reqwest 0.12 (hyper 1)";
 
-fn err(kind: &str, message: impl Into<String>) -> RunError {
+pub(crate) fn err(kind: &str, message: impl Into<String>) -> RunError {
     RunError { kind: kind.to_string(), message: message.into(), client: CLIENT }
+}
+
+/// An HTTP error status: `http_<code>`, with the message of the server's JSON error body
+/// ({"error": "..."} on /api, {"error": {"message": ...}} on /v1), else the body as it came.
+pub(crate) async fn http_error(resp: reqwest::Response) -> RunError {
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap_or_default();
+    let parsed: Option<Value> = serde_json::from_str(&body).ok();
+    let message = parsed
+        .as_ref()
+        .and_then(|v| v.get("error"))
+        .and_then(|e| e.as_str().map(str::to_string).or_else(|| e.get("message").and_then(Value::as_str).map(str::to_string)))
+        .unwrap_or(body);
+    err(&format!("http_{status}"), message)
 }
 
 /// The error and its causes, outermost first: reqwest's own text alone ("error decoding
 /// response body") does not say that the cause was a timeout or a reset.
-fn chain(e: &reqwest::Error) -> String {
+pub(crate) fn chain(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
     let mut cause = std::error::Error::source(e);
     while let Some(c) = cause {
@@ -30,7 +44,7 @@ fn chain(e: &reqwest::Error) -> String {
     text
 }
 
-fn transport_kind(e: &reqwest::Error) -> &'static str {
+pub(crate) fn transport_kind(e: &reqwest::Error) -> &'static str {
     if e.is_timeout() {
         "timeout"
     } else if e.is_connect() {
@@ -51,18 +65,20 @@ pub fn path(jobs: &Jobs) -> &'static str {
 
 /// What one run saw: filled while the stream is read.
 #[derive(Default)]
-struct Seen {
-    text: String,
-    thinking_chars: usize,
-    chunk_times: Vec<Instant>,
-    chunks_thinking: usize,
-    chunks_answer: usize,
-    t_first: Option<Instant>,
-    t_first_answer: Option<Instant>,
-    t_last: Option<Instant>,
-    fin: Option<Chunk>,
-    error: Option<RunError>,
-    tool_calls: Vec<Value>,
+pub(crate) struct Seen {
+    pub(crate) text: String,
+    pub(crate) thinking_chars: usize,
+    pub(crate) chunk_times: Vec<Instant>,
+    pub(crate) chunks_thinking: usize,
+    pub(crate) chunks_answer: usize,
+    pub(crate) t_first: Option<Instant>,
+    pub(crate) t_first_answer: Option<Instant>,
+    pub(crate) t_last: Option<Instant>,
+    /// The end of generation: Ollama's `done: true` line, or on /v1 the finish_reason and usage
+    /// put into the same shape (every server duration None: /v1 has none).
+    pub(crate) fin: Option<Chunk>,
+    pub(crate) error: Option<RunError>,
+    pub(crate) tool_calls: Vec<Value>,
 }
 
 impl Seen {
@@ -114,10 +130,10 @@ pub async fn run(http: &reqwest::Client, base: &str, jobs: &Jobs, job: &Job) -> 
 
 /// What one request saw, before it becomes a record.
 pub struct Exchange {
-    seen: Seen,
+    pub(crate) seen: Seen,
     pub t0: Instant,
-    t0_unix: f64,
-    connect_ms: Option<f64>,
+    pub(crate) t0_unix: f64,
+    pub(crate) connect_ms: Option<f64>,
 }
 
 impl Exchange {
@@ -141,7 +157,11 @@ impl Exchange {
 
 /// One request: a run's prompt, or an agent turn's history with the task's `format` or `tools`.
 pub async fn exchange(http: &reqwest::Client, base: &str, jobs: &Jobs, job: &Job, task: Option<&Task<'_>>) -> Exchange {
-    let (x, connect_ms) = conn::scoped(stream(http, base, jobs, job, task)).await;
+    let (x, connect_ms) = if crate::openai::is_v1(jobs) {
+        conn::scoped(crate::openai::stream(http, base, jobs, job, task)).await
+    } else {
+        conn::scoped(stream(http, base, jobs, job, task)).await
+    };
     Exchange { connect_ms, ..x }
 }
 
@@ -174,12 +194,7 @@ async fn stream(http: &reqwest::Client, base: &str, jobs: &Jobs, job: &Job, task
     let t0 = Instant::now();
     match http.post(&url).json(&body).send().await {
         Err(e) => seen.error = Some(err(transport_kind(&e), chain(&e))),
-        Ok(resp) if !resp.status().is_success() => {
-            let status = resp.status().as_u16();
-            let body = resp.text().await.unwrap_or_default();
-            let message = serde_json::from_str::<Chunk>(&body).ok().and_then(|c| c.error).unwrap_or(body);
-            seen.error = Some(err(&format!("http_{status}"), message));
-        }
+        Ok(resp) if !resp.status().is_success() => seen.error = Some(http_error(resp).await),
         Ok(resp) => {
             let mut stream = resp.bytes_stream();
             let mut buf: Vec<u8> = Vec::new();

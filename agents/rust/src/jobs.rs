@@ -10,7 +10,8 @@ use std::path::Path;
 pub struct Jobs {
     pub schema_version: u32,
     pub model: String,
-    /// `generate` (prompts are strings) or `chat` (prompts are message lists).
+    /// `generate` or `openai-completions` (prompts are strings), `chat` or `openai-chat`
+    /// (prompts are message lists): Ollama's /api or an OpenAI-compatible /v1.
     #[serde(default = "default_endpoint")]
     pub endpoint: String,
     /// Strings for generate, lists of {role, content} messages for chat: checked in `load`.
@@ -68,6 +69,9 @@ pub struct Job {
     pub replay: Option<String>,
 }
 
+/// The endpoints whose prompts are message lists (and that can carry an agent's turns).
+pub const CHAT_ENDPOINTS: [&str; 2] = ["chat", "openai-chat"];
+
 fn default_timeout() -> f64 {
     600.0
 }
@@ -113,29 +117,45 @@ pub fn load(path: &Path) -> Result<Jobs, Error> {
     if jobs.model.is_empty() {
         return Err(Error::BadJobs(format!("{p}: field 'model' must be a non-empty string")));
     }
-    if jobs.workload.as_deref() == Some("agent") && jobs.endpoint != "chat" {
-        return Err(Error::BadJobs(format!("{p}: field 'endpoint' must be chat for workload agent")));
+    if jobs.workload.as_deref() == Some("agent") && !CHAT_ENDPOINTS.contains(&jobs.endpoint.as_str()) {
+        return Err(Error::BadJobs(format!("{p}: field 'endpoint' must be chat or openai-chat for workload agent")));
     }
     match jobs.endpoint.as_str() {
-        "generate" => {
+        "generate" | "openai-completions" => {
             if jobs.prompts.is_empty() || jobs.prompts.iter().any(|s| s.as_str().map_or(true, str::is_empty)) {
                 return Err(Error::BadJobs(format!("{p}: field 'prompts' must be a non-empty list of non-empty strings")));
             }
         }
-        "chat" => {
+        "chat" | "openai-chat" => {
             if jobs.prompts.is_empty() || !jobs.prompts.iter().all(is_messages) {
                 return Err(Error::BadJobs(format!(
-                    "{p}: field 'prompts': endpoint chat needs each prompt as a non-empty list of messages \
-                     {{role: system|user|assistant, content: non-empty string}}"
+                    "{p}: field 'prompts': endpoint {} needs each prompt as a non-empty list of messages \
+                     {{role: system|user|assistant, content: non-empty string}}",
+                    jobs.endpoint
                 )));
             }
         }
         other => {
-            return Err(Error::BadJobs(format!("{p}: field 'endpoint' must be one of generate, chat, got {other:?}")));
+            return Err(Error::BadJobs(format!(
+                "{p}: field 'endpoint' must be one of generate, chat, openai-chat, openai-completions, got {other:?}"
+            )));
         }
     }
     if jobs.runs.is_empty() {
         return Err(Error::BadJobs(format!("{p}: field 'runs' is empty")));
+    }
+    if jobs.endpoint.starts_with("openai-") {
+        // what /v1 cannot carry (the runner refuses it first)
+        let e = &jobs.endpoint;
+        if jobs.raw {
+            return Err(Error::BadJobs(format!("{p}: field 'raw': endpoint {e} has no raw prompt")));
+        }
+        if jobs.streams.is_some() {
+            return Err(Error::BadJobs(format!("{p}: field 'streams': endpoint {e} runs one stream, one run at a time")));
+        }
+        if let Some(i) = jobs.runs.iter().position(|r| r.think.is_some()) {
+            return Err(Error::BadJobs(format!("{p}: field 'runs[{i}].think': endpoint {e} has no think field")));
+        }
     }
     if !(jobs.timeout_s > 0.0) {
         return Err(Error::BadJobs(format!("{p}: field 'timeout_s' must be > 0")));
@@ -218,8 +238,8 @@ fn check_agent(p: &str, text: &str, jobs: &Jobs) -> Result<(), Error> {
     if workload != "agent" {
         return bad(format!("field 'workload' must be one of request, agent, got {workload:?}"));
     }
-    if jobs.endpoint != "chat" {
-        return bad("field 'endpoint' must be chat for workload agent".into());
+    if !CHAT_ENDPOINTS.contains(&jobs.endpoint.as_str()) {
+        return bad("field 'endpoint' must be chat or openai-chat for workload agent".into());
     }
     if jobs.runs[0].send_at_s.is_some() {
         return bad("field 'runs[0].send_at_s': workload agent runs closed loop only".into());

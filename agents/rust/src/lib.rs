@@ -7,6 +7,7 @@ pub mod api;
 pub mod client;
 pub mod conn;
 pub mod jobs;
+pub mod openai;
 pub mod record;
 pub mod tools;
 
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 pub const AGENT_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "+reqwest");
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Streams Ollama /api/generate or /api/chat for each run of a jobs file")]
+#[command(version, about = "Streams Ollama /api/generate or /api/chat, or an OpenAI-compatible /v1, for each run of a jobs file")]
 pub struct Opts {
     /// Ollama base URL, e.g. http://127.0.0.1:11434
     #[arg(long)]

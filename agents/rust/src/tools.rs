@@ -45,6 +45,11 @@ pub fn native_tools(tools: &[String]) -> String {
     format!("[{}]", parts.join(","))
 }
 
+/// /v1's `response_format` for a structured action: the same schema as /api's `format`.
+pub fn response_format(schema: &str) -> Value {
+    json!({"type": "json_schema", "json_schema": {"name": "action", "schema": serde_json::from_str::<Value>(schema).expect("schemas are JSON")}})
+}
+
 /// SHA-256 of the messages as JSON with sorted keys, `,`/`:` separators, UTF-8 unescaped:
 /// serde_json's Map is ordered by key (no `preserve_order`) and writes non-ASCII as is.
 pub fn history_sha256(messages: &[Value]) -> String {
@@ -166,7 +171,9 @@ pub struct Task<'a> {
     tool_ms: Option<f64>,
     outcome: Option<&'static str>,
     error: Option<RunError>,
-    call: Option<(String, Value, String)>,
+    call: Option<(String, Value, String, Value)>,
+    /// /v1's message shapes (tool calls with an id and their arguments' text, `tool_call_id`).
+    v1: bool,
     pending: Vec<Value>,
 }
 
@@ -221,6 +228,7 @@ impl<'a> Task<'a> {
             error: None,
             call: None,
             pending: Vec::new(),
+            v1: jobs.endpoint.starts_with("openai-"),
         }
     }
 
@@ -295,7 +303,7 @@ impl<'a> Task<'a> {
         }
         let (result, sleep_ms) = run_tool(&name, &args, &self.table);
         self.tool_result = result;
-        self.call = Some((name.clone(), args, text.to_string()));
+        self.call = Some((name.clone(), args, text.to_string(), tool_calls.first().cloned().unwrap_or(Value::Null)));
         if name == "finish" {
             self.end("finished", None, String::new());
             return 0.0;
@@ -332,9 +340,16 @@ impl<'a> Task<'a> {
             _ => 0.0,
         });
         if !self.over && self.replay.is_none() {
-            if let Some((name, args, text)) = self.call.take() {
+            if let Some((name, args, text, call)) = self.call.take() {
                 let result = self.tool_result.clone().unwrap_or_default();
-                if self.actions == "native" {
+                if self.actions == "native" && self.v1 {
+                    // the call as it came (its arguments' own text)
+                    let id = call.get("id").cloned().unwrap_or(Value::Null);
+                    let arguments = call.get("arguments_text").cloned().unwrap_or(json!(""));
+                    self.history.push(json!({"role": "assistant", "content": text, "tool_calls": [
+                        {"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}]}));
+                    self.history.push(json!({"role": "tool", "content": result, "tool_call_id": id}));
+                } else if self.actions == "native" {
                     self.history.push(json!({"role": "assistant", "content": text,
                                              "tool_calls": [{"function": {"name": name, "arguments": args}}]}));
                     self.history.push(json!({"role": "tool", "content": result, "tool_name": name}));

@@ -94,6 +94,7 @@ class Run:
         factors = metrics.factors(manifest, df)
         procs = metrics.processes(storage.read_jsonl(run_dir / "processes.jsonl"))
         null = df["agent"] == "null"
+        df = df.assign(over_floor_ms=metrics.over_floor(df, df[null]))  # the client's cost where /v1 gives no timings
         if not procs.empty:
             procs = procs[procs["agent"] != "null"]
         return cls(run_dir, manifest, df[~null], procs, factors,

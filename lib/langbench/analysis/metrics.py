@@ -9,6 +9,13 @@
 - tokens per chunk = eval_count / chunks (1 on a plain stream; more where a chunk held several
   tokens, and then inter-chunk gaps are per chunk, not per token)
 - thinking chunks share = chunks_thinking / chunks
+
+On /v1 (endpoint openai-chat, openai-completions) the server returns no durations: they are
+null, so throughput there is computed on the client's own clock over the usage token count,
+(eval_count − 1) / decode_ms (`throughput_clock` says which clock a row's throughput is on), and
+server TTFT and client overhead are NaN; `over_floor_ms` (every endpoint) is a run's TTFT less
+the median TTFT of the null client's warm runs in the same cell (config, mode, prompt cache),
+which is how the client's cost is measured where the server gives no timings.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from langbench import storage
-from langbench.vocab import LOAD_FACTORS, REQUEST_FIELDS, WORKLOAD_FACTORS
+from langbench.vocab import LOAD_FACTORS, OPENAI_ENDPOINTS, REQUEST_FIELDS, WORKLOAD_FACTORS
 
 NS_PER_MS = 1e6
 
@@ -41,7 +48,7 @@ def frame(records: list[dict]) -> pd.DataFrame:
                 row[k] = v
             else:  # what the baseline request sent: an option, or a request-level field (think, keep_alive)
                 row[k] = rec.get(k) if k in REQUEST_FIELDS else sent.get(k)
-        row["num_predict"] = (rec.get("options") or {}).get("num_predict")
+        row["num_predict"] = sent.get("num_predict", sent.get("max_tokens"))  # /v1 names it max_tokens
         err = rec.get("error") or {}
         row["error_kind"], row["error_message"] = err.get("kind"), err.get("message")
         row["error_client"] = err.get("client")
@@ -57,6 +64,10 @@ def derive(df: pd.DataFrame) -> pd.DataFrame:
     eval_count, eval_ns = num("eval_count"), num("eval_duration")
     df["throughput_tps"] = eval_count / (eval_ns / 1e9)
     df["client_decode_tps"] = (eval_count - 1) / (num("decode_ms") / 1e3)
+    v1 = df["endpoint"].isin(OPENAI_ENDPOINTS) if "endpoint" in df else pd.Series(False, index=df.index)
+    # /v1 has no eval_duration: throughput on the client's clock over the usage's token count
+    df["throughput_tps"] = df["throughput_tps"].where(~v1, df["client_decode_tps"])
+    df["throughput_clock"] = np.where(v1, "client", "server")
     df["load_ms"] = num("load_duration") / NS_PER_MS
     df["prompt_eval_ms"] = num("prompt_eval_duration") / NS_PER_MS
     df["server_ttft_ms"] = df["load_ms"].fillna(0) + df["prompt_eval_ms"]
@@ -79,8 +90,24 @@ def derive(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def factors(manifest: dict, df: pd.DataFrame) -> list[str]:
-    """The run's factors: the matrix's options, then the load factors it varied."""
-    return list(manifest["parameters"]["matrix"]) + [f for f in LOAD_FACTORS if f in df and df[f].notna().any()]
+    """The run's factors: the matrix's options, the server kind where it varied, then the load
+    factors it varied."""
+    kinds = ["server_kind"] if "server_kind" in df and df["server_kind"].nunique() > 1 else []
+    return list(manifest["parameters"]["matrix"]) + kinds + \
+        [f for f in LOAD_FACTORS if f in df and df[f].notna().any()]
+
+
+def over_floor(df: pd.DataFrame, floor: pd.DataFrame) -> pd.Series:
+    """Each row's TTFT less the median TTFT of the null client's warm runs in its cell (config,
+    mode, prompt cache): the client's cost over the floor on the same endpoint and server, where
+    a cell has null runs (NaN elsewhere). Runs on /v1 have no server timings: this is their
+    client overhead."""
+    keys = [k for k in ("config_id", "mode", "prompt_cache") if k in df and k in floor]
+    if floor.empty or not keys:
+        return pd.Series(np.nan, index=df.index)
+    medians = warm(floor).groupby(keys)["ttft_ms"].median().rename("floor_ttft_ms")
+    joined = df[keys].join(medians, on=keys)
+    return pd.to_numeric(df["ttft_ms"], errors="coerce") - joined["floor_ttft_ms"]
 
 
 def labelled(df: pd.DataFrame, factors: list[str]) -> pd.DataFrame:

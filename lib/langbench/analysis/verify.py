@@ -8,6 +8,8 @@ batch, the batch's part of the server log) and the records themselves.
   (a CPU-only host: 0) means the factor changed nothing but a reload;
 - keep_alive: 0 leaves the model unloaded after the batch, any other value loaded;
 - think: true gives thinking chunks, false none;
+- endpoint: every record of the level's batches says it went to that endpoint;
+- server_kind: processes.jsonl says each of the level's batches ran on a server of that kind;
 - any other option: accepted (no warning), its effect not observable from the server.
 """
 
@@ -47,6 +49,15 @@ def factor_checks(df: pd.DataFrame, procs: pd.DataFrame, factors: list[str]) -> 
             if invalid_in:
                 row.update(applied=NOT_APPLIED, evidence=f"the server logged `invalid option provided` for {f} "
                                                          f"({len(invalid_in)} batches): Ollama ignored it")
+            elif f == "endpoint":
+                went = sorted(set(g["endpoint"].dropna().astype(str)))
+                row.update(applied=APPLIED if went == [str(level)] else NOT_APPLIED,
+                           evidence=f"the records say their requests went to {', '.join(went) or 'nothing'}")
+            elif f == "server_kind":
+                kinds = sorted(set(procs.loc[procs["batch_id"].isin(batches), "server_kind"].dropna())) \
+                    if "server_kind" in procs else []
+                row.update(applied=UNKNOWN if not kinds else APPLIED if kinds == [level] else NOT_APPLIED,
+                           evidence=f"processes.jsonl: the batches ran on {', '.join(kinds) or 'no recorded'} server(s)")
             elif not seen:
                 row.update(applied=UNKNOWN, evidence="no server state recorded for these batches")
             elif f == "num_ctx":

@@ -22,6 +22,7 @@ TITLES = {
     "gpu": "GPU: offload, power and energy per token",
     "concurrency": "Concurrency: N streams and open-loop arrivals (TR110/TR113)",
     "agent_loops": "Agent loops: multi-turn tasks, the agent's own time per turn and per task",
+    "servers": "Endpoints and servers: what /v1 costs per client, llama.cpp against Ollama",
 }
 
 
@@ -86,9 +87,18 @@ def glance(run_dir: Path) -> dict:
     plt.close("all")
     sentences = [r for r in vt["_sentence"]] if len(vt) else []
     sentences += [c.sentence, *header.notes]
+    race_html, race_note = "", ""
+    if "server_kind" in run.factors:  # which server was faster, on the first screen
+        from langbench.report.sections import servers
+        race = servers.server_race(run)
+        race_note = race.sentence
+        if race.table is not None and len(race.table):
+            cols = [c for c in race.table.columns if not c.endswith("_verdict")] + \
+                [c for c in race.table.columns if c.endswith("_verdict")]
+            race_html = tables.to_html(race.table[cols])
     return {"first_line": run.progress(), "host": header.sentence.split(" Model ", 1)[-1],
             "verdicts": verdict_html, "verdicts_note": v.sentence, "claims": claims_html,
-            "agent_verdicts": agent_html, "agent_note": agent_note,
+            "agent_verdicts": agent_html, "agent_note": agent_note, "race": race_html, "race_note": race_note,
             "figures": figures, "sentences": sentences}
 
 
@@ -104,7 +114,7 @@ def write_index(run_dir: Path, results: dict) -> Path:
         except Exception:
             pass
         g = {"first_line": first, "host": "", "verdicts": "", "verdicts_note": "", "claims": "",
-             "agent_verdicts": "", "agent_note": "", "figures": [], "sentences": []}
+             "agent_verdicts": "", "agent_note": "", "race": "", "race_note": "", "figures": [], "sentences": []}
     items = []
     for name in results:
         r = results[name]
@@ -144,6 +154,8 @@ pre.error {{ white-space: pre-wrap; background: #fff4f4; padding: .5rem; }}
 <p class="first">{html.escape(g["first_line"])}</p>
 <p class="host">{html.escape(g["host"])} Parameters <code>{html.escape(str(manifest.get('parameters_file')))}</code>,
 commit <code>{html.escape(str((manifest.get('git') or {}).get('commit'))[:12])}</code>.</p>
+{f'<h2>Which server was faster: llama.cpp against Ollama</h2><p class="race">{html.escape(g["race_note"])}</p>'
+  + g["race"].replace('<table ', '<table class="verdicts" ', 1) if g["race_note"] else ""}
 <h2>Python vs Rust</h2>
 {g["verdicts"].replace('<table ', '<table class="verdicts" ', 1)}
 {f'<h2>Agent loops: the agent&#39;s own time, task-level verdicts</h2><p>{html.escape(g["agent_note"])}</p>'

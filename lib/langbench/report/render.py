@@ -20,7 +20,7 @@ from langbench.report.index import write_index
 from langbench.report.notebooks import execute, to_html
 
 NOTEBOOKS = ("tr112", "sweep", "throughput", "ttft", "success_patterns", "decision_matrix", "validity", "gpu",
-             "concurrency", "agent_loops")
+             "concurrency", "agent_loops", "servers")
 
 
 def say(msg: str) -> None:

@@ -88,15 +88,15 @@ class Keeper:
         self.srv, self.run_dir, self.restarts = srv, run_dir, 0
 
     def ensure(self) -> str:
-        alive = server.server_version(self.srv.url) is not None
-        if alive or not self.srv.embedded:
+        if self.srv.alive() or not self.srv.embedded:
             return self.srv.url
         tail = self.srv.log_tail(5)
         server.stop(self.srv)
-        self.srv = server.start_embedded(log_path=self.run_dir / "ollama.log", env=self.srv.env,
-                                         cpus=self.srv.cpus)
+        kind = self.srv.kind
+        log = self.srv.log_path or self.run_dir / ("ollama.log" if kind == "ollama" else f"{kind}.log")
+        self.srv = server.KINDS[kind].start(log_path=log, env=self.srv.env, cpus=self.srv.cpus)
         self.restarts += 1
-        tqdm.write(f"sweep: the embedded Ollama had died; restarted at {self.srv.url}\n{tail}",
+        tqdm.write(f"sweep: the embedded {kind} server had died; restarted at {self.srv.url}\n{tail}",
                    file=sys.stderr)
         return self.srv.url
 

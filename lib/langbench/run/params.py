@@ -15,7 +15,8 @@ from pathlib import Path
 import yaml
 
 from langbench import schemas
-from langbench.vocab import MARGINS, REQUEST_FIELDS, WORKLOAD_FACTORS, ParamsError
+from langbench.vocab import (ENDPOINT_PATHS, ENDPOINTS, LOAD_FACTORS, MARGINS, OPENAI_ENDPOINTS, OPENAI_FIELDS,
+                             REQUEST_FIELDS, WORKLOAD_FACTORS, ParamsError)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ def load(path: str | Path) -> Params:
         raise ParamsError(f"{path}: " + "; ".join(_friendly(p) for p in problems))
     check_stop(path, doc)
     check_agent(path, doc)
+    check_endpoints(path, doc)  # before the defaults: what the file itself sets
     with_defaults(doc)
     clash = set(doc["matrix"]) & {"num_predict", "seed"}
     if clash:
@@ -109,8 +111,11 @@ def check_agent(path: Path, doc: dict) -> None:
             raise ParamsError(f"{path}: actions: set it at the top or vary it in the matrix, not both")
     if not agent:
         return
-    if doc.get("endpoint", "chat") != "chat":
-        raise ParamsError(f"{path}: endpoint: workload agent runs on chat (its tasks are conversations)")
+    for i, endpoint in enumerate(doc["matrix"].get("endpoint") or [doc.get("endpoint", "chat")]):
+        if endpoint not in ("chat", "openai-chat"):
+            where = f"matrix.endpoint[{i}]" if "endpoint" in doc["matrix"] else "endpoint"
+            raise ParamsError(f"{path}: {where}: workload agent runs on chat or openai-chat (its tasks are "
+                              f"conversations), not {endpoint}")
     names = [t["name"] for t in doc["tasks"]]
     for i, name in enumerate(names):
         if name in names[:i]:
@@ -119,6 +124,61 @@ def check_agent(path: Path, doc: dict) -> None:
         raise ParamsError(f"{path}: open_loop: workload agent runs closed loop only (concurrency: sessions)")
     if doc["fixed"].get("raw"):
         raise ParamsError(f"{path}: fixed.raw: workload agent sends messages on /api/chat, never a raw prompt")
+
+
+def endpoints(doc: dict) -> list[str]:
+    """The endpoints a parameter file runs: matrix.endpoint's levels, else its `endpoint`."""
+    return list(doc["matrix"].get("endpoint") or [doc.get("endpoint", "generate")])
+
+
+def server_kinds(doc: dict) -> list[str]:
+    """The server kinds a parameter file runs: server.kind's levels (a factor when several)."""
+    kind = doc["server"].get("kind", "ollama")
+    return list(kind) if isinstance(kind, list) else [kind]
+
+
+def check_endpoints(path: Path, doc: dict) -> None:
+    """Each endpoint and server kind, and every option, request field and factor the file sets,
+    against what that endpoint can carry (DESIGN.md, "Other APIs and servers"): /v1 takes only
+    OPENAI_FIELDS' options, and no keep_alive, think, raw or concurrent streams. ParamsError
+    names the key and the endpoint; nothing has run yet."""
+    matrix, server = doc["matrix"], doc["server"]
+    if "endpoint" in matrix:
+        for i, v in enumerate(matrix["endpoint"]):
+            if v not in ENDPOINTS:
+                raise ParamsError(f"{path}: matrix.endpoint[{i}]: {v!r} is not one of {', '.join(ENDPOINTS)}")
+        if "endpoint" in doc:
+            raise ParamsError(f"{path}: endpoint: set it at the top or vary it in the matrix, not both")
+    if "server_kind" in matrix:
+        raise ParamsError(f"{path}: matrix.server_kind: list the kinds under server.kind "
+                          "(server: {host: embedded, kind: [ollama, llama-cpp]})")
+    eps, kinds, api = endpoints(doc), server_kinds(doc), server.get("api", "ollama")
+    if "kind" in server and server["host"] != "embedded":
+        raise ParamsError(f"{path}: server.kind: starts an embedded server on the embedded GGUF; a server at "
+                          f"{server['host']} is as it was started (set server.api for what it speaks)")
+    if api == "openai" and server["host"] == "embedded":
+        raise ParamsError(f"{path}: server.api: openai is for a server at a URL (host: http://…); an embedded "
+                          "server is chosen with server.kind")
+    who = "server.api: openai" if api == "openai" else "server.kind: llama-cpp" if "llama-cpp" in kinds else None
+    if who:
+        for i, ep in enumerate(eps):
+            if ep not in OPENAI_ENDPOINTS:
+                where = f"matrix.endpoint[{i}]" if "endpoint" in matrix else "endpoint"
+                raise ParamsError(f"{path}: {where}: endpoint {ep} is Ollama's {ENDPOINT_PATHS[ep]}, which a "
+                                  f"{who} server does not answer: use openai-chat or openai-completions")
+    for ep in (e for e in eps if e in OPENAI_ENDPOINTS):
+        carried = f"/v1 takes {', '.join(f'{k} (as {v})' if k != v else k for k, v in OPENAI_FIELDS.items())}"
+        keys = [("matrix", k) for k in matrix if k not in WORKLOAD_FACTORS + LOAD_FACTORS] + \
+               [("baseline", k) for k in doc.get("baseline", {})] + \
+               [("fixed", k) for k in doc["fixed"] if k not in ("num_predict", "seed") and
+                not (k == "raw" and doc["fixed"][k] is False)]
+        for where, key in keys:
+            if key not in OPENAI_FIELDS:
+                raise ParamsError(f"{path}: {where}.{key}: endpoint {ep} ({ENDPOINT_PATHS[ep]}) cannot carry it; "
+                                  f"{carried}. Vary it on chat or generate, or leave it out")
+        for key in ("concurrency", "open_loop"):
+            if doc.get(key):
+                raise ParamsError(f"{path}: {key}: endpoint {ep} runs one request at a time per agent process")
 
 
 def check_stop(path: Path, doc: dict) -> None:

@@ -15,7 +15,7 @@ import random
 from dataclasses import asdict, dataclass, field, replace
 
 from langbench.run.params import Params
-from langbench.vocab import LOAD_FACTORS, REQUEST_FIELDS, WORKLOAD_FACTORS
+from langbench.vocab import LOAD_FACTORS, OPENAI_ENDPOINTS, OPENAI_FIELDS, REQUEST_FIELDS, WORKLOAD_FACTORS
 
 MODES = ("baseline", "chimera")
 # LOAD_FACTORS (vocab.py): factors of the load, not Ollama options: never sent, kept on baseline rows too.
@@ -65,12 +65,25 @@ def load_points(params: Params) -> list[dict]:
     return points or [{}]
 
 
+def server_points(params: Params) -> list[dict]:
+    """The server each config runs on: one point per server.kind level where the file lists
+    several (a factor: `server_kind`), else [{}]."""
+    kind = params.server.get("kind")
+    return [{"server_kind": k} for k in kind] if isinstance(kind, list) and len(kind) > 1 else [{}]
+
+
+def endpoint_of(params: Params, config: dict) -> str:
+    """The endpoint a config's batches use: its matrix.endpoint level, else the file's."""
+    return config.get("endpoint") or params.endpoint
+
+
 def configs(params: Params) -> list[tuple[str, dict]]:
-    """Every combination of the matrix and the load points, in a fixed order:
+    """Every combination of the matrix, the server kinds and the load points, in a fixed order:
     ("c01", {"num_gpu": 60, ..., "concurrency": 4})."""
     keys = list(params.matrix)
-    combos = [{**dict(zip(keys, values)), **load}
-              for values in itertools.product(*(params.matrix[k] for k in keys)) for load in load_points(params)]
+    combos = [{**dict(zip(keys, values)), **kind, **load}
+              for values in itertools.product(*(params.matrix[k] for k in keys))
+              for kind in server_points(params) for load in load_points(params)]
     width = len(str(len(combos)))
     return [(f"c{i:0{width}d}", config) for i, config in enumerate(combos, 1)]
 
@@ -88,7 +101,10 @@ def options_for(params: Params, config: dict, mode: str) -> dict:
     runner's, never options."""
     fixed = {k: params.fixed[k] for k in ("num_predict", "seed", "num_thread") if k in params.fixed}
     chosen = params.baseline if mode == "baseline" else config
-    return {**{k: v for k, v in chosen.items() if k not in LOAD_FACTORS + REQUEST_FIELDS + WORKLOAD_FACTORS}, **fixed}
+    options = {**{k: v for k, v in chosen.items() if k not in LOAD_FACTORS + REQUEST_FIELDS + WORKLOAD_FACTORS}, **fixed}
+    if endpoint_of(params, config) in OPENAI_ENDPOINTS:  # /v1's own field names (params refused the rest)
+        return {OPENAI_FIELDS[k]: v for k, v in options.items()}
+    return options
 
 
 def request_for(params: Params, config: dict, mode: str) -> dict:
@@ -299,7 +315,7 @@ def agent_jobs_document(params: Params, batch: Batch, runs: list[Run], options: 
     tasks = params.tasks
     tables = [t.get("table", {}) for t in tasks]
     doc = {
-        "schema_version": 1, "model": params.model, "endpoint": "chat", "workload": "agent",
+        "schema_version": 1, "model": params.model, "endpoint": endpoint_of(params, batch.config), "workload": "agent",
         "actions": actions_of(params, batch), "tables": tables,
         "prompts": [task_opening(params, batch, r) for r in runs],
         "timeout_s": params.timeouts["run_s"],
@@ -326,14 +342,15 @@ def jobs_document(params: Params, batch: Batch, runs: list[Run], options: dict |
         if r.cache == "uncached":
             index[r.run_id] = len(prompts)
             prompts.append(prompt_text(params, r))
-    chat = params.endpoint == "chat"
+    endpoint = endpoint_of(params, batch.config)
+    chat = endpoint in ("chat", "openai-chat")
     request = batch.request or {"keep_alive": params.fixed["keep_alive"]}
     doc = {
         "schema_version": 1,
         "model": params.model,
-        "endpoint": params.endpoint,
+        "endpoint": endpoint,
         "prompts": [[{"role": "user", "content": p}] for p in prompts] if chat else prompts,
-        "raw": params.fixed["raw"],
+        "raw": params.fixed["raw"] and endpoint == "generate",
         "timeout_s": params.timeouts["run_s"],
         "runs": [{"run_id": r.run_id, "prompt": index.get(r.run_id, r.prompt),
                   "options": batch.options if options is None else options,

@@ -1,4 +1,5 @@
-"""`make setup`'s work after the venv: the Ollama binary, the model, the Rust agent.
+"""`make setup`'s work after the venv: the Ollama binary, the model, the Rust agent, and
+llama.cpp's llama-server (the second server kind).
 
 Everything lands in the per-user cache (paths.cache_dir()), keyed by version, so a second
 setup, or another clone on the same machine, reuses it. Idempotent: each step checks first.
@@ -7,10 +8,12 @@ setup, or another clone on the same machine, reuses it. Idempotent: each step ch
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -118,6 +121,64 @@ def ensure_rust_agent() -> Path:
     return binary
 
 
+def ensure_llama_server() -> Path:
+    """llama.cpp's `llama-server`, from the cache (keyed by the sdist's version and the CPU) or
+    built there with cmake from the llama.cpp that PyPI's llama-cpp-python sdist vendors.
+
+    GGML_NATIVE=OFF with the SIMD options this CPU has (paths.ggml_cmake_options: never AMX),
+    static, no web UI (it would be downloaded at build time), no OpenSSL, no tests or examples:
+    one self-contained binary."""
+    target = paths.llama_server_cache_bin()
+    if target.exists():
+        say(f"llama-server: {target}")
+        return target
+    missing = [tool for tool in ("cmake", "c++") if not shutil.which(tool)]
+    if missing:
+        raise RuntimeError(f"{' and '.join(missing)} not found, needed to build llama-server: "
+                           "install them (Debian: apt-get install cmake g++), then rerun `make setup`")
+    spec = f"{paths.LLAMA_CPP_PACKAGE}=={paths.LLAMA_CPP_PACKAGE_VERSION}"
+    say(f"building llama-server from the llama.cpp vendored in {spec} (PyPI sdist) into "
+        f"{target.parent} (about half an hour on 2 cores, once)")
+    started = time.monotonic()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log_path = target.parent.parent / "build.log"
+    with tempfile.TemporaryDirectory(dir=target.parent.parent) as tmp, open(log_path, "w") as log:
+        def step(*cmd: str, cwd: str | None = None) -> None:
+            log.write(f"$ {' '.join(cmd)}\n")
+            log.flush()
+            done = subprocess.run(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+            if done.returncode != 0:
+                tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
+                raise RuntimeError(f"llama-server build failed at `{cmd[0]} {cmd[1]}` "
+                                   f"(log {log_path}):\n{tail}")
+        step(sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+             "--no-deps", "--no-binary", ":all:", spec, "-d", tmp)
+        sdist = next(Path(tmp).glob("*.tar.gz"))
+        prefix = f"{sdist.name.removesuffix('.tar.gz')}/vendor/llama.cpp/"
+        with tarfile.open(sdist) as tar:
+            members = [m for m in tar.getmembers() if m.name.startswith(prefix)]
+            tar.extractall(tmp, members=members, filter="data")
+        source = Path(tmp) / prefix
+        options = {"CMAKE_BUILD_TYPE": "Release", "BUILD_SHARED_LIBS": "OFF",
+                   "LLAMA_BUILD_TESTS": "OFF", "LLAMA_BUILD_EXAMPLES": "OFF",
+                   "LLAMA_BUILD_TOOLS": "ON", "LLAMA_BUILD_SERVER": "ON", "LLAMA_BUILD_APP": "OFF",
+                   "LLAMA_BUILD_UI": "OFF", "LLAMA_USE_PREBUILT_UI": "OFF", "LLAMA_OPENSSL": "OFF",
+                   "GGML_CCACHE": "OFF", **paths.ggml_cmake_options()}
+        build = Path(tmp) / "build"
+        step("cmake", "-S", str(source), "-B", str(build),
+             *(f"-D{k}={v}" for k, v in options.items()))
+        step("cmake", "--build", str(build), "--target", "llama-server",
+             "-j", str(os.cpu_count() or 2))
+        partial = target.with_suffix(f".tmp{os.getpid()}")
+        shutil.copy2(build / "bin" / "llama-server", partial)
+        partial.replace(target)
+    seconds = time.monotonic() - started
+    (target.parent.parent / "built.json").write_text(json.dumps(
+        {"seconds": round(seconds, 1), "package": spec, "cmake": options, "cpus": os.cpu_count()}) + "\n")
+    say(f"llama-server built in {seconds:.0f} s")
+    return target
+
+
 def main() -> int:
     started = time.monotonic()
     try:
@@ -125,9 +186,11 @@ def main() -> int:
         gguf = ensure_gguf()
         ensure_embedded_model(binary, gguf)
         agent = ensure_rust_agent()
+        llama = ensure_llama_server()
     except (server.ServerError, RuntimeError, subprocess.CalledProcessError) as e:
         say(f"failed: {e}")
         return 1
     say(f"rust agent: {agent}")
+    say(f"llama-server: {llama}")
     say(f"done in {time.monotonic() - started:.1f} s")
     return 0

@@ -1,7 +1,18 @@
-"""The Ollama server the agents talk to: a reachable one, or an embedded `ollama serve`.
+"""The server the agents talk to: a reachable one, or an embedded one of a kind.
 
     with ollama_server("embedded") as server:
         server.url  # http://127.0.0.1:PORT, model present, stopped on exit
+
+    with serving({"host": "embedded", "kind": ["ollama", "llama-cpp"]}, model, run_dir) as servers:
+        servers["llama-cpp"].url  # each kind on its own free loopback port, the same GGUF
+
+Kinds, one small class each behind one interface (`KINDS`): `ollama` (`ollama serve` with its
+own model store; /api and /v1), `llama-cpp` (llama.cpp's own `llama-server` on the GGUF blob of
+the embedded Ollama's store: /v1 only), and `openai`, a server at a URL that speaks /v1 only
+(`server: {host: URL, api: openai}`): no /api/version, so it is probed on /v1/models, and the
+manifest keeps what it says of itself (/v1/models, /props, /version, /health where present).
+Embedded servers get a free loopback port, their own log, their readiness probed, and are
+stopped on every exit path with their process group (PR_SET_PDEATHSIG when the runner dies).
 
 Every failure is a ServerError whose message names the cause and the way out.
 """
@@ -39,6 +50,17 @@ class Server:
     process: subprocess.Popen | None = field(default=None, repr=False)
     env: dict = field(default_factory=dict)  # the OLLAMA_* settings it was started with
     cpus: list[int] | None = None  # the CPUs it is pinned to (None: not pinned)
+    kind: str = "ollama"  # ollama | llama-cpp | openai (KINDS)
+    threads: int | None = None  # compute threads it was started with (llama-cpp: --threads)
+    command: list[str] | None = None  # how an embedded server other than Ollama was started
+
+    @property
+    def api(self) -> str:
+        """What it answers: `ollama` (/api and /v1) or `openai` (/v1 only)."""
+        return KINDS[self.kind].api
+
+    def alive(self) -> bool:
+        return KINDS[self.kind].alive(self.url)
 
     def log_tail(self, lines: int = 20) -> str:
         if self.log_path is None or not self.log_path.exists():
@@ -185,6 +207,189 @@ def stop(server: Server, grace: float = 10.0) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def physical_cores() -> int:
+    """Ollama's default compute threads (v0.11.4 discover.GetOptimalThreadCount: the cores, not
+    their hyper-threads, less efficiency cores), which llama-server is given too."""
+    import psutil
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+def _get_json(url: str, timeout: float = 2.0):
+    """The JSON a GET answers with status 200, else None."""
+    try:
+        r = httpx.get(url, timeout=timeout)
+        return r.json() if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def describe(url: str) -> dict:
+    """What an OpenAI-compatible server says of itself, where it answers: /v1/models, /props
+    (llama.cpp), /version, /health (each kept as it came, or absent)."""
+    out = {}
+    for path in ("/v1/models", "/props", "/version", "/health"):
+        doc = _get_json(url + path)
+        if doc is not None:
+            out[path] = doc
+    props = out.get("/props") or {}
+    if isinstance(props, dict) and props.get("build_info"):
+        out["version"] = props["build_info"]
+    elif isinstance(out.get("/version"), dict):
+        out["version"] = out["/version"].get("version")
+    return out
+
+
+def v1_model_ids(url: str) -> list[str] | None:
+    doc = _get_json(f"{url}/v1/models", timeout=10)
+    if not isinstance(doc, dict):
+        return None
+    return [m.get("id") for m in doc.get("data", []) if isinstance(m, dict)]
+
+
+class OllamaKind:
+    """`ollama serve` (embedded), or an Ollama at a URL."""
+    name, api = "ollama", "ollama"
+
+    def alive(self, url: str) -> bool:
+        return server_version(url) is not None
+
+    def start(self, log_path: Path | None = None, env: dict | None = None, cpus: list[int] | None = None,
+              port: int | None = None, slots: int = 1) -> Server:
+        return start_embedded(port=port, log_path=log_path, env=env, cpus=cpus)
+
+    def ensure_model(self, server: Server, model: str) -> None:
+        ensure_model(server, model)
+
+
+class LlamaCppKind:
+    """llama.cpp's `llama-server` (make setup builds it), on the same GGUF as the embedded
+    Ollama, with the settings that make it Ollama's like: Ollama's default compute threads
+    (physical_cores), its default context (4096) and batch (512), flash attention off (Ollama
+    0.11.4's default), `slots` parallel slots, and a chat template that sends the last message's
+    text as is, as the embedded model's `{{ .Prompt }}` does."""
+    name, api = "llama-cpp", "openai"
+    CONTEXT, BATCH = 4096, 512
+    TEMPLATE = "{{ messages[-1]['content'] }}"
+
+    def alive(self, url: str) -> bool:
+        doc = _get_json(f"{url}/health", timeout=1.0)
+        return isinstance(doc, dict) and doc.get("status") == "ok"
+
+    def gguf(self) -> Path:
+        """The embedded Ollama's blob of the model (the same bytes), else the assembled file."""
+        blob = paths.embedded_store() / "blobs" / f"sha256-{paths.GGUF_SHA256}"
+        return blob if blob.exists() else paths.gguf_path()
+
+    def start(self, log_path: Path | None = None, env: dict | None = None, cpus: list[int] | None = None,
+              port: int | None = None, slots: int = 1, timeout: float = 60.0) -> Server:
+        binary = paths.llama_server_cache_bin()
+        if not binary.exists():
+            raise ServerError(f"llama-server not found at {binary}: run `make setup` (it builds it from the "
+                              f"llama.cpp in PyPI's {paths.LLAMA_CPP_PACKAGE} {paths.LLAMA_CPP_PACKAGE_VERSION} sdist)")
+        gguf = self.gguf()
+        if not gguf.exists():
+            raise ServerError(f"the model file {gguf} is missing: run `make setup`")
+        port = port or free_port()
+        threads = physical_cores()
+        command = [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+                   "--threads", str(threads), "--threads-batch", str(threads), "-c", str(self.CONTEXT * slots),
+                   "-b", str(self.BATCH), "-ub", str(self.BATCH), "--parallel", str(slots), "-fa", "off",
+                   "--no-webui", "--jinja", "--chat-template", self.TEMPLATE]
+        if log_path is None:
+            log_path = Path(tempfile.mkdtemp(prefix="langbench-llama-")) / "llama-server.log"
+        proc = _spawn(command, dict(os.environ), log_path, cpus)
+        srv = Server(url=f"http://127.0.0.1:{port}", embedded=True, log_path=log_path, process=proc,
+                     env=dict(env or {}), cpus=cpus, kind=self.name, threads=threads, command=command)
+        _wait_ready(srv, timeout, "llama-server", "/health")
+        return srv
+
+    def ensure_model(self, server: Server, model: str) -> None:
+        """It serves the one GGUF it was started with, whatever name a request gives."""
+
+
+class OpenAIKind:
+    """Any OpenAI-compatible server at a URL (`server.api: openai`): /v1 only."""
+    name, api = "openai", "openai"
+
+    def alive(self, url: str) -> bool:
+        return v1_model_ids(url) is not None
+
+    def start(self, *args, **kw) -> Server:
+        raise ServerError("a server at a URL is not started by langbench: start it, or use host: embedded")
+
+    def ensure_model(self, server: Server, model: str) -> None:
+        ids = v1_model_ids(server.url) or []
+        if model not in ids:
+            raise ServerError(f"model '{model}' is missing on the OpenAI-compatible server at {server.url}: "
+                              f"its /v1/models lists {', '.join(map(str, ids)) or 'none'}; load it there, or set "
+                              "`model:` to one of those")
+
+
+KINDS = {"ollama": OllamaKind(), "llama-cpp": LlamaCppKind(), "openai": OpenAIKind()}
+
+
+def _spawn(command: list[str], env: dict, log_path: Path, cpus: list[int] | None) -> subprocess.Popen:
+    """An embedded server's process in its own group (stop() ends the group), SIGTERM when we die."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, preexec_fn=_die_with_parent)
+    if cpus:
+        os.sched_setaffinity(proc.pid, cpus)
+    return proc
+
+
+def _wait_ready(server: Server, timeout: float, name: str, probe: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise ServerError(f"{name} exited with code {server.process.returncode} during start "
+                              f"(log {server.log_path}):\n{server.log_tail()}")
+        if server.alive():
+            return
+        time.sleep(0.1)
+    stop(server)
+    raise ServerError(f"{name} did not answer {server.url}{probe} within {timeout:.0f} s "
+                      f"(log {server.log_path}):\n{server.log_tail()}")
+
+
+def connect(setting: dict, model: str | None) -> Server:
+    """The server at `setting["host"]` (a URL, or auto), checked: one that does not answer, or
+    lacks the model, is a ServerError naming it. None when the embedded one should start."""
+    if setting.get("api", "ollama") != "openai":
+        url = resolve(setting["host"])
+        return Server(url=url, embedded=False) if url else None
+    url = normalise_url(setting["host"])
+    if v1_model_ids(url) is None:
+        raise ServerError(f"no OpenAI-compatible server answers at {url}/v1/models: start it, fix server.host, "
+                          "or use host: embedded")
+    return Server(url=url, embedded=False, kind="openai")
+
+
+@contextlib.contextmanager
+def serving(setting: dict, model: str, log_dir: Path, env: dict | None = None,
+            cpus: list[int] | None = None, slots: int = 1) -> Iterator[dict[str, Server]]:
+    """Every server a run uses, by kind, each holding `model`: the one at a URL, or the
+    embedded server of each of `setting["kind"]` (one kind, or a list: a factor); every embedded
+    one stopped on exit, whatever happened."""
+    kinds = setting.get("kind", "ollama")
+    kinds = list(kinds) if isinstance(kinds, list) else [kinds]
+    with contextlib.ExitStack() as stack:
+        out: dict[str, Server] = {}
+        external = connect(setting, model) if setting["host"] != "embedded" else None
+        if external is not None:
+            out[external.kind] = external
+        else:
+            for kind in kinds:
+                log = log_dir / ("ollama.log" if kind == "ollama" else f"{kind}.log")
+                srv = KINDS[kind].start(log_path=log, env=env, cpus=cpus, slots=slots)
+                stack.callback(lambda s=srv: stop(s))
+                out[kind] = srv
+        for srv in out.values():
+            KINDS[srv.kind].ensure_model(srv, model)
+        yield out
 
 
 def resolve(host: str) -> str | None:

@@ -48,10 +48,10 @@ class Sweep(batches.Book):
             host, stats, contention = batches.measure(keeper, self.sampler, batch.agent, batch.batch_id,
                                                       attempt.jobs, raw, self.params.timeouts["batch_s"],
                                                       self.agent_cpus)
-            offload = self.offload_after(host, batch.request.get("keep_alive"))
+            offload = self.offload_after(host, batch.request.get("keep_alive")) if keeper.srv.kind == "ollama" else None
             written = batches.task_ended(storage.read_jsonl(raw, repair=True))
             lost = [agents.failure_record(batch.agent, r.run_id, self.params.model, options,
-                                          r.phase != "measured", stats, self.params.endpoint,
+                                          r.phase != "measured", stats, plan.endpoint_of(self.params, batch.config),
                                           batch.request.get("think"))
                     for r in runs if r.run_id not in written]
             storage.append_jsonl(raw, lost)  # the agent is gone: the raw file is ours now
@@ -59,6 +59,7 @@ class Sweep(batches.Book):
             storage.append_jsonl(self.processes_path, [{
                 "batch_id": batch.batch_id, "attempt": attempt.number, "config_id": batch.config_id,
                 "mode": batch.mode, "runs": len(runs), **stats.as_dict(), "offload": offload,
+                "server_kind": keeper.srv.kind, "server_url": host,
                 **contention}])
             self.check_reloads(new)
             left = len(self.state.pending(batch, retries))
@@ -73,6 +74,11 @@ class Sweep(batches.Book):
                            f"{' (timed out)' if stats.timed_out else ''}: {stats.stderr_tail}",
                            file=sys.stderr)
 
+    @staticmethod
+    def kind_of(batch: plan.Batch, keepers: dict) -> str:
+        """The server kind a batch runs on: its config's server_kind, else the run's one server."""
+        return batch.config.get("server_kind") or next(iter(keepers))
+
     def offload_after(self, url: str, keep_alive=None) -> dict | None:
         if self.offload is None:
             return None
@@ -82,9 +88,43 @@ class Sweep(batches.Book):
             return {"error": f"{type(e).__name__}: {e}"[:200]}
 
 
-def session_provenance(params: Params, url: str, model: dict, host: dict) -> dict:
+def model_of(srv: server.Server, model: str) -> dict:
+    """The model's details: Ollama's /api/show; a llama-server serves the embedded GGUF (its
+    sha256 is known); any other server, what its /v1/models says of it."""
+    if srv.api == "ollama":
+        return provenance.model_details(srv.url, model)
+    if srv.kind == "llama-cpp":
+        return {"name": model, "gguf_sha256": paths.GGUF_SHA256, "gguf": str(server.KINDS["llama-cpp"].gguf()),
+                "quantization_level": "Q4_K_M", "parameter_size": None, "served_by": "llama-server"}
+    listed = [m for m in (server.describe(srv.url).get("/v1/models") or {}).get("data", []) if m.get("id") == model]
+    return {"name": model, "gguf_sha256": None, "v1_model": listed[0] if listed else None}
+
+
+def server_facts(srv: server.Server, before: dict | None = None) -> dict:
+    """What the manifest keeps of a server: kind, url, version, threads, how it was started, what
+    an OpenAI-compatible one says of itself, and the threads an embedded Ollama's runner used."""
+    facts = dict(before or {})
+    facts.update(kind=srv.kind, url=srv.url, embedded=srv.embedded, command=srv.command)
+    if srv.api == "ollama":
+        facts.setdefault("version", server.server_version(srv.url))
+        if srv.log_path and srv.log_path.exists():
+            found = re.findall(r"--threads (\d+)", srv.log_path.read_text(errors="replace"))
+            facts["threads"] = int(found[-1]) if found else facts.get("threads")
+    else:
+        about = server.describe(srv.url) if srv.alive() else {}
+        if about:
+            facts.update(about=about, version=about.get("version"))
+        facts["threads"] = srv.threads
+        if srv.kind == "llama-cpp":  # its own version says b0-unknown: the sdist holds no git
+            facts["source"] = (f"the llama.cpp vendored in PyPI's {paths.LLAMA_CPP_PACKAGE} "
+                               f"{paths.LLAMA_CPP_PACKAGE_VERSION} sdist")
+    return facts
+
+
+def session_provenance(params: Params, srv: server.Server, model: dict, host: dict) -> dict:
     """What must stay the same across the sessions of one run (DESIGN.md, "Sweep")."""
-    return {"ollama_version": provenance.ollama_version(url),
+    version = provenance.ollama_version(srv.url) if srv.api == "ollama" else server.describe(srv.url).get("version")
+    return {"ollama_version": version,
             "model_digest": model.get("gguf_sha256"),
             "parameters_digest": params.digest(),
             "host_cpu": host.get("cpu_model"),
@@ -136,6 +176,9 @@ def run_sweep(params_path: str | Path, run_id: str | None = None,
     params, run_dir = prepare(params_path, run_id, outputs, allow_mixed)
     rounds.check(params, decide)
     cluster = cluster or params.raw.get("cluster")
+    if cluster and (params.server.get("kind", "ollama") != "ollama" or params.server.get("api", "ollama") != "ollama"):
+        raise ParamsError(f"{params.path}: server: a Dask worker owns one Ollama server; server.kind and "
+                          "server.api: openai run on the one-server runner (leave out --cluster and cluster:)")
     if workers is not None and cluster != "local":
         raise ParamsError(f"--workers {workers} starts a local Dask cluster: add --cluster local")
     if workers is not None and workers < 1:
@@ -170,17 +213,17 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
     elif done < total:
         cpus = isolation.plan(params.isolation)
         slots = plan.slots(params)
-        with server.ollama_server(params.server["host"], params.model, log_path=run_dir / "ollama.log",
-                                  env={"OLLAMA_NUM_PARALLEL": slots},
-                                  cpus=cpus["server_cpus"] if cpus["applied"] else None) as srv:
+        with server.serving(params.server, params.model, run_dir, env={"OLLAMA_NUM_PARALLEL": slots},
+                            cpus=cpus["server_cpus"] if cpus["applied"] else None, slots=slots) as servers:
+            srv = servers.get("ollama") or next(iter(servers.values()))  # the one whose /api tells the most
             if cpus["applied"] and not srv.embedded:
                 cpus = {**cpus, "applied": False, "reason": "isolation: pinned applies to the embedded "
                         "server only; an external server runs where it was started"}
             sweep.agent_cpus = cpus["agent_cpus"] if cpus["applied"] else None
-            model, host = provenance.model_details(srv.url, params.model), provenance.host_info()
+            model, host = model_of(srv, params.model), provenance.host_info()
             if params.model == vocab.SYNTHETIC_MODEL:
                 model["note"] = vocab.MODEL_NOTE
-            now = session_provenance(params, srv.url, model, host)
+            now = session_provenance(params, srv, model, host)
             first = first_provenance(manifest)
             diffs = provenance_differences(first, now, manifest.get("parameters_digest_aliases", ())) \
                 if first else []
@@ -197,7 +240,9 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
             manifest["sessions"].append(session)
             manifest.update(
                 git=provenance.git_commit(), ollama_version=now["ollama_version"],
-                server={"url": srv.url, "embedded": srv.embedded, "host_setting": params.server["host"]},
+                server={"url": srv.url, "embedded": srv.embedded, "host_setting": params.server["host"],
+                        "kind": srv.kind, "api": srv.api},
+                servers={kind: server_facts(s) for kind, s in servers.items()},
                 model=model, host=host, packages=provenance.package_versions(),
                 agents={a: agents.command(a) for a in params.agents},
                 num_batch_clamp=clamp_note(sweep), isolation=cpus,
@@ -211,7 +256,8 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
             turns = max(t["max_turns"] for t in params.tasks) if params.raw.get("workload") == "agent" else None
             constrained = bool(turns) and "structured" in (params.raw["matrix"].get("actions")
                                                            or [params.raw.get("actions", "structured")])
-            rate = eta.probe(srv.url, params.model, fmt="json" if constrained else None)
+            rate = (eta.probe(srv.url, params.model, fmt="json" if constrained else None)
+                    if srv.api == "ollama" else None)  # it times /api/generate
             left = [(b, len(sweep.state.pending(b, params.retries))) for b in sweep.batches]
             estimate = eta.estimate_s(left, rate, turns or 1) if rate else None
             session["decode_probe"] = {**rate.as_dict(), "eta_s": estimate, "format": "json" if constrained else None,
@@ -219,8 +265,9 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
             sequential = (params.raw.get("stop") or {}).get("rule") == "sequential"
             tqdm.write(eta.describe(rate, estimate, total - done, sequential, turns, constrained), file=sys.stderr)
             storage.write_json(manifest_path, manifest)
-            keeper = Keeper(srv, run_dir)
-            sweep.offload = Offload(srv.log_path)
+            keepers = {kind: Keeper(s, run_dir) for kind, s in servers.items()}
+            keeper = keepers.get("ollama") or next(iter(keepers.values()))
+            sweep.offload = Offload(srv.log_path) if srv.api == "ollama" else None
             if srv.log_path and srv.log_path.exists():  # the probe's load is not the first batch's
                 sweep.offload.offset = srv.log_path.stat().st_size
             sweep.sampler = telemetry.Sampler.start(run_dir / "telemetry.jsonl")
@@ -234,16 +281,20 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
                     def wave(todo: list[plan.Batch]) -> None:
                         for batch in todo:
                             bar.set_postfix_str(batch.batch_id + rounds.open_note(manifest))
-                            sweep.run_batch(batch, keeper, bar)
+                            sweep.run_batch(batch, keepers[sweep.kind_of(batch, keepers)], bar)
                     rounds.run(params, run_dir, manifest, manifest_path, sweep.batches, wave, decide,
                                lambda s: tqdm.write(s, file=sys.stderr))
-                    manifest["loaded_models"] = provenance.loaded_models(keeper.srv.url)
-                    if keeper.srv.embedded:
+                    if keeper.srv.api == "ollama":
+                        manifest["loaded_models"] = provenance.loaded_models(keeper.srv.url)
+                    if keeper.srv.embedded and keeper.srv.kind == "ollama":
                         manifest["server_slots"]["runner_parallel"] = runner_parallel(keeper.srv.log_path)
                 finally:
                     if sweep.sampler:
                         sweep.sampler.close()
-                    server.stop(keeper.srv)  # a restarted server is not the context's
+                    for k in keepers.values():
+                        server.stop(k.srv)  # a restarted server is not the context's
+                    for kind, k in keepers.items():
+                        manifest["servers"][kind] = server_facts(k.srv, manifest["servers"].get(kind))
                     session["ended_at"] = _now()
                     session["server_restarts"] = keeper.restarts
                     if (exc := sys.exc_info()[1]) is not None:  # the report's first line says why

@@ -49,7 +49,9 @@ def stream_kinds(run: Run) -> Section:
     keys = ["agent", "config_id", *run.factors, "mode"]
     g = w.assign(endpoint=w.get("endpoint", "generate"), think=w.get("think")).groupby(keys, dropna=False)
     sent = {} if "think" in keys else {"think": ("think", "first")}  # a factor is a key already
-    t = g.agg(runs=("run_id", "size"), endpoint=("endpoint", "first"), **sent,
+    if "endpoint" not in keys:
+        sent["endpoint"] = ("endpoint", "first")
+    t = g.agg(runs=("run_id", "size"), **sent,
               thinking_chunks=("chunks_thinking", "median"), answer_chunks=("chunks_answer", "median"),
               tokens=("eval_count", "median"), tokens_per_chunk=("tokens_per_chunk", "median"),
               ttft_ms=("ttft_ms", "median"), thinking_ms=("thinking_ms", "median"),

@@ -1,0 +1,242 @@
+"""The Python agent's parts that no HTTP client is in: the jobs file's loader, the ITL
+percentiles and the records writer, shared by its /api path (agent_ollama.py), its /v1 path
+(agent_openai.py) and the null client (agents/null/null_client.py), which import nothing else
+of each other. Standard library only: what a run imports is part of its start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import agent_tools  # the loop's tools and bookkeeping, shared with the null client
+
+SERVER_FIELDS = (
+    "total_duration", "load_duration", "prompt_eval_count",
+    "prompt_eval_duration", "eval_count", "eval_duration",
+)
+
+TOP_KEYS = {"schema_version", "model", "endpoint", "prompts", "raw", "timeout_s", "streams", "runs",
+            "workload", "actions", "tools", "tables", "format"}
+RUN_KEYS = {"run_id", "prompt", "options", "keep_alive", "think", "warmup", "stream", "send_at_s",
+            "max_turns", "task_id", "tools", "table", "replay"}
+AGENT_RUN_KEYS = {"max_turns", "task_id", "tools", "table", "replay"}
+OLLAMA_ENDPOINTS = ("generate", "chat")  # /api/generate, /api/chat (NDJSON)
+OPENAI_ENDPOINTS = ("openai-chat", "openai-completions")  # /v1/chat/completions, /v1/completions (SSE)
+ENDPOINTS = OLLAMA_ENDPOINTS + OPENAI_ENDPOINTS
+CHAT_ENDPOINTS = ("chat", "openai-chat")  # prompts are message lists
+TEXT_ENDPOINTS = ("generate", "openai-completions")  # prompts are strings
+
+
+class JobsError(ValueError):
+    """The jobs file cannot be used: the message names the file and the problem."""
+
+
+def load_jobs(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            jobs = json.load(f)
+    except OSError as e:
+        raise JobsError(f"{path}: cannot read jobs file: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise JobsError(f"{path}: not valid JSON: {e}") from None
+    except UnicodeDecodeError as e:
+        raise JobsError(f"{path}: not UTF-8 text: {e}") from None
+    _check(path, jobs, "", dict)
+    for key in jobs.keys() - TOP_KEYS:
+        raise JobsError(f"{path}: unknown field '{key}'")
+    for key, kind in (("model", str), ("prompts", list), ("runs", list)):
+        if key not in jobs:
+            raise JobsError(f"{path}: missing field '{key}'")
+        _check(path, jobs[key], key, kind)
+    if not jobs["model"]:
+        raise JobsError(f"{path}: field 'model' must be a non-empty string")
+    if jobs.get("schema_version") != 1:
+        raise JobsError(f"{path}: field 'schema_version' must be 1")
+    endpoint = jobs.get("endpoint", "generate")
+    if endpoint not in ENDPOINTS:
+        raise JobsError(f"{path}: field 'endpoint' must be one of {', '.join(ENDPOINTS)}, got {endpoint!r}")
+    if jobs.get("workload") == "agent" and endpoint not in CHAT_ENDPOINTS:
+        raise JobsError(f"{path}: field 'endpoint' must be chat or openai-chat for workload agent")
+    if endpoint in TEXT_ENDPOINTS:
+        if not jobs["prompts"] or not all(isinstance(p, str) and p for p in jobs["prompts"]):
+            raise JobsError(f"{path}: field 'prompts' must be a non-empty list of non-empty strings")
+    elif not jobs["prompts"] or not all(_is_messages(p) for p in jobs["prompts"]):
+        raise JobsError(f"{path}: field 'prompts': endpoint {endpoint} needs each prompt as a non-empty list "
+                        "of messages {role: system|user|assistant, content: non-empty string}")
+    _check(path, jobs.get("raw", False), "raw", bool)
+    _check(path, jobs.get("timeout_s", 600), "timeout_s", (int, float))
+    if endpoint in OPENAI_ENDPOINTS:  # what /v1 cannot carry (the runner refuses it first)
+        if jobs.get("raw"):
+            raise JobsError(f"{path}: field 'raw': endpoint {endpoint} has no raw prompt")
+        if "streams" in jobs:
+            raise JobsError(f"{path}: field 'streams': endpoint {endpoint} runs one stream, one run at a time")
+        for i, run in enumerate(jobs["runs"]):
+            if isinstance(run, dict) and "think" in run:
+                raise JobsError(f"{path}: field 'runs[{i}].think': endpoint {endpoint} has no think field")
+    streams = jobs.get("streams", 1)
+    _check(path, streams, "streams", int)
+    if streams < 1:
+        raise JobsError(f"{path}: field 'streams' must be at least 1")
+    if not jobs["runs"]:
+        raise JobsError(f"{path}: field 'runs' is empty")
+    for i, run in enumerate(jobs["runs"]):
+        where = f"runs[{i}]"
+        _check(path, run, where, dict)
+        for key in run.keys() - RUN_KEYS:
+            raise JobsError(f"{path}: unknown field '{where}.{key}'")
+        for key, kind in (("run_id", str), ("prompt", int), ("options", dict),
+                          ("keep_alive", (int, str)), ("warmup", bool)):
+            if key not in run:
+                raise JobsError(f"{path}: missing field '{where}.{key}'")
+            _check(path, run[key], f"{where}.{key}", kind)
+        if "think" in run:
+            _check(path, run["think"], f"{where}.think", bool)
+        if not run["run_id"]:
+            raise JobsError(f"{path}: field '{where}.run_id' must be a non-empty string")
+        if not 0 <= run["prompt"] < len(jobs["prompts"]):
+            raise JobsError(f"{path}: field '{where}.prompt' is out of range")
+        if "stream" in run:
+            _check(path, run["stream"], f"{where}.stream", int)
+            if not 0 <= run["stream"] < streams:
+                raise JobsError(f"{path}: field '{where}.stream' must be in [0, streams)")
+        if "send_at_s" in run:
+            _check(path, run["send_at_s"], f"{where}.send_at_s", (int, float))
+            if not (math.isfinite(run["send_at_s"]) and run["send_at_s"] >= 0):
+                raise JobsError(f"{path}: field '{where}.send_at_s' must be a finite number ≥ 0")
+            if "streams" not in jobs:
+                raise JobsError(f"{path}: field '{where}.send_at_s' needs 'streams' (the concurrent mode)")
+    measured = [r for r in jobs["runs"] if not r["warmup"]]
+    if any("send_at_s" in r for r in measured) and not all("send_at_s" in r for r in measured):
+        raise JobsError(f"{path}: either every measured run has 'send_at_s' (open loop) or none has")
+    _check_agent(path, jobs)
+    return jobs
+
+
+def _check_tools(path: str, tools, key: str) -> None:
+    _check(path, tools, key, list)
+    for j, name in enumerate(tools):
+        if name not in agent_tools.BUILTIN_TOOLS:
+            raise JobsError(f"{path}: field '{key}[{j}]': unknown tool {name!r} "
+                            f"(built-ins: {', '.join(agent_tools.BUILTIN_TOOLS)})")
+    if len(set(tools)) != len(tools):
+        raise JobsError(f"{path}: field '{key}' names a tool twice")
+
+
+def _check_agent(path: str, jobs: dict) -> None:
+    """workload: agent (DESIGN.md, "Agent loops"): every run is a task of up to max_turns turns."""
+    workload = jobs.get("workload", "request")
+    if workload not in ("request", "agent"):
+        raise JobsError(f"{path}: field 'workload' must be one of request, agent, got {workload!r}")
+    if workload == "request":
+        for key in ("actions", "tools", "tables", "format"):
+            if key in jobs:
+                raise JobsError(f"{path}: field '{key}' needs 'workload: agent'")
+        for i, run in enumerate(jobs["runs"]):
+            for key in run.keys() & AGENT_RUN_KEYS:
+                raise JobsError(f"{path}: field 'runs[{i}].{key}' needs 'workload: agent'")
+        return
+    if jobs.get("endpoint", "generate") not in CHAT_ENDPOINTS:
+        raise JobsError(f"{path}: field 'endpoint' must be chat or openai-chat for workload agent")
+    if "send_at_s" in jobs["runs"][0]:
+        raise JobsError(f"{path}: field 'runs[0].send_at_s': workload agent runs closed loop only")
+    actions = jobs.get("actions", "structured")
+    if actions not in ("structured", "native"):
+        raise JobsError(f"{path}: field 'actions' must be one of structured, native, got {actions!r}")
+    if "format" in jobs and actions != "native":
+        raise JobsError(f"{path}: field 'format': structured actions send their own schema")
+    _check_tools(path, jobs.get("tools", []), "tools")
+    tables = jobs.get("tables", [])
+    _check(path, tables, "tables", list)
+    for t, table in enumerate(tables):
+        _check(path, table, f"tables[{t}]", dict)
+        for k, v in table.items():
+            _check(path, v, f"tables[{t}].{k}", str)
+    for i, run in enumerate(jobs["runs"]):
+        where = f"runs[{i}]"
+        if "max_turns" not in run:
+            raise JobsError(f"{path}: missing field '{where}.max_turns'")
+        _check(path, run["max_turns"], f"{where}.max_turns", int)
+        if run["max_turns"] < 1:
+            raise JobsError(f"{path}: field '{where}.max_turns' must be at least 1")
+        if "task_id" in run:
+            _check(path, run["task_id"], f"{where}.task_id", str)
+        if "tools" in run:
+            _check_tools(path, run["tools"], f"{where}.tools")
+        if "table" in run:
+            _check(path, run["table"], f"{where}.table", int)
+            if not 0 <= run["table"] < len(tables):
+                raise JobsError(f"{path}: field '{where}.table' is out of range")
+        replay = run.get("replay")
+        if replay is not None:
+            if replay not in ("fixed", "regenerated"):
+                raise JobsError(f"{path}: field '{where}.replay' must be one of fixed, regenerated, got {replay!r}")
+            if jobs["prompts"][run["prompt"]][0]["role"] == "assistant":
+                raise JobsError(f"{path}: field '{where}.prompt': a replayed conversation cannot open "
+                                "with an assistant message")
+        elif not run.get("tools", jobs.get("tools")):
+            raise JobsError(f"{path}: field '{where}.tools': a task needs at least one tool "
+                            "(its own 'tools' or the jobs file's)")
+
+
+def _is_messages(prompt) -> bool:
+    return isinstance(prompt, list) and bool(prompt) and all(
+        isinstance(m, dict) and set(m) == {"role", "content"} and m["role"] in ("system", "user", "assistant")
+        and isinstance(m["content"], str) and m["content"] for m in prompt)
+
+
+def _check(path: str, value, key: str, kind) -> None:
+    # bool is an int in Python; a jobs file that says `"prompt": true` is still wrong.
+    wrong_bool = isinstance(value, bool) and kind is not bool and bool not in (
+        kind if isinstance(kind, tuple) else (kind,))
+    if wrong_bool or not isinstance(value, kind):
+        names = "/".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise JobsError(f"{path}: field '{key or '<top>'}' must be {names}, "
+                        f"got {type(value).__name__}")
+
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    """Linear interpolation between closest ranks (numpy's default); the Rust agent matches."""
+    if not sorted_values:
+        return None
+    pos = q * (len(sorted_values) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def itl(sorted_gaps: list[float]) -> dict:
+    """Inter-chunk gaps (ms, over chunks of any kind): p50, p95, p99, max and their count n."""
+    g = sorted_gaps
+    return {"p50": percentile(g, 0.50), "p95": percentile(g, 0.95), "p99": percentile(g, 0.99),
+            "max": g[-1] if g else None, "n": len(g)}
+
+
+
+class Writer:
+    """Appends each record as its run ends and flushes it; counts and reports failures."""
+
+    def __init__(self, out, total: int):
+        self.out, self.total, self.done, self.failed = out, total, 0, 0
+
+    def __call__(self, record: dict) -> None:
+        self.out.write(json.dumps(record) + "\n")
+        self.out.flush()
+        turn = f" turn {record['turn']}" if "turn" in record else ""
+        if "turn" not in record or record["task_outcome"] is not None:
+            self.done += 1
+        if record["outcome"] != "ok":
+            self.failed += 1
+            print(f"python agent: run {record['run_id']}{turn}: {record['outcome']}: "
+                  f"{record['error']['kind']}: {record['error']['message']}", file=sys.stderr)
+        elif record.get("task_outcome") == "error":
+            self.failed += 1
+            print(f"python agent: run {record['run_id']}{turn}: task error: {record['task_error']['kind']}: "
+                  f"{record['task_error']['message']}", file=sys.stderr)
+        elif turn:
+            print(f"python agent: run {record['run_id']}{turn} ttft={record['ttft_ms'] or float('nan'):.1f}ms "
+                  f"action={(record['action'] or {}).get('tool')} task={record['task_outcome']}", file=sys.stderr)
+        else:
+            print(f"python agent: run {self.done}/{self.total} {record['run_id']} ok "
+                  f"ttft={record['ttft_ms']:.1f}ms", file=sys.stderr)
