@@ -59,6 +59,7 @@ compare: setup
 
 ## test: unit, contract, integration (real Ollama), notebook and browser tests
 test: setup browser
+	$(PY) -m langbench setup --llama-cpp
 	$(PY) -m pytest
 
 ## lab: JupyterLab on notebooks/ (LAB_DIR, LAB_ARGS to change); as root too, as in containers

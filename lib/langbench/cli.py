@@ -21,7 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="langbench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("setup", help="find or build ollama, assemble and register the model, build the Rust agent")
+    p = sub.add_parser("setup", help="find or build ollama, assemble and register the model, build the Rust agent")
+    p.add_argument("--llama-cpp", action="store_true",
+                   help="build llama.cpp's llama-server too (make test does; a sweep with server.kind "
+                        "llama-cpp builds it on first need)")
     for name, text in (("sweep", "run (or resume) a sweep into outputs/<run-id>"),
                        ("report", "sweep, then execute and render every notebook")):
         p = sub.add_parser(name, help=text)
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 def _command(args: argparse.Namespace) -> int:
     if args.command == "setup":
         from langbench.run import provision
-        return provision.main()
+        return provision.main(llama_cpp=args.llama_cpp)
     if args.command == "sweep":
         run_dir = sweep(args.params, args.run_id, allow_mixed=args.allow_mixed,
                         cluster=args.cluster, workers=args.workers)

@@ -179,18 +179,22 @@ def ensure_llama_server() -> Path:
     return target
 
 
-def main() -> int:
+def main(llama_cpp: bool = False) -> int:
+    """`make setup`: everything `make report` needs; `llama_cpp`: llama-server too (a slow build,
+    about 10 minutes on 2 cores, that only a study of server.kind llama-cpp and the tests need:
+    `make test` asks for it, a sweep that needs it builds it on first need)."""
     started = time.monotonic()
     try:
         binary = ensure_ollama()
         gguf = ensure_gguf()
         ensure_embedded_model(binary, gguf)
         agent = ensure_rust_agent()
-        llama = ensure_llama_server()
+        llama = ensure_llama_server() if llama_cpp else None
     except (server.ServerError, RuntimeError, subprocess.CalledProcessError) as e:
         say(f"failed: {e}")
         return 1
     say(f"rust agent: {agent}")
-    say(f"llama-server: {llama}")
+    if llama is None:
+        say("llama-server: not built (`python -m langbench setup --llama-cpp`, or a sweep of server.kind llama-cpp, builds it)")
     say(f"done in {time.monotonic() - started:.1f} s")
     return 0

@@ -211,6 +211,13 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
         from langbench.run import cluster as dask_cluster
         dask_cluster.run(sweep, manifest, manifest_path, cluster, workers, progress, allow_mixed, decide)
     elif done < total:
+        kinds = params.server.get("kind", "ollama")
+        if params.server["host"] == "embedded" and "llama-cpp" in (kinds if isinstance(kinds, list) else [kinds]):
+            from langbench.run import provision
+            try:
+                provision.ensure_llama_server()  # a cache hit, or built once on first need
+            except RuntimeError as e:  # no cmake or compiler, or the build failed: named, exit 1
+                raise server.ServerError(str(e)) from None
         cpus = isolation.plan(params.isolation)
         slots = plan.slots(params)
         with server.serving(params.server, params.model, run_dir, env={"OLLAMA_NUM_PARALLEL": slots},
