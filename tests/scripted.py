@@ -375,6 +375,10 @@ class PacedOllama(LoopbackServer):
                                     load_duration=0, prompt_eval_count=1, prompt_eval_duration=int(first_s * ns),
                                     eval_count=tokens, eval_duration=int(tokens * script.gap_ms * 1e6))
                     send_chunk(self.wfile, json.dumps(line, separators=(",", ":")).encode() + b"\n")
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+
+        super().__init__(Handler)
 
 
 class AgentSSEServer(LoopbackServer):
