@@ -56,10 +56,13 @@ def test_tr112_is_the_seeds_study_on_gemma3_latest():
     p = params_mod.load(ROOT / "parameters" / "tr112.yaml")
     assert p.model == "gemma3:latest" and p.server["host"] == "http://127.0.0.1:11434"
     assert p.matrix == {"num_gpu": [60, 80, 120], "num_ctx": [256, 512, 1024], "temperature": [0.6, 0.8]}
-    assert p.baseline == {} and p.repetitions >= 5 and p.warmups >= 1
+    assert p.baseline == {} and p.warmups >= 1
+    # sequential (issue 26) with the seed's scale as its most: 5 measured runs per cell, one a round
+    assert p.stop == {"rule": "sequential", "min_batches": 2, "max_batches": 5}
+    assert p.batches * p.repetitions == 5
     words = len(p.prompts[0].split())
     assert "800 to 1000 words" in p.prompts[0] and words > 30
-    assert len(plan.build(p)) == 72
+    assert len(plan.build(p)) == 72 * 5
 
 
 def test_plan_is_deterministic_for_a_seed_and_changes_with_it(tmp_path):
