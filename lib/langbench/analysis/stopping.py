@@ -61,14 +61,29 @@ def stop_settings(manifest: dict) -> dict:
 
 # --- A/A with the exact reference ----------------------------------------------------------
 
+def round_matrix(data: pd.DataFrame, value: str) -> np.ndarray:
+    """(cells, rounds) batch means of `value` from one agent's baseline rows, column r − 1 =
+    round r (round_of), rounds 1 … the last one present; NaN where a round's batch is missing."""
+    if data.empty or data[value].notna().sum() == 0:
+        return np.empty((0, 0))
+    d = data.assign(_round=data["batch_id"].map(round_of))
+    means = d.groupby(["config_id", "_round"], sort=True)[value].mean().unstack("_round")
+    return means.reindex(columns=range(1, int(d["_round"].max()) + 1)).to_numpy(float)
+
+
 def aa_rates(run: Run, value: str, data: pd.DataFrame) -> dict[str, dict]:
     """The pooled and paired language rules on this run's identical treatments (each agent's
     baseline batches posed against each other, aa.split_rule_counts), against their exact null
     reference (aa.reference). Summed over agents: {"pooled" | "paired": {"k", "n", "rate",
-    "null_mean_rate", "p_above", "flagged"}}; with two agents a rule is flagged when either
-    agent's p_above < α/2 (Bonferroni over the agents); p_above is the smallest of them."""
+    "null_mean_rate", "p_above", "flagged", "sequential"}}; with two agents a rule is flagged
+    when either agent's p_above < α/2 (Bonferroni over the agents); p_above is the smallest.
+    In a sequential study (stop.rule: sequential) the A/A applies the same stopping: the
+    sequential rule on the A/A splits of the rounds in `data` (aa.sequential_reference: one A/A
+    look per two rounds, stopped where the study stopped); "sequential" says which was used."""
     base = data[data["mode"] == "baseline"]
     margin = run.margin_for(value, float(base[value].mean())) if len(base) else 0.0
+    stop = stop_settings(run.manifest)
+    seq = stop.get("rule") == "sequential" and "max_batches" in stop
     agents = sorted(base["agent"].unique()) if len(base) else []
     level = run.alpha / max(1, len(agents))
     workers = run.workers(data)
@@ -80,15 +95,23 @@ def aa_rates(run: Run, value: str, data: pd.DataFrame) -> dict[str, dict]:
             mine = base[base["agent"] == agent]
             parts = [mine[mine["worker"] == w] for w in workers] if len(workers) > 1 else [mine]
             for part in parts:  # under --cluster the rule pairs within each worker, as the A/A does
-                m = aa.batch_matrix(part, value)
-                if m.size == 0:
-                    continue
-                r = aa.reference(m, rule, margin, run.alpha)
+                if seq:  # the sequential rule on A/A splits, stopped where the study stopped
+                    m = round_matrix(part, value)
+                    if m.size == 0:
+                        continue
+                    r = aa.sequential_reference(m, rule, margin, run.alpha,
+                                                min_rounds=int(stop.get("min_batches", 2)),
+                                                max_rounds=int(stop["max_batches"]))
+                else:
+                    m = aa.batch_matrix(part, value)
+                    if m.size == 0:
+                        continue
+                    r = aa.reference(m, rule, margin, run.alpha)
                 if r["n"]:
                     k, n = k + r["k"], n + r["n"]
                     null_mean.append(r["null_mean_rate"])
                     ps.append(r["p_above"])
-        out[rule] = {"k": k, "n": n, "rate": k / n if n else float("nan"),
+        out[rule] = {"k": k, "n": n, "rate": k / n if n else float("nan"), "sequential": seq,
                      "null_mean_rate": float(np.mean(null_mean)) if null_mean else float("nan"),
                      "p_above": float(min(ps)) if ps else float("nan"),
                      "flagged": bool(ps) and min(ps) < level / (len(parts) if len(workers) > 1 else 1)}

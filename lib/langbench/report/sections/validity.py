@@ -126,6 +126,9 @@ RULES = {"delta": "per-config delta (Welch 95% CI of chimera − baseline)",
          "paired": "language comparison (paired over cells, t + margin)"}
 
 
+SEQUENTIAL = ", sequential with the study's stopping (one A/A look per two rounds)"
+
+
 def aa_rates(run: Run, value: str, data: pd.DataFrame | None = None) -> dict[str, dict]:
     """Each decision rule applied to this run's identical treatments (its baseline batches),
     over distinct splits: {"delta" | "pooled" | "paired": stats.rate_against(...) + "flagged"}.
@@ -142,7 +145,8 @@ def aa_rates(run: Run, value: str, data: pd.DataFrame | None = None) -> dict[str
     for rule in ("pooled", "paired"):
         r = ref[rule]
         out[rule] = {**stats.rate_against(r["k"], r["n"], run.alpha), "p_above": r["p_above"],
-                     "null_mean_rate": r["null_mean_rate"], "flagged": r["flagged"]}
+                     "null_mean_rate": r["null_mean_rate"], "flagged": r["flagged"],
+                     "sequential": r.get("sequential", False)}
     return out
 
 
@@ -183,7 +187,8 @@ def aa_check(run: Run) -> Section:
         rule = deciding_rule(run, value, data)
         decided.append(f"On {label}, {rule['why']}.")
         for key, r in rule["rates"].items():
-            rows.append({"rule": RULES[key], "metric": label, **{k: v for k, v in r.items() if k != "flagged"},
+            rows.append({"rule": RULES[key] + (SEQUENTIAL if r.get("sequential") else ""), "metric": label,
+                         **{k: v for k, v in r.items() if k not in ("flagged", "sequential")},
                          "flag": ("unchecked: no A/A split" if not r["n"] else
                                   "above α beyond its null reference" if key != "delta" and r["flagged"] else
                                   "above α beyond binomial noise" if r["flagged"] else "")})
@@ -206,6 +211,10 @@ def aa_check(run: Run) -> Section:
                    "null reference for the language rules): their 'differs' verdicts in this run "
                    "are not to be trusted at face value." if len(flagged) else
                    "No rule exceeds α beyond its binomial noise."))
+    if t["rule"].str.endswith(SEQUENTIAL).any():
+        rounds = int(run.warm["batch_id"].map(stopping.round_of).max())
+        sentence += (f" This study is sequential, so its language rules' A/A applies the sequential rule with the "
+                     f"study's stopping: {rounds} rounds ran, which give {rounds // 2} A/A look(s) of two rounds each.")
     return Section("A/A check: false-positive rate of each decision rule", sentence, t, notes=decided)
 
 
