@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from langbench import schemas, storage
+from langbench import paths, schemas, storage
 from langbench.analysis import stopping, findings, metrics, stats
 from langbench.report.sections import throughput, ttft, validity
 from synthetic import make_run
@@ -139,6 +139,32 @@ def test_cpu_contention_is_recorded_per_batch_and_reported(tiny_run):
     assert all(p["server_cpu_s"] > 0 for p in procs), [p["server_cpu_s"] for p in procs]
     note = validity.footprint(findings.Run.load(tiny_run)).notes
     assert note and note[0].startswith("Server and agents shared the host's")
+
+
+def test_cpu_per_token_and_per_turn_are_each_process_cpu_over_its_own_work():
+    """The kept agent run (results/agent-gpu-h200): each process's CPU beyond start-up over the
+    tokens and turns of its own records, and the rate that fills a core, recomputed from the raw
+    processes.jsonl and records.jsonl; the Rust agent's cost per token is the lower one."""
+    kept = paths.ROOT / "results" / "agent-gpu-h200"
+    run = findings.Run.load(kept)
+    p = metrics.cpu_per_work(run.processes, run.attempts)
+    records = [r for r in storage.read_records(kept / "records.jsonl") if r["agent"] != "null"]
+    for row in storage.read_jsonl(kept / "processes.jsonl")[:6]:
+        mine = [r for r in records if r["batch_id"] == row["batch_id"] and r["attempt"] == row["attempt"]]
+        tokens = sum(r.get("eval_count") or 0 for r in mine)
+        cpu = row["user_cpu_s"] + row["system_cpu_s"] - (row.get("startup_cpu_s") or 0)
+        got = p[(p["batch_id"] == row["batch_id"]) & (p["attempt"] == row["attempt"])].iloc[0]
+        assert got["requests"] == len(mine) == row["records"]
+        assert math.isclose(got["cpu_ms_per_token"], 1e3 * cpu / tokens)
+        assert math.isclose(got["cpu_ms_per_request"], 1e3 * cpu / len(mine))
+        assert math.isclose(got["core_full_tps"], tokens / cpu)
+    section = validity.footprint(run)
+    t = section.table.set_index("agent")
+    assert t.loc["rust", "cpu_ms_per_token"] < t.loc["python", "cpu_ms_per_token"]
+    for agent in ("python", "rust"):
+        assert f"{1e3 * t.loc[agent, 'cpu_ms_per_token']:.0f} µs CPU per token" in section.sentence
+        assert f"one core would be full at {t.loc[agent, 'core_full_tps']:,.0f} tok/s" in section.sentence
+    assert "per turn" in section.sentence
 
 
 def test_the_paired_rule_holds_alpha_on_identical_batches_with_batch_effects():

@@ -154,6 +154,28 @@ def processes(rows: list[dict]) -> pd.DataFrame:
     return p
 
 
+def cpu_per_work(procs: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
+    """Each agent process's own CPU per unit of work (issue 24, item 6): procs from
+    `processes` (one row per batch_id × attempt), records every attempt's records (each one a
+    request: a run, or one turn of an agent task). Adds per process:
+    tokens (Σ eval_count of its records), requests (its records), cpu_ms_per_token and
+    cpu_ms_per_request = (user + system − start-up CPU) / tokens or requests, in ms, and
+    core_full_tps = tokens / CPU-seconds: the aggregate token rate at which that client would
+    keep one core busy (1 / CPU per token). NaN where a process streamed no token."""
+    if procs.empty or records.empty or "eval_count" not in records:
+        return procs
+    keys = ["batch_id", "attempt"] if "attempt" in procs and "attempt" in records else ["batch_id"]
+    work = records.groupby(keys).agg(tokens=("eval_count", "sum"), requests=("eval_count", "size")).reset_index()
+    p = procs.drop(columns=[c for c in ("tokens", "requests") if c in procs]).merge(work, on=keys, how="left")
+    startup = p["startup_cpu_s"].fillna(0) if "startup_cpu_s" in p else 0
+    cpu = (p["user_cpu_s"] + p["system_cpu_s"] - startup).clip(lower=0)
+    tokens = p["tokens"].where(p["tokens"] > 0)
+    p["cpu_ms_per_token"] = 1e3 * cpu / tokens
+    p["cpu_ms_per_request"] = 1e3 * cpu / p["requests"].where(p["requests"] > 0)
+    p["core_full_tps"] = tokens / cpu.where(cpu > 0)
+    return p
+
+
 def warm(df: pd.DataFrame) -> pd.DataFrame:
     """Measured repetitions that completed their num_predict tokens: what warm statistics are
     computed on (a run that stopped early is counted apart, never compared)."""

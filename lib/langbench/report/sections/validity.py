@@ -53,12 +53,23 @@ def drift(run: Run) -> Section:
 
 
 def footprint(run: Run) -> Section:
+    """Each agent process's peak RSS, start-up, CPU per run, per token and per request (a turn
+    of an agent task), and the aggregate token rate at which it would fill one core
+    (metrics.cpu_per_work), medians per agent."""
     p = run.processes
     if p.empty:
         return Section("Process footprint", "No process measurements in this run.")
-    t = p.groupby("agent")[["peak_rss_mib", "startup_ms", "cpu_s_per_run", "wall_s"]].median().reset_index()
+    p = metrics.cpu_per_work(p, run.attempts)
+    cols = ["peak_rss_mib", "startup_ms", "cpu_s_per_run", "cpu_ms_per_token", "cpu_ms_per_request",
+            "core_full_tps", "wall_s"]
+    t = p.groupby("agent")[[c for c in cols if c in p]].median().reset_index()
+    turn = "turn" if "turn" in run.df else "request"
     parts = [f"{r.agent}: peak RSS {r.peak_rss_mib:.1f} MiB, start-up {r.startup_ms:.1f} ms, "
-             f"{1e3 * r.cpu_s_per_run:.1f} ms CPU per run" for r in t.itertuples()]
+             f"{1e3 * r.cpu_s_per_run:.1f} ms CPU per run"
+             + (f", {1e3 * r.cpu_ms_per_token:.0f} µs CPU per token and {r.cpu_ms_per_request:.2f} ms per {turn}: "
+                f"one core would be full at {r.core_full_tps:,.0f} tok/s across its streams"
+                if "core_full_tps" in t and np.isfinite(r.core_full_tps) else "")
+             for r in t.itertuples()]
     notes = []
     if "server_cpu_s" in p and p["server_cpu_s"].notna().any():
         busy = p["server_cpu_s"] / p["wall_s"]
