@@ -342,3 +342,23 @@ def test_the_kept_agent_run_on_one_gpu_renders_its_agent_loops_here(tmp_path):
     assert (share < 1e-3).all(), share  # yet under 0.1 % of a task: the server's grammar is the task
     html = (run / "html" / "agent_loops-nocode.html").read_text()
     assert "The agent's own time, per turn and per task" in html and "data:image/png;base64" in html
+    import html as markup
+    assert "TR112's claims, tested on agent loops" in markup.unescape(html)
+
+
+def test_tr112s_claims_on_loops_are_built_from_the_kept_agent_runs_numbers():
+    """On results/agent-gpu-h200: each claim's numbers are the run's own (task times per
+    language as the rule's batch means; the client's own cost a sliver of a task), and its
+    verdict one of the table's words."""
+    from langbench.report.sections import agent_loops
+    r = findings.Run.load(paths.ROOT / "results" / "agent-gpu-h200")
+    s = agent_loops.loop_claims(r)
+    t = s.table.set_index("TR112 claim")
+    assert len(t) == 5 and set(t["verdict"]) <= {"supported", "contradicted", "not shown"}
+    tasks = agent_loops.tasks(r)
+    batch = {a: tasks[tasks["agent"] == a].groupby("batch_id")["task_e2e_ms"].mean().mean() for a in ("python", "rust")}
+    first = t.iloc[0]
+    assert first["this run"].startswith(f"task end-to-end {batch['python']:,.0f} vs {batch['rust']:,.0f} ms")
+    own = t.loc["…because the client's own cost is small next to the model's"]
+    assert own["verdict"] == "supported"  # a 0.6 ms gap on tasks of tens of seconds
+    assert s.sentence.startswith(f"5 of TR112's claims on loops of {int(tasks['turns'].sum())} turns")

@@ -255,3 +255,68 @@ def prefix_cache(run: Run) -> Section:
                 "action's grammar it also holds that token's grammar-constrained sampling.")
     return Section(title, sentence, table, plots.prefix_cache(t),
                    caption="prompt_eval_duration against prompt_eval_count, each point one turn.")
+
+
+def loop_claims(run: Run) -> Section:
+    """TR112's "the language matters less than expected", put to the test for loops, claim by
+    claim (the seed's §3–4 and its conclusion), each on this run's turns or tasks, Python
+    against Rust with the run's rule (batch means as units where there are two or more) and its
+    pre-set margins (tr112.claims does the same on single requests)."""
+    from scipy import stats as sps
+
+    from langbench.analysis.findings import HIGHER, LOWER
+    from langbench.report.sections.tr112 import CONTRADICTED, NOT_SHOWN, SUPPORTED, _claim, _direction
+    title = "TR112's claims, tested on agent loops"
+    if not is_agent_run(run):
+        return _none(title)
+    u, t = turns(run), tasks(run)
+    u, t = u[u["agent"].isin(LANGS)], t[t["agent"].isin(LANGS)]
+    if t.empty or t["agent"].nunique() < 2:
+        return Section(title, "Both languages need measured tasks for these claims.")
+    rows = []
+    py, rs = (t[t["agent"] == a] for a in LANGS)
+    c = run.compare(py, rs, "task_e2e_ms")
+    v = (SUPPORTED if c.verdict == "equivalent" else CONTRADICTED if c.verdict.endswith("higher") else NOT_SHOWN)
+    rows.append(_claim("The language matters less than expected: a task takes as long in either",
+                       "similar throughput (99.15 vs 98.86 tok/s)",
+                       f"task end-to-end {c.mean_a:,.0f} vs {c.mean_b:,.0f} ms ({c.diff:+,.1f} "
+                       f"[{c.diff_ci_low:+,.1f}, {c.diff_ci_high:+,.1f}] ms)", v,
+                       f"{c.verdict} within ±{c.margin:,.1f} ms (Welch {p_text(c.welch_p)}, TOST {p_text(c.tost_p)})"))
+    own = own_time_table(run)[1]
+    per_task = own[own["level"] == "per task"] if not own.empty else own
+    if len(per_task):
+        r = per_task.iloc[0]
+        median_task = float(t["task_e2e_ms"].median())
+        share_hi = max(abs(r.ci_low), abs(r.ci_high)) / median_task if median_task else float("nan")
+        v = SUPPORTED if share_hi < run.margins["throughput_pct"] / 100 else NOT_SHOWN
+        rows.append(_claim("…because the client's own cost is small next to the model's",
+                           "not measured (one request per run)",
+                           f"agent's own time per task {r.python_ms:.3f} vs {r.rust_ms:.3f} ms: the gap's 95% CI reaches "
+                           f"{100 * share_hi:.3f}% of a median task ({median_task:,.0f} ms)", v,
+                           f"against the {run.margins['throughput_pct']:g}% margin of the task time; the language "
+                           f"verdict on the own time itself: {r.verdict}"))
+    tpy, trs = (u[u["agent"] == a] for a in LANGS)
+    if tpy["throughput_tps"].notna().sum() > 1 and trs["throughput_tps"].notna().sum() > 1:
+        c = run.compare(tpy, trs, "throughput_tps")
+        v, why = _direction(c, "python", HIGHER, 0.003 * c.mean_b)
+        rows.append(_claim("Throughput: Python 0.3 % faster", "99.15 vs 98.86 tok/s (+0.3 %)",
+                           f"per turn {c.mean_a:,.1f} vs {c.mean_b:,.1f} tok/s", v, why))
+    if tpy["ttft_ms"].notna().sum() > 1 and trs["ttft_ms"].notna().sum() > 1:
+        c = run.compare(tpy, trs, "ttft_ms")
+        v, why = _direction(c, "python", LOWER, 3794 - 1409)
+        rows.append(_claim("TTFT: Python's first token far sooner", "1,409 (Python) vs 3,794 ms (Rust)",
+                           f"per turn {c.mean_a:,.1f} vs {c.mean_b:,.1f} ms", v, why))
+    a, b = py["task_e2e_ms"].dropna().to_numpy(), rs["task_e2e_ms"].dropna().to_numpy()
+    if len(a) >= 3 and len(b) >= 3:
+        bf = sps.levene(a, b, center="median").pvalue
+        cv_py, cv_rs = (100 * np.std(x, ddof=1) / np.mean(x) for x in (a, b))
+        v = (SUPPORTED if cv_rs < cv_py else CONTRADICTED) if bf < run.alpha else NOT_SHOWN
+        rows.append(_claim("Consistency: Rust varies less", "CV 0.40 % (Rust) vs 0.48 % (Python)",
+                           f"task end-to-end CV {cv_rs:.1f} % (Rust) vs {cv_py:.1f} % (Python), {len(a)} vs {len(b)} tasks",
+                           v, f"Brown–Forsythe on task times {p_text(bf)}"))
+    table = pd.DataFrame(rows)
+    counts = table["verdict"].value_counts()
+    sentence = (f"{len(table)} of TR112's claims on loops of {int(t['turns'].sum())} turns in {len(t)} tasks: "
+                + ", ".join(f"{n} {v}" for v, n in counts.items()) + ". "
+                + f"{table.iloc[0]['TR112 claim']}: {table.iloc[0]['verdict']} ({table.iloc[0]['this run']}).")
+    return Section(title, sentence, table)
