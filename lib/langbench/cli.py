@@ -119,13 +119,19 @@ def sweep(params_file: str | Path, run_id: str | None = None, outputs: Path | No
     here, where both floors meet. The same holds for a sequential stop: the decision after each
     round needs the analysis (analysis/stopping.py), so it is handed to the runner from here as
     a plain callable. Returns the run directory."""
-    from langbench.analysis import stopping, summary
     from langbench.run.sweep import run_sweep
-    kw.setdefault("decide", stopping.decide)
+    kw.setdefault("decide", _decide)
     run_dir = run_sweep(params_file, run_id, **kw) if outputs is None else \
         run_sweep(params_file, run_id, outputs=outputs, **kw)
-    summary.write_summary(run_dir)
+    from langbench.analysis import summary  # pandas and scipy load only once there is a run to read:
+    summary.write_summary(run_dir)          # a parameter file refused with exit 2 costs no import of them
     return run_dir
+
+
+def _decide(run_dir: str | Path, round_: int) -> dict:
+    """analysis.stopping.decide, imported at the first look of a sequential sweep."""
+    from langbench.analysis import stopping
+    return stopping.decide(run_dir, round_)
 
 
 def run_into(params_file: str | Path, run_dir: str | Path = "") -> str:
