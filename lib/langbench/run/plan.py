@@ -293,9 +293,12 @@ def run_key(batch: Batch, run_id: str) -> str:
 def task_opening(params: Params, batch: Batch, run: Run) -> list[dict]:
     """A task's opening messages (its system message, if any, and its goal; a replay: the whole
     recorded conversation, which the agent cuts into its requests); an uncached run's first
-    message gets a unique prefix, seeded by the order seed and the run's key, so that every
+    user message gets a unique prefix, seeded by the order seed and the run's key, so that every
     language holds the same conversation (with one server slot, the previous task's cache is
-    all the server keeps: the same prefix in another agent's batch is no hit)."""
+    all the server keeps: the same prefix in another agent's batch is no hit). The user's, not
+    a system message: a template without .System (gemma3:270m's `{{ .Prompt }}`) drops that,
+    prefix and all, and the prompt stayed cached (seen on the embedded server: 9 prompt tokens
+    with the prefix as without)."""
     t = params.tasks[run.prompt]
     if "messages" in t:
         opening = [dict(m) for m in t["messages"]]
@@ -304,7 +307,8 @@ def task_opening(params: Params, batch: Batch, run: Run) -> list[dict]:
             [{"role": "user", "content": t["goal"]}]
     if run.cache == "uncached":
         tag = hashlib.sha256(f"{params.order['seed']}:{run_key(batch, run.run_id)}".encode()).hexdigest()[:10]
-        opening[0] = {**opening[0], "content": f"Note {tag}. {opening[0]['content']}"}
+        k = next((i for i, m in enumerate(opening) if m["role"] == "user"), 0)
+        opening[k] = {**opening[k], "content": f"Note {tag}. {opening[k]['content']}"}
     return opening
 
 
