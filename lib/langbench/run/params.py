@@ -189,9 +189,9 @@ def expand_replays(path: Path, doc: dict) -> tuple[dict, ...]:
     """The tasks of a workload-agent file, each replay task replaced by one task per
     conversation of its file (read with conversations.read_sharegpt, the path relative to the
     parameter file): {"name": "TASK/ID", "run_name": "TASK.N" (N: its place in the file, from 1;
-    what run ids use, free of '-' and '/'), "messages": [{"role",
-    "content"}, ...] (the opening), "replay": "fixed" | "regenerated" | None (None: matrix.replay
-    decides), "max_turns": conversations.requests_of(messages)}. Goal tasks are as written.
+    what run ids use, free of '-' and '/'), "messages": [{"role", "content"}, ...] (the opening),
+    "replay": "fixed" | "regenerated" | None (None: matrix.replay decides), "max_turns":
+    conversations.requests_of(messages)}. Goal tasks are as written.
     ParamsError names the key and, for a bad line, the file and line (ConversationError's)."""
     out = []
     for i, t in enumerate(doc["tasks"]):
