@@ -41,10 +41,19 @@ def sampled(options: dict) -> dict:
 
 def sampled_yaml(src: Path, dest_dir: Path) -> Path:
     """The parameter file `src`, with the switch applied to `fixed` and to a temperature
-    factor of one level, written under `dest_dir` (the file itself when the switch is off)."""
+    factor of one level, written under `dest_dir` (the file itself when the switch is off);
+    the files it names relative to itself (prompts' `file`, tasks' `conversations`) are named
+    by their absolute paths, so the copy reads what `src` reads."""
     if SEED is None and TEMPERATURE is None:
         return src
     doc = yaml.safe_load(src.read_text())
+    here = Path(src).resolve().parent
+    for entry in doc.get("prompts") or []:
+        if "file" in entry:
+            entry["file"] = str(here / entry["file"])
+    for task in doc.get("tasks") or []:
+        if "conversations" in task:
+            task["conversations"] = str(here / task["conversations"])
     doc["fixed"] = sampled(doc.get("fixed") or {})
     levels = (doc.get("matrix") or {}).get("temperature")
     if TEMPERATURE is not None and isinstance(levels, list) and len(levels) == 1:

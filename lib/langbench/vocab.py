@@ -21,9 +21,10 @@ REQUEST_FIELDS = ("keep_alive", "think")
 LOAD_FACTORS = ("concurrency", "arrival_rate_per_s")
 
 # Factors of the workload and of where its requests go, not Ollama options: how the agent asks
-# for actions (workload: agent), the endpoint, the server kind. Never in `options`, kept on
-# baseline rows too (both modes run the same tasks the same way, on the same endpoint and server).
-WORKLOAD_FACTORS = ("actions", "endpoint", "server_kind")
+# for actions and how it replays recorded conversations (workload: agent), the endpoint, the
+# server kind. Never in `options`, kept on baseline rows too (both modes run the same tasks the
+# same way, on the same endpoint and server).
+WORKLOAD_FACTORS = ("actions", "replay", "endpoint", "server_kind")
 
 # The endpoints: Ollama's own API (NDJSON) and the OpenAI-compatible /v1 (Server-Sent Events).
 OLLAMA_ENDPOINTS = ("generate", "chat")

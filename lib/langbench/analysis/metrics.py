@@ -42,9 +42,14 @@ def frame(records: list[dict]) -> pd.DataFrame:
         # A baseline row carries no chimera factor values: its factor columns are the options it
         # actually sent (None where it left Ollama's default), as every chimera row's are. The
         # load it ran under (concurrency, arrival rate) is no option: both modes keep it.
+        # A workload factor the record itself states (actions, replay) is what its task did: a
+        # replayed conversation acts with no actions under matrix.actions, a goal task replays
+        # nothing under matrix.replay.
         sent = rec.get("options") or {}
         for k, v in (rec.get("config") or {}).items():
-            if rec.get("mode") != "baseline" or k in LOAD_FACTORS + WORKLOAD_FACTORS:
+            if k in ("actions", "replay") and "task_id" in rec:
+                row[k] = rec.get(k)
+            elif rec.get("mode") != "baseline" or k in LOAD_FACTORS + WORKLOAD_FACTORS:
                 row[k] = v
             else:  # what the baseline request sent: an option, or a request-level field (think, keep_alive)
                 row[k] = rec.get(k) if k in REQUEST_FIELDS else sent.get(k)

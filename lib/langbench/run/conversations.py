@@ -20,7 +20,9 @@ class ConversationError(ValueError):
 
 
 def read_sharegpt(path: str | Path) -> list[dict]:
-    """[{"id": ..., "messages": [{"role", "content"}, ...]}], one per line, in file order."""
+    """[{"id": str, "line": int (1-based), "messages": [{"role", "content"}, ...]}], one per
+    non-blank line, in file order (id: the line's `id`, else its line number). Raises
+    ConversationError naming PATH:LINE and the key; OSError where the file cannot be read."""
     out = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -44,7 +46,7 @@ def read_sharegpt(path: str | Path) -> list[dict]:
                 messages.append({"role": ROLES[t["from"]], "content": t["value"]})
             if messages[0]["role"] == "assistant":
                 raise ConversationError(f"{where}: 'conversations[0]' is a gpt turn: a replay opens with the user")
-            out.append({"id": str(doc.get("id", n)), "messages": messages})
+            out.append({"id": str(doc.get("id", n)), "line": n, "messages": messages})
     return out
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from langbench import schemas
+from langbench.run import conversations
 from langbench.vocab import (ENDPOINT_PATHS, ENDPOINTS, LOAD_FACTORS, MARGINS, OPENAI_ENDPOINTS, OPENAI_FIELDS,
                              REQUEST_FIELDS, WORKLOAD_FACTORS, ParamsError)
 
@@ -24,6 +25,7 @@ class Params:
     path: Path
     raw: dict  # the document as loaded, defaults filled in
     prompts: tuple[str, ...]
+    expanded_tasks: tuple[dict, ...] | None = None  # workload agent: `tasks` with each replay task expanded
 
     def __getattr__(self, key):  # params.model, params.matrix, ...
         try:
@@ -31,27 +33,46 @@ class Params:
         except KeyError:
             raise AttributeError(key) from None
 
+    @property
+    def tasks(self) -> tuple[dict, ...]:
+        """The tasks a batch runs: the file's goal tasks as written, and in place of each replay
+        task one task per conversation of its file (expand_replays); () outside workload agent."""
+        if self.expanded_tasks is not None:
+            return self.expanded_tasks
+        return tuple(self.raw.get("tasks") or ())
+
+    def conversations(self) -> list[dict]:
+        """The replayed conversations, as they are part of what the sweep runs:
+        [{"name": TASK NAME, "messages": [...]}] in task order; [] when no task replays."""
+        return [{"name": t["name"], "messages": t["messages"]} for t in self.tasks if "messages" in t]
+
     def digest(self) -> str:
         """Identity of what the sweep runs: a resumed run must have the same."""
-        return digest_of(self.raw, self.prompts)
+        return digest_of(self.raw, self.prompts, self.conversations())
 
-    def same_as_stored(self, stored_raw: dict | None, stored_prompts: list | None) -> bool:
+    def same_as_stored(self, stored_raw: dict | None, stored_prompts: list | None,
+                       stored_conversations: list | None = None) -> bool:
         """Whether a run's stored parameters (manifest.json) are these: a run written by an
         older version stored them with that version's defaults filled in, so this version's
         defaults are filled into a copy before the digests are compared."""
         if not isinstance(stored_raw, dict) or stored_prompts is None:
             return False
         try:
-            return digest_of(with_defaults(copy.deepcopy(stored_raw)), stored_prompts) == self.digest()
+            return digest_of(with_defaults(copy.deepcopy(stored_raw)), stored_prompts,
+                             stored_conversations or []) == self.digest()
         except (AttributeError, KeyError, TypeError):
             return False
 
 
-def digest_of(raw: dict, prompts) -> str:
-    """sha256 of the parameters (less `cluster`: where it runs, not what) and prompt texts."""
+def digest_of(raw: dict, prompts, conversations=()) -> str:
+    """sha256 of the parameters (less `cluster`: where it runs, not what), prompt texts and,
+    where tasks replay, the conversations replayed (a file without replays keeps the digest it
+    had before replays existed)."""
     raw = {k: v for k, v in raw.items() if k != "cluster"}
-    doc = json.dumps({"raw": raw, "prompts": list(prompts)}, sort_keys=True)
-    return hashlib.sha256(doc.encode()).hexdigest()
+    doc = {"raw": raw, "prompts": list(prompts)}
+    if conversations:
+        doc["conversations"] = list(conversations)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
 # The model options the pinned server accepts: the json tags of api.Options and its embedded
@@ -91,10 +112,15 @@ def load(path: str | Path) -> Params:
     if clash:
         raise ParamsError(f"{path}: matrix.{sorted(clash)[0]}: set it under fixed, not in the matrix")
     check_option_names(path, doc)
-    return Params(path=path, raw=doc, prompts=tuple(_prompt(path, i, p) for i, p in enumerate(doc.get("prompts", []))))
+    return Params(path=path, raw=doc, prompts=tuple(_prompt(path, i, p) for i, p in enumerate(doc.get("prompts", []))),
+                  expanded_tasks=expand_replays(path, doc) if doc.get("workload") == "agent" else None)
 
 
 ACTIONS = ("structured", "native")
+REPLAYS = ("fixed", "regenerated")
+# What a replay task takes from its conversations instead: the opening, and the turns (one
+# request wherever an assistant message would follow: conversations.requests_of).
+NOT_IN_A_REPLAY = ("goal", "system", "tools", "table", "max_turns")
 
 
 def check_agent(path: Path, doc: dict) -> None:
@@ -109,8 +135,15 @@ def check_agent(path: Path, doc: dict) -> None:
                 raise ParamsError(f"{path}: matrix.actions[{i}]: {v!r} is not one of {', '.join(ACTIONS)}")
         if "actions" in doc:
             raise ParamsError(f"{path}: actions: set it at the top or vary it in the matrix, not both")
+    if "replay" in doc["matrix"]:
+        if not agent:
+            raise ParamsError(f"{path}: matrix.replay: a factor of workload: agent only")
+        for i, v in enumerate(doc["matrix"]["replay"]):
+            if v not in REPLAYS:
+                raise ParamsError(f"{path}: matrix.replay[{i}]: {v!r} is not one of {', '.join(REPLAYS)}")
     if not agent:
         return
+    check_replays(path, doc)
     for i, endpoint in enumerate(doc["matrix"].get("endpoint") or [doc.get("endpoint", "chat")]):
         if endpoint not in ("chat", "openai-chat"):
             where = f"matrix.endpoint[{i}]" if "endpoint" in doc["matrix"] else "endpoint"
@@ -124,6 +157,78 @@ def check_agent(path: Path, doc: dict) -> None:
         raise ParamsError(f"{path}: open_loop: workload agent runs closed loop only (concurrency: sessions)")
     if doc["fixed"].get("raw"):
         raise ParamsError(f"{path}: fixed.raw: workload agent sends messages on /api/chat, never a raw prompt")
+
+
+def check_replays(path: Path, doc: dict) -> None:
+    """Replay tasks (`conversations: FILE`, `replay: fixed | regenerated`, or matrix.replay):
+    a replay takes its opening and turns from its conversations, so it sets none of
+    NOT_IN_A_REPLAY; `replay` needs a conversations file; its mode is the task's or the
+    matrix's, not both. ParamsError names the key; the files are read by expand_replays."""
+    factor = "replay" in doc["matrix"]
+    replays = 0
+    for i, t in enumerate(doc["tasks"]):
+        if "conversations" not in t and "replay" not in t:
+            continue
+        replays += 1
+        if "conversations" not in t:
+            raise ParamsError(f"{path}: tasks[{i}].replay: replays recorded conversations: add "
+                              f"tasks[{i}].conversations: FILE (ShareGPT JSONL, relative to this file)")
+        for key in NOT_IN_A_REPLAY:
+            if key in t:
+                raise ParamsError(f"{path}: tasks[{i}].{key}: a replay task's opening and turns are its "
+                                  f"conversations' (tasks[{i}].conversations); leave out {key}, or make it a "
+                                  "task of its own")
+        if factor and "replay" in t:
+            raise ParamsError(f"{path}: tasks[{i}].replay: set it on the task or vary it in the matrix "
+                              "(matrix.replay), not both")
+    if factor and not replays:
+        raise ParamsError(f"{path}: matrix.replay: no task replays conversations (tasks[].conversations)")
+
+
+def expand_replays(path: Path, doc: dict) -> tuple[dict, ...]:
+    """The tasks of a workload-agent file, each replay task replaced by one task per
+    conversation of its file (read with conversations.read_sharegpt, the path relative to the
+    parameter file): {"name": "TASK/ID", "run_name": "TASK.N" (N: its place in the file, from 1;
+    what run ids use, free of '-' and '/'), "messages": [{"role", "content"}, ...] (the opening),
+    "replay": "fixed" | "regenerated" | None (None: matrix.replay decides), "max_turns":
+    conversations.requests_of(messages)}. Goal tasks are as written.
+    ParamsError names the key and, for a bad line, the file and line (ConversationError's)."""
+    out = []
+    for i, t in enumerate(doc["tasks"]):
+        if "conversations" not in t:
+            out.append(t)
+            continue
+        file = (path.parent / t["conversations"]).resolve()
+        where = f"{path}: tasks[{i}].conversations"
+        try:
+            convs = conversations.read_sharegpt(file)
+        except (OSError, UnicodeDecodeError) as e:
+            raise ParamsError(f"{where}: cannot read {file}: {getattr(e, 'strerror', None) or e}") from None
+        except conversations.ConversationError as e:
+            raise ParamsError(f"{where}: {e}") from None
+        if not convs:
+            raise ParamsError(f"{where}: {file} holds no conversation")
+        seen = {}
+        for n, c in enumerate(convs, 1):
+            if c["id"] in seen:
+                raise ParamsError(f"{where}: {file}:{c['line']}: id {c['id']!r} names two conversations "
+                                  f"(line {seen[c['id']]} too)")
+            seen[c["id"]] = c["line"]
+            out.append({"name": f"{t['name']}/{c['id']}", "run_name": f"{t['name']}.{n}",
+                        "messages": c["messages"],
+                        "replay": None if "replay" in doc["matrix"] else t.get("replay", "fixed"),
+                        "max_turns": conversations.requests_of(c["messages"])})
+    run_names = [task_run_name(t) for t in out]
+    for k, name in enumerate(run_names):
+        if name in run_names[:k]:
+            raise ParamsError(f"{path}: tasks: {out[k]['name']!r} and {out[run_names.index(name)]['name']!r} would "
+                              f"share run ids ({name}.r01, …): rename one of the tasks")
+    return tuple(out)
+
+
+def task_run_name(task: dict) -> str:
+    """A task's name in run ids: a replayed conversation's `run_name`, else the task's name."""
+    return task.get("run_name", task["name"])
 
 
 def endpoints(doc: dict) -> list[str]:

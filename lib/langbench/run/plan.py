@@ -14,7 +14,7 @@ import itertools
 import random
 from dataclasses import asdict, dataclass, field, replace
 
-from langbench.run.params import Params
+from langbench.run.params import Params, task_run_name
 from langbench.vocab import LOAD_FACTORS, OPENAI_ENDPOINTS, OPENAI_FIELDS, REQUEST_FIELDS, WORKLOAD_FACTORS
 
 MODES = ("baseline", "chimera")
@@ -217,9 +217,10 @@ def _agent_runs(params: Params, batch_id: str, config: dict) -> tuple[list[Run],
     """workload agent: a run is a task (its `prompt` indexes `tasks`). The cold run is the first
     task, warm-ups go through the tasks in turn, then each stream runs every task `repetitions`
     times as planned (r), then `uncached_repetitions` times with a unique prefix on its opening
-    (u), so the server cannot reuse a cached prefix at its first turn."""
+    (u), so the server cannot reuse a cached prefix at its first turn. A replayed conversation
+    is a task like any other (params.expand_replays), named in run ids by its run_name."""
     n = len(params.tasks)
-    name = lambda i: params.tasks[i]["name"]  # noqa: E731
+    name = lambda i: task_run_name(params.tasks[i])  # noqa: E731
     runs = [Run(f"{batch_id}-cold", "cold", 0, 0)]
     runs += [Run(f"{batch_id}-w{i}", "warmup", i, (i - 1) % n) for i in range(1, params.warmups + 1)]
     streams = config.get("concurrency")
@@ -290,17 +291,37 @@ def run_key(batch: Batch, run_id: str) -> str:
 
 
 def task_opening(params: Params, batch: Batch, run: Run) -> list[dict]:
-    """A task's opening messages (its system message, if any, and its goal); an uncached run's
-    first message gets a unique prefix, seeded by the order seed and the run's key, so that
-    every language holds the same conversation (with one server slot, the previous task's
-    cache is all the server keeps: the same prefix in another agent's batch is no hit)."""
+    """A task's opening messages (its system message, if any, and its goal; a replay: the whole
+    recorded conversation, which the agent cuts into its requests); an uncached run's first
+    user message gets a unique prefix, seeded by the order seed and the run's key, so that every
+    language holds the same conversation (with one server slot, the previous task's cache is
+    all the server keeps: the same prefix in another agent's batch is no hit). The user's, not
+    a system message: a template without .System (gemma3:270m's `{{ .Prompt }}`) drops that,
+    prefix and all, and the prompt stayed cached (seen on the embedded server: 9 prompt tokens
+    with the prefix as without)."""
     t = params.tasks[run.prompt]
-    opening = ([{"role": "system", "content": t["system"]}] if "system" in t else []) + \
-        [{"role": "user", "content": t["goal"]}]
+    if "messages" in t:
+        opening = [dict(m) for m in t["messages"]]
+    else:
+        opening = ([{"role": "system", "content": t["system"]}] if "system" in t else []) + \
+            [{"role": "user", "content": t["goal"]}]
     if run.cache == "uncached":
         tag = hashlib.sha256(f"{params.order['seed']}:{run_key(batch, run.run_id)}".encode()).hexdigest()[:10]
-        opening[0] = {**opening[0], "content": f"Note {tag}. {opening[0]['content']}"}
+        k = next((i for i, m in enumerate(opening) if m["role"] == "user"), 0)
+        opening[k] = {**opening[k], "content": f"Note {tag}. {opening[k]['content']}"}
     return opening
+
+
+def agent_requests(params: Params) -> tuple[int | None, bool]:
+    """What the ETA of an agent run stands on: the most requests one task sends (its max_turns;
+    a replayed conversation's are exactly its requests, conversations.requests_of) and whether
+    any task asks for structured actions (its requests decode under a JSON grammar; a replay
+    sends no `format`). (None, False) outside workload agent."""
+    if params.raw.get("workload") != "agent":
+        return None, False
+    acting = any("messages" not in t for t in params.tasks)
+    structured = "structured" in (params.matrix.get("actions") or [params.raw.get("actions", "structured")])
+    return max(t["max_turns"] for t in params.tasks), acting and structured
 
 
 def actions_of(params: Params, batch: Batch) -> str:
@@ -308,9 +329,25 @@ def actions_of(params: Params, batch: Batch) -> str:
     return batch.config.get("actions") or params.raw.get("actions") or "structured"
 
 
+def replay_of(batch: Batch, task: dict) -> str | None:
+    """How a task replays in this batch: a replayed conversation's own mode, else the config's
+    matrix.replay level; None for a goal task (it acts with tools)."""
+    if "messages" not in task:
+        return None
+    return task["replay"] or batch.config["replay"]
+
+
+def _task_fields(batch: Batch, task: dict, index: int) -> dict:
+    """A run's task fields: a goal task's tools and table (index into the jobs' tables), or a
+    replay's mode (no tools: the agent sends the recorded turns)."""
+    replay = replay_of(batch, task)
+    return {"replay": replay} if replay else {"tools": task["tools"], "table": index}
+
+
 def agent_jobs_document(params: Params, batch: Batch, runs: list[Run], options: dict | None = None) -> dict:
     """The jobs file of an agent batch (workload agent): one opening per run, the task's tools,
-    table and max_turns; the cold and resume runs are one-turn tasks (they pay the reload; neither is measured)."""
+    table (or replay mode) and max_turns; the cold and resume runs are one-turn tasks (they pay
+    the reload; neither is measured)."""
     request = batch.request or {"keep_alive": params.fixed["keep_alive"]}
     tasks = params.tasks
     tables = [t.get("table", {}) for t in tasks]
@@ -321,7 +358,7 @@ def agent_jobs_document(params: Params, batch: Batch, runs: list[Run], options: 
         "timeout_s": params.timeouts["run_s"],
         "runs": [{"run_id": r.run_id, "prompt": i, "options": batch.options if options is None else options,
                   **request, "warmup": r.phase != "measured", "task_id": tasks[r.prompt]["name"],
-                  "tools": tasks[r.prompt]["tools"], "table": r.prompt,
+                  **_task_fields(batch, tasks[r.prompt], r.prompt),
                   "max_turns": 1 if r.phase in ("resume", "cold") else tasks[r.prompt]["max_turns"],
                   **({"stream": r.stream} if r.stream is not None and batch.streams else {})}
                  for i, r in enumerate(runs)],

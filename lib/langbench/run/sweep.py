@@ -136,8 +136,8 @@ def adopt_defaults(manifest: dict, params: Params) -> None:
     defaults are filled in (Params.same_as_stored) takes this version's digest; the old one is
     kept in "parameters_digest_aliases", so the run resumes as one run, not a mixed one."""
     old = manifest.get("parameters_digest")
-    if old and old != params.digest() and params.same_as_stored(manifest.get("parameters"),
-                                                                 manifest.get("prompts")):
+    if old and old != params.digest() and params.same_as_stored(manifest.get("parameters"), manifest.get("prompts"),
+                                                                 manifest.get("conversations")):
         manifest["parameters_digest_aliases"] = [*manifest.get("parameters_digest_aliases", []), old]
         manifest.update(parameters=params.raw, parameters_digest=params.digest())
 
@@ -156,7 +156,7 @@ def prepare(params_path: str | Path, run_id: str | None = None,
     if manifest.exists() and not allow_mixed:
         stored = storage.read_json(manifest)
         if stored.get("parameters_digest") != params.digest() and \
-                not params.same_as_stored(stored.get("parameters"), stored.get("prompts")):
+                not params.same_as_stored(stored.get("parameters"), stored.get("prompts"), stored.get("conversations")):
             raise storage.RunDirError(
                 f"{params.path}: run {run_id} exists with other parameters ({manifest}): "
                 "choose another --run-id, or pass --allow-mixed to resume it with these")
@@ -199,6 +199,7 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
     manifest = storage.read_json(manifest_path) if manifest_path.exists() else {
         "schema_version": 1, "run_id": run_dir.name, "parameters_file": str(params.path),
         "parameters": params.raw, "prompts": list(params.prompts),
+        **({"conversations": params.conversations()} if params.conversations() else {}),
         "parameters_digest": params.digest(), "started_at": _now(), "sessions": []}
     adopt_defaults(manifest, params)
     sweep = Sweep(params, run_dir)
@@ -260,9 +261,7 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
             storage.write_json(manifest_path, manifest)
             # What the ETA stands on, before the first batch: the server's decode rate, now
             # (an agent run: its tasks' most turns, and under a grammar where its actions are structured)
-            turns = max(t["max_turns"] for t in params.tasks) if params.raw.get("workload") == "agent" else None
-            constrained = bool(turns) and "structured" in (params.raw["matrix"].get("actions")
-                                                           or [params.raw.get("actions", "structured")])
+            turns, constrained = plan.agent_requests(params)
             rate = (eta.probe(srv.url, params.model, fmt="json" if constrained else None)
                     if srv.api == "ollama" else None)  # it times /api/generate
             left = [(b, len(sweep.state.pending(b, params.retries))) for b in sweep.batches]

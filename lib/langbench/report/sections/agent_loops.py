@@ -59,10 +59,13 @@ def overview(run: Run) -> Section:
     t = t[t["phase"] == "measured"]
     table = (t.groupby(["agent", "task_id", "task_outcome"]).agg(tasks=("run_id", "size"), turns=("turns", "mean"))
              .reset_index())
-    actions = ", ".join(sorted(t["actions"].dropna().unique())) or "replayed"
+    replays = t["replay"].dropna() if "replay" in t else pd.Series(dtype=object)
+    kinds = [f"{', '.join(sorted(t['actions'].dropna().unique()))} actions"] if t["actions"].notna().any() else []
+    kinds += [f"{len(replays)} replayed conversations: "
+              + ", ".join(f"{n} {m}" for m, n in sorted(replays.value_counts().items()))] if len(replays) else []
     outcome = t["task_outcome"].value_counts()
     parts = ", ".join(f"{n} {o}" for o, n in outcome.items())
-    sentence = (f"{len(t)} measured tasks ({actions} actions) over {t['task_id'].nunique()} task kinds, "
+    sentence = (f"{len(t)} measured tasks ({'; '.join(kinds)}) over {t['task_id'].nunique()} task kinds, "
                 f"{int(t['turns'].sum())} turns, by {', '.join(sorted(t['agent'].unique()))}: {parts}. "
                 "A task ends by finish, at max_turns, or on the turn whose answer is no valid action, names a "
                 "tool that does not exist, or whose request failed (each a named outcome on that turn).")
@@ -118,7 +121,8 @@ def ttft_by_turn(run: Run) -> Section:
                 (f" Across turns, TTFT rises with the prompt's length (Spearman ρ = {rho:.2f})." if rho is not None
                  and rho > 0 else f" Spearman ρ of TTFT on prompt length: {rho:.2f}." if rho is not None else ""))
     return Section(title, sentence, table, plots.ttft_by_context(t),
-                   caption="Each point one turn; the history grows by the answer and the tool's result each turn.")
+                   caption="Each point one turn; the history grows by the answer and the tool's result each turn "
+                           "(a replay: by the recorded turns up to the next answer).")
 
 
 def stats_spearman(x, y) -> float | None:
