@@ -12,7 +12,7 @@ import sys
 import pytest
 import yaml
 
-from cli_runs import sweep_fixture
+from cli_runs import fixture_params, sweep_fixture
 from langbench import paths, storage
 from langbench.analysis import findings, metrics
 from langbench.report.sections import agent_loops
@@ -69,7 +69,7 @@ def test_agent_sweep_holds_the_same_conversation_in_every_language(agent_run):
 
 def test_agent_sweep_resumes_without_running_anything_twice(agent_run, tmp_path):
     before = (agent_run / "records.jsonl").read_text()
-    done = subprocess.run([sys.executable, "-m", "langbench", "sweep", str(paths.ROOT / "tests" / "fixtures" / "tiny-agent.yaml"),
+    done = subprocess.run([sys.executable, "-m", "langbench", "sweep", str(fixture_params("tiny-agent.yaml", tmp_path)),
                            "--run-id", agent_run.name],
                           env={**os.environ, "LANGBENCH_OUTPUTS": str(agent_run.parent)},
                           capture_output=True, text=True, timeout=300)

@@ -19,6 +19,7 @@ import psutil
 import pytest
 import yaml
 
+from cli_runs import fixture_params
 from langbench import paths, storage
 from langbench.analysis import findings
 from langbench.run import plan, server, sweep
@@ -162,7 +163,7 @@ def test_a_resume_over_a_corrupt_records_file_exits_2_and_changes_nothing(tiny_r
     lines = records.read_bytes().splitlines(keepends=True)
     lines[3] = b'{"run_id": "half a rec\n'
     records.write_bytes(b"".join(lines))
-    done = _cli("sweep", str(TINY), "--run-id", "c", outputs=tmp_path)
+    done = _cli("sweep", str(fixture_params("tiny.yaml", tmp_path)), "--run-id", "c", outputs=tmp_path)
     assert done.returncode == 2, done.stderr
     assert f"{records}:4: malformed JSON line" in done.stderr
     assert records.read_bytes() == b"".join(lines)
@@ -175,7 +176,7 @@ def test_a_second_sweep_or_render_into_a_busy_run_exits_2(tiny_run, tmp_path):
     shutil.copytree(tiny_run, run)
     before = (run / "records.jsonl").read_bytes()
     with storage.locked(run, "sweep"):
-        for args in (("sweep", str(TINY), "--run-id", "busy"), ("render", str(run))):
+        for args in (("sweep", str(fixture_params("tiny.yaml", tmp_path)), "--run-id", "busy"), ("render", str(run))):
             done = _cli(*args, outputs=tmp_path)
             assert done.returncode == 2, (args, done.stderr)
             assert "in use by langbench sweep (pid" in done.stderr, done.stderr
@@ -206,14 +207,14 @@ def test_a_resume_on_other_conditions_is_refused_listing_them_unless_allowed(tin
     storage.write_json(run / "manifest.json", manifest)
     before = (run / "records.jsonl").read_bytes()
 
-    done = _cli("sweep", str(TINY), "--run-id", "m", outputs=tmp_path)
+    done = _cli("sweep", str(fixture_params("tiny.yaml", tmp_path)), "--run-id", "m", outputs=tmp_path)
     assert done.returncode == 2, done.stderr
     assert "ollama_version: '0.10.0' in the first session" in done.stderr
     assert "host_cpu: 'Some Other CPU'" in done.stderr
     assert "model_digest" not in done.stderr  # only what differs is listed
     assert (run / "records.jsonl").read_bytes() == before
 
-    done = _cli("sweep", str(TINY), "--run-id", "m", "--allow-mixed", outputs=tmp_path)
+    done = _cli("sweep", str(fixture_params("tiny.yaml", tmp_path)), "--run-id", "m", "--allow-mixed", outputs=tmp_path)
     assert done.returncode == 0, done.stderr
     manifest = storage.read_json(run / "manifest.json")
     assert manifest["mixed"] == ["host_cpu", "ollama_version"]
@@ -232,7 +233,7 @@ def test_a_record_whose_run_id_is_not_planned_is_an_error(tiny_run, tmp_path):
     first_raw = sorted((run / "jobs").glob("*.records.jsonl"))[0]
     rec = storage.read_jsonl(first_raw)[0]
     storage.append_jsonl(first_raw, [{**rec, "run_id": "not-a-planned-run"}])
-    done = _cli("sweep", str(TINY), "--run-id", "u", outputs=tmp_path)
+    done = _cli("sweep", str(fixture_params("tiny.yaml", tmp_path)), "--run-id", "u", outputs=tmp_path)
     assert done.returncode == 2, done.stderr
     assert "'not-a-planned-run' is not in this run's plan" in done.stderr
     assert str(first_raw) in done.stderr
