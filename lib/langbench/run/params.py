@@ -127,20 +127,16 @@ def check_agent(path: Path, doc: dict) -> None:
     """workload: agent (DESIGN.md, "Agent loops"): tasks instead of prompts, on /api/chat,
     `actions` fixed or a matrix factor. ParamsError names the key; nothing has run yet."""
     agent = doc.get("workload") == "agent"
-    if "actions" in doc["matrix"]:
+    for factor, levels in (("actions", ACTIONS), ("replay", REPLAYS)):  # the agent workload's factors
+        if factor not in doc["matrix"]:
+            continue
         if not agent:
-            raise ParamsError(f"{path}: matrix.actions: a factor of workload: agent only")
-        for i, v in enumerate(doc["matrix"]["actions"]):
-            if v not in ACTIONS:
-                raise ParamsError(f"{path}: matrix.actions[{i}]: {v!r} is not one of {', '.join(ACTIONS)}")
-        if "actions" in doc:
+            raise ParamsError(f"{path}: matrix.{factor}: a factor of workload: agent only")
+        for i, v in enumerate(doc["matrix"][factor]):
+            if v not in levels:
+                raise ParamsError(f"{path}: matrix.{factor}[{i}]: {v!r} is not one of {', '.join(levels)}")
+        if factor == "actions" and "actions" in doc:
             raise ParamsError(f"{path}: actions: set it at the top or vary it in the matrix, not both")
-    if "replay" in doc["matrix"]:
-        if not agent:
-            raise ParamsError(f"{path}: matrix.replay: a factor of workload: agent only")
-        for i, v in enumerate(doc["matrix"]["replay"]):
-            if v not in REPLAYS:
-                raise ParamsError(f"{path}: matrix.replay[{i}]: {v!r} is not one of {', '.join(REPLAYS)}")
     if not agent:
         return
     check_replays(path, doc)
