@@ -54,6 +54,50 @@ def test_a_sequential_sweep_stops_before_its_maximum_once_every_verdict_is_decid
 
 @pytest.mark.server
 @pytest.mark.slow
+def test_a_capped_cold_run_sends_one_token_and_still_primes_the_prompt_cache(seq_run):
+    records = [json.loads(line) for line in (seq_run / "records.jsonl").read_text().splitlines()]
+    by_id = {r["run_id"]: r for r in records}
+    cold = [r for r in records if r["phase"] == "cold"]
+    assert cold and all(r["outcome"] == "ok" for r in cold)
+    for r in cold:  # one token asked, one generated, and a TTFT: what the cold run is read for
+        assert r["options"]["num_predict"] == 1 and r["eval_count"] == 1 and r["ttft_ms"] > 0, r["run_id"]
+        cached = by_id[r["run_id"].replace("-cold", "-r01")]
+        uncached = by_id[r["run_id"].replace("-cold", "-u01")]
+        assert cached["options"]["num_predict"] == uncached["options"]["num_predict"] == 4
+        # the cached run reuses the prompt the one-token cold run evaluated; the unique prefix does not
+        assert cached["prompt_eval_count"] < uncached["prompt_eval_count"], r["run_id"]
+    df = findings.Run.load(seq_run).df
+    assert not df[df["phase"] == "cold"]["stopped_early"].any()  # one token asked is a run that ended
+
+
+def test_cold_num_predict_is_refused_where_it_cannot_apply(tmp_path):
+    doc = yaml.safe_load(SEQ.read_text())
+    for bad, key in (({"cold_num_predict": 0}, "cold_num_predict"), ({"cold_num_predict": 5}, "cold_num_predict")):
+        path = tmp_path / "bad.yaml"
+        path.write_text(yaml.safe_dump({**doc, **bad}))
+        with pytest.raises(ParamsError, match=key):
+            params_mod.load(path)
+    agent = yaml.safe_load((FIXTURES / "tiny-agent.yaml").read_text())  # a one-turn task needs its tokens
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump({**agent, "cold_num_predict": 1}))
+    with pytest.raises(ParamsError, match="cold_num_predict: not for workload agent"):
+        params_mod.load(path)
+
+
+def test_the_eta_counts_a_capped_cold_run_at_its_own_tokens(tmp_path):
+    from langbench.run import eta
+    params = params_mod.load(SEQ)
+    batches = plan.build(params)
+    rate = eta.DecodeRate(tokens_per_s=10.0, tokens=32, prompt_eval_ms=0.0, load_ms=0.0)
+    left = [(b, len(b.runs)) for b in batches]
+    full, capped = eta.estimate_s(left, rate), eta.estimate_s(left, rate, 1, plan.cold_tokens(params))
+    assert full - capped == pytest.approx(len(batches) * (4 - 1) / 10.0)
+    started = [(b, len(b.runs) - 1) for b in batches]  # the cold runs done: nothing to take off
+    assert eta.estimate_s(started, rate) == eta.estimate_s(started, rate, 1, 1)
+
+
+@pytest.mark.server
+@pytest.mark.slow
 def test_a_stopped_sequential_run_stays_stopped_when_resumed(seq_run):
     before = (seq_run / "records.jsonl").read_bytes()
     params = json.loads((seq_run / "manifest.json").read_text())["parameters_file"]

@@ -60,7 +60,7 @@ def probe(url: str, model: str, tokens: int = PROBE_TOKENS, timeout_s: float = 3
                       load_ms=(doc.get("load_duration") or 0) / 1e6)
 
 
-def estimate_s(left, rate: DecodeRate, requests_per_run: int = 1) -> float | None:
+def estimate_s(left, rate: DecodeRate, requests_per_run: int = 1, cold_tokens: int | None = None) -> float | None:
     """Seconds the runs not yet done will take at `rate`, one request at a time:
     Σ over runs of requests_per_run × (num_predict / rate + prompt evaluation) + Σ over batches
     with a run left of
@@ -69,7 +69,9 @@ def estimate_s(left, rate: DecodeRate, requests_per_run: int = 1) -> float | Non
 
     left: (plan.Batch, runs of it not yet done) pairs; a Batch has options (num_predict),
     agent and reload_expected. requests_per_run: an agent task's most turns (max_turns), so that
-    the estimate of a task is an upper bound (a task may finish sooner).
+    the estimate of a task is an upper bound (a task may finish sooner). cold_tokens: what a
+    batch's cold run generates instead (`cold_num_predict`), counted where that run is still
+    to do (every run of the batch left).
     """
     total = 0.0
     for b, n_left in left:
@@ -80,6 +82,8 @@ def estimate_s(left, rate: DecodeRate, requests_per_run: int = 1) -> float | Non
             return None
         per_run = requests_per_run * (n / rate.tokens_per_s + rate.prompt_eval_ms / 1e3)
         total += n_left * per_run + STARTUP_S.get(b.agent, 0.5)
+        if cold_tokens is not None and n_left == len(b.runs) and cold_tokens < n:
+            total -= requests_per_run * (n - cold_tokens) / rate.tokens_per_s
         if b.reload_expected:
             total += rate.load_ms / 1e3
     return total

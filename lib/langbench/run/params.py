@@ -112,6 +112,10 @@ def load(path: str | Path) -> Params:
     if clash:
         raise ParamsError(f"{path}: matrix.{sorted(clash)[0]}: set it under fixed, not in the matrix")
     check_option_names(path, doc)
+    cold, n = doc.get("cold_num_predict"), doc["fixed"].get("num_predict")
+    if cold is not None and isinstance(n, int) and n > 0 and cold > n:
+        raise ParamsError(f"{path}: cold_num_predict: {cold} is above fixed.num_predict ({n}); the cold run's "
+                          "cap is for fewer tokens")
     return Params(path=path, raw=doc, prompts=tuple(_prompt(path, i, p) for i, p in enumerate(doc.get("prompts", []))),
                   expanded_tasks=expand_replays(path, doc) if doc.get("workload") == "agent" else None)
 
@@ -139,6 +143,9 @@ def check_agent(path: Path, doc: dict) -> None:
             raise ParamsError(f"{path}: actions: set it at the top or vary it in the matrix, not both")
     if not agent:
         return
+    if "cold_num_predict" in doc:  # an agent's cold run is a one-turn task whose action must parse
+        raise ParamsError(f"{path}: cold_num_predict: not for workload agent (its cold run is a "
+                          "one-turn task, whose action needs its tokens)")
     check_replays(path, doc)
     for i, endpoint in enumerate(doc["matrix"].get("endpoint") or [doc.get("endpoint", "chat")]):
         if endpoint not in ("chat", "openai-chat"):

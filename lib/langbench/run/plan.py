@@ -368,6 +368,27 @@ def agent_jobs_document(params: Params, batch: Batch, runs: list[Run], options: 
     return doc
 
 
+REFILL_PHASES = ("cold", "resume")  # the runs that pay a reload and prime the prompt cache
+
+
+def cold_tokens(params: Params) -> int | None:
+    """`cold_num_predict` of the parameter file: what a cold or resume run generates (None: the
+    batch's num_predict)."""
+    return params.raw.get("cold_num_predict")
+
+
+def run_options(params: Params, run: Run, options: dict) -> dict:
+    """The options `run` sends: the batch's, but a cold or resume run generates
+    `cold_num_predict` tokens where the file sets it (num_predict, or /v1's max_tokens). Only
+    its TTFT and load are reported (metrics.cold), so the cap changes no measured number;
+    num_predict is a sampling option, so it forces no reload (RELOAD_OPTIONS)."""
+    cap = cold_tokens(params)
+    if cap is None or run.phase not in REFILL_PHASES:
+        return options
+    key = "max_tokens" if "max_tokens" in options else "num_predict"
+    return {**options, key: cap}
+
+
 def jobs_document(params: Params, batch: Batch, runs: list[Run], options: dict | None = None) -> dict:
     """The jobs file (schemas/jobs.schema.json) for `runs` of `batch`: on the chat endpoint each
     prompt is one user message."""
@@ -390,7 +411,7 @@ def jobs_document(params: Params, batch: Batch, runs: list[Run], options: dict |
         "raw": params.fixed["raw"] and endpoint == "generate",
         "timeout_s": params.timeouts["run_s"],
         "runs": [{"run_id": r.run_id, "prompt": index.get(r.run_id, r.prompt),
-                  "options": batch.options if options is None else options,
+                  "options": run_options(params, r, batch.options if options is None else options),
                   **request, "warmup": r.phase != "measured",
                   **({"stream": r.stream} if r.stream is not None and batch.streams else {}),
                   **({"send_at_s": r.send_at_s} if r.send_at_s is not None and batch.streams else {})}

@@ -265,7 +265,7 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
             rate = (eta.probe(srv.url, params.model, fmt="json" if constrained else None)
                     if srv.api == "ollama" else None)  # it times /api/generate
             left = [(b, len(sweep.state.pending(b, params.retries))) for b in sweep.batches]
-            estimate = eta.estimate_s(left, rate, turns or 1) if rate else None
+            estimate = eta.estimate_s(left, rate, turns or 1, plan.cold_tokens(params)) if rate else None
             session["decode_probe"] = {**rate.as_dict(), "eta_s": estimate, "format": "json" if constrained else None,
                                        "requests_per_run": turns or 1} if rate else None
             sequential = (params.raw.get("stop") or {}).get("rule") == "sequential"
