@@ -171,6 +171,7 @@ jobs_docs = st.one_of(mutated(VALID_JOBS), mutated(VALID_JOBS), json_values,
 EMPTY_MODEL = {**VALID_JOBS, "model": ""}
 EMPTY_RUN_ID = {**VALID_JOBS, "runs": [{**VALID_JOBS["runs"][0], "run_id": ""}]}
 NOT_UTF8 = ("raw", b"\x80")
+BOOL_VERSION = {**VALID_JOBS, "schema_version": True}  # == 1 in Python, not an integer in JSON Schema (found by this fuzz)
 
 
 def _closed_port() -> str:
@@ -208,6 +209,7 @@ def test_each_agent_rejects_bad_jobs_with_exit_2_or_records_every_run(agent_comm
     @example(doc=EMPTY_MODEL)
     @example(doc=EMPTY_RUN_ID)
     @example(doc=NOT_UTF8)
+    @example(doc=BOOL_VERSION)
     def fuzz(doc):
         _count(f"{agent} agent jobs")
         _agent_verdict(agent_commands[agent], doc)

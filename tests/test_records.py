@@ -67,6 +67,9 @@ def test_a_record_without_a_version_is_named_too(tmp_path):
     path.write_text(json.dumps({"run_id": "x"}) + "\n")
     with pytest.raises(storage.RecordVersionError, match="schema_version None"):
         storage.read_records(path)
+    path.write_text(json.dumps({"run_id": "x", "schema_version": True}) + "\n")  # == 1 in Python
+    with pytest.raises(storage.RecordVersionError, match="schema_version True"):
+        storage.read_records(path)
 
 
 def test_a_current_record_is_read_as_written(tiny_run):

@@ -52,7 +52,8 @@ def load_jobs(path: str) -> dict:
         _check(path, jobs[key], key, kind)
     if not jobs["model"]:
         raise JobsError(f"{path}: field 'model' must be a non-empty string")
-    if jobs.get("schema_version") != 1:
+    version = jobs.get("schema_version")
+    if version != 1 or isinstance(version, bool):  # True == 1 in Python; the schema says integer
         raise JobsError(f"{path}: field 'schema_version' must be 1")
     endpoint = jobs.get("endpoint", "generate")
     if endpoint not in ENDPOINTS:

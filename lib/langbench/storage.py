@@ -99,7 +99,7 @@ def read_records(path: Path, repair: bool = False) -> list[dict]:
     rows = read_jsonl(path, repair=repair)
     for number, rec in enumerate(rows, 1):
         version = rec.get("schema_version")
-        if version == 1:
+        if version == 1 and not isinstance(version, bool):  # true == 1 in Python; it is no version
             for key, value in V1_OPTIONAL.items():
                 rec.setdefault(key, value)
         elif version != RECORD_VERSION:

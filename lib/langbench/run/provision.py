@@ -138,7 +138,7 @@ def ensure_llama_server() -> Path:
                            "install them (Debian: apt-get install cmake g++), then rerun `make setup`")
     spec = f"{paths.LLAMA_CPP_PACKAGE}=={paths.LLAMA_CPP_PACKAGE_VERSION}"
     say(f"building llama-server from the llama.cpp vendored in {spec} (PyPI sdist) into "
-        f"{target.parent} (about half an hour on 2 cores, once)")
+        f"{target.parent} (7 to 25 minutes on 2 cores, once)")
     started = time.monotonic()
     target.parent.mkdir(parents=True, exist_ok=True)
     log_path = target.parent.parent / "build.log"
