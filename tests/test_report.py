@@ -16,6 +16,7 @@ import pytest
 
 from langbench import paths
 from langbench.analysis import findings
+from langbench.report import notebooks
 from langbench.report import render as report
 from synthetic import make_run
 
@@ -145,6 +146,50 @@ def test_a_failing_notebook_leaves_the_others_rendered_and_exits_1(tmp_path, mon
     failed_page = (run_dir / "html" / "throughput.html").read_text()  # rendered with its error
     assert page_shows_an_error(failed_page) and "planted failure" in failed_page
     assert not page_shows_an_error((run_dir / "html" / "sweep.html").read_text())
+
+
+def _notebook(nbdir: Path, name: str, *sources: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("run_dir = ''", metadata={"tags": ["parameters"]}),
+                *(nbformat.v4.new_code_cell(src) for src in sources)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, nbdir / f"{name}.ipynb")
+
+
+def test_a_kept_kernel_runs_each_notebook_as_a_fresh_one_would(tmp_path, monkeypatch):
+    """One kernel for a lane's notebooks (notebooks.Kernel): no name of the notebook before
+    is left (a notebook that uses one fails as it would alone), the counts start at 1, a
+    notebook that kills its kernel gets a new one for the next, and none is left running."""
+    import psutil
+    run_dir = make_run(tmp_path / "lane-run", reps=2, seed=13)
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    _notebook(nbdir, "defines", "import os\nleaked = 1\npid = os.getpid()\nprint(pid)")
+    _notebook(nbdir, "uses", "print(leaked)")
+    _notebook(nbdir, "imports", "import os\nprint(os.getpid())")
+    _notebook(nbdir, "kills", "import os\nos._exit(3)")
+    monkeypatch.setattr(paths, "NOTEBOOKS", nbdir)
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    kernel = notebooks.Kernel()
+    pids = []
+    try:
+        out = kernel.execute("defines", run_dir)
+        pids.append(nbformat.read(out, as_version=4).cells[2].outputs[0]["text"].strip())
+        with pytest.raises(Exception, match="NameError"):
+            kernel.execute("uses", run_dir)
+        out = kernel.execute("imports", run_dir)
+        cells = nbformat.read(out, as_version=4).cells
+        pids.append(cells[2].outputs[0]["text"].strip())
+        assert [c.execution_count for c in cells if c.cell_type == "code"] == [1, 2, 3]  # parameters, injected, ours
+        with pytest.raises(Exception):
+            kernel.execute("kills", run_dir)
+        out = kernel.execute("imports", run_dir)
+        pids.append(nbformat.read(out, as_version=4).cells[2].outputs[0]["text"].strip())
+    finally:
+        kernel.close()
+    assert pids[0] == pids[1] != pids[2], pids  # kept, then replaced after the kill
+    left = {p.pid for p in psutil.Process().children(recursive=True)} - before
+    assert not [p for p in left if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
 
 
 def test_render_of_something_that_is_not_a_run_exits_2(tmp_path):

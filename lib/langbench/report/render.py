@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 from langbench import stop, storage
 from langbench.analysis import summary
 from langbench.report.index import write_index
-from langbench.report.notebooks import execute, to_html
+from langbench.report.notebooks import Kernel, to_html
 
 NOTEBOOKS = ("tr112", "sweep", "throughput", "ttft", "success_patterns", "decision_matrix", "validity", "gpu",
              "concurrency", "agent_loops", "servers")
@@ -62,40 +63,58 @@ def _render(run_dir: Path, notebooks) -> int:
     html_dir = run_dir / "html"
     html_dir.mkdir(parents=True, exist_ok=True)
     summary.write_summary(run_dir)
-    # Each notebook is its own kernel (a process), so they run side by side; the index lists
-    # them in the report's order whatever order they end in.
+    # Lanes side by side, each a thread with one kernel (a process) that executes its notebooks
+    # one after another, reset between them (notebooks.Kernel says why and what is reset); a
+    # lane takes the next notebook not yet taken, and the index lists them in the report's
+    # order whatever order they end in.
+    queue = list(notebooks)
+    lock = threading.Lock()
+    halt = threading.Event()  # a stop signal: no lane takes a further notebook
+    results: dict[str, dict] = {}
+
+    def lane() -> None:
+        kernel = Kernel()
+        try:
+            while not halt.is_set():
+                with lock:
+                    if not queue:
+                        return
+                    name = queue.pop(0)
+                results[name] = _execute_and_convert(kernel, name, run_dir, html_dir)
+        finally:
+            try:
+                kernel.close()
+            finally:
+                # nbclient runs its coroutines on an event loop that jupyter_core makes for this
+                # thread and never closes (a ResourceWarning when the thread ends): close it
+                from jupyter_core.utils import ensure_event_loop
+                loop = ensure_event_loop()
+                asyncio.set_event_loop(None)
+                loop.close()
+
     pool = ThreadPoolExecutor(max_workers=jobs(len(notebooks)), thread_name_prefix="render")
     try:
-        futures = {name: pool.submit(_render_one, name, run_dir, html_dir) for name in notebooks}
-        results = {name: futures[name].result() for name in notebooks}
-    finally:  # a stop signal: start no further notebook, let the running ones end
+        lanes = [pool.submit(lane) for _ in range(jobs(len(notebooks)))]
+        for f in lanes:
+            f.result()
+    finally:  # a stop signal: the running notebooks end, no further one starts
+        halt.set()
         pool.shutdown(wait=True, cancel_futures=True)
+    results = {name: results[name] for name in notebooks}
     write_index(run_dir, results)
     failed = [n for n, r in results.items() if not r["ok"]]
     say(f"{run_dir / 'index.html'} ({len(notebooks) - len(failed)}/{len(notebooks)} notebooks ok)")
     return 1 if failed else 0
 
 
-def _render_one(name: str, run_dir: Path, html_dir: Path) -> dict:
-    """Execute one notebook and render its HTML (in a worker thread); its result for the index."""
-    try:
-        return _execute_and_convert(name, run_dir, html_dir)
-    finally:
-        # nbclient runs its coroutines on an event loop that jupyter_core makes for this thread
-        # and never closes (a ResourceWarning when the thread ends): close it; the thread's next
-        # notebook gets a new one
-        from jupyter_core.utils import ensure_event_loop
-        loop = ensure_event_loop()
-        asyncio.set_event_loop(None)
-        loop.close()
-
-
-def _execute_and_convert(name: str, run_dir: Path, html_dir: Path) -> dict:
+def _execute_and_convert(kernel: Kernel, name: str, run_dir: Path, html_dir: Path) -> dict:
+    """Execute one notebook on `kernel` and render its HTML (in a lane's thread); its result
+    for the index."""
     stop.check()  # a stop signal whose exception was lost: render no further notebook
     started = time.monotonic()
     say(f"executing {name}")
     try:
-        executed = execute(name, run_dir)
+        executed = kernel.execute(name, run_dir)
         result = {"ok": True}
     except Exception as e:  # papermill raises PapermillExecutionError with the cell's error
         result = {"ok": False, "error": f"{type(e).__name__}: {e}".strip()[:2000]}
