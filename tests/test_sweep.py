@@ -258,22 +258,34 @@ def test_uninterrupted_sweep_writes_every_planned_run_and_the_manifest(reference
 
 @pytest.mark.slow
 def test_resume_after_sigkill_of_the_runner_loses_no_record_and_repeats_none(reference_run, tmp_path):
-    """Kill the runner (and its whole process group) at random points, resume each time."""
+    """Kill the runner (and its whole process group) at random points, resume each time: once
+    during its start-up (server starting, model loading), then three times at a random moment
+    after a random number of new records (mid-batch or between batches), so that every
+    session makes progress and the number of sessions does not depend on this host's speed."""
     rng = random.Random(112)
+    records = tmp_path / "r" / "records.jsonl"
     kills = 0
-    for attempt in range(12):
+    for attempt in range(4):
+        seen = len(storage.read_jsonl(records)) if records.exists() else 0
         proc = subprocess.Popen([sys.executable, "-m", "langbench", "sweep", str(TINY), "--run-id", "r"],
                                 env={**os.environ, "LANGBENCH_OUTPUTS": str(tmp_path)},
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
-        try:
-            proc.wait(timeout=rng.uniform(2.0, 7.0))
+        if attempt == 0:
+            time.sleep(rng.uniform(0.5, 2.0))
+        else:
+            deadline = time.monotonic() + 120
+            want = seen + rng.randint(1, 6)
+            while proc.poll() is None and time.monotonic() < deadline and \
+                    len(storage.read_jsonl(records)) < want:
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 0.4))
+        if proc.poll() is not None:
             break  # finished before the kill
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            kills += 1
-            time.sleep(0.5)  # the embedded server dies with its parent (PDEATHSIG)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        time.sleep(0.5)  # the embedded server dies with its parent (PDEATHSIG)
     assert kills >= 2
     if proc.returncode != 0:
         proc = _run_cli("r", tmp_path)
