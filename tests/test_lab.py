@@ -2,84 +2,28 @@
 user runs the tests (root on these machines), a notebook opened in headless Chromium, run
 there against a stored run, and its output seen on the page.
 
-Chromium is driven over the DevTools protocol (websocket-client, already in the venv);
+Chromium is driven over the DevTools protocol (tests/devtools.py);
 JupyterLab exposes its app object (LabApp.expose_app_in_browser) so the test runs "Run All"
 as the menu does.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-import websocket
 
+from devtools import CHROMIUM, DevTools, free_port
 from langbench import paths
 from synthetic import make_run
 
-CHROMIUM = shutil.which("chromium")
 TOKEN = "langbench-test-token"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class DevTools:
-    """The smallest DevTools client: evaluate JavaScript in a page, take a screenshot."""
-
-    def __init__(self, profile: Path, url: str):
-        self.proc = subprocess.Popen(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--remote-debugging-port=0", "--remote-allow-origins=*", "--window-size=1400,1000",
-             f"--user-data-dir={profile}", url],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
-        while not port_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        port = int(port_file.read_text().split()[0])
-        pages = [t for t in httpx.get(f"http://127.0.0.1:{port}/json", timeout=10).json() if t["type"] == "page"]
-        self.ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=60,
-                                              suppress_origin=True)
-        self.next_id = 0
-
-    def call(self, method: str, **params) -> dict:
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv())
-            if msg.get("id") == self.next_id:
-                return msg.get("result", {})
-
-    def js(self, expression: str):
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        return result.get("result", {}).get("value")
-
-    def wait_for(self, expression: str, timeout: float, what: str):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = self.js(expression)
-            if value:
-                return value
-            time.sleep(0.5)
-        raise AssertionError(f"timed out waiting for {what}")
-
-    def close(self) -> None:
-        self.ws.close()
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
 
 
 @pytest.mark.slow
@@ -90,7 +34,7 @@ def test_make_lab_starts_and_a_notebook_runs_in_the_browser_against_a_stored_run
     lab_dir = tmp_path / "notebooks"
     lab_dir.mkdir()
     shutil.copy(paths.NOTEBOOKS / "throughput.ipynb", lab_dir)  # a copy: the UI may save it
-    port = _free_port()
+    port = free_port()
     lab_args = (f"--no-browser --ip=127.0.0.1 --port={port} --IdentityProvider.token={TOKEN} "
                 "--LabApp.expose_app_in_browser=True --ServerApp.open_browser=False")
     lab = subprocess.Popen(["make", "--no-print-directory", "lab", f"LAB_DIR={lab_dir}", f"LAB_ARGS={lab_args}"],
@@ -125,8 +69,7 @@ def test_make_lab_starts_and_a_notebook_runs_in_the_browser_against_a_stored_run
         text = browser.js("document.querySelector('.jp-Notebook').innerText")
         images = browser.js("document.querySelectorAll('.jp-Notebook .jp-OutputArea-output img').length")
         errors = browser.js("document.querySelectorAll('.jp-Notebook .jp-OutputArea-output[data-mime-type=\"application/vnd.jupyter.stderr\"]').length")
-        shot = browser.call("Page.captureScreenshot", format="png")
-        (tmp_path / "lab.png").write_bytes(__import__("base64").b64decode(shot["data"]))
+        browser.screenshot(tmp_path / "lab.png")
     finally:
         if browser:
             browser.close()
