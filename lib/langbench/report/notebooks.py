@@ -13,6 +13,7 @@ stays is what a fresh kernel would rebuild the same way: the modules already imp
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from langbench import paths
@@ -87,9 +88,9 @@ def execute(name: str, run_dir: Path, parameters: dict | None = None, km=None) -
 
 
 _KEPT_KERNEL = "langbench-kept-kernel"
-_registered = False
 
 
+@functools.cache
 def _register_engine() -> None:
     """Once: papermill's nbclient engine on a kernel manager it does not own: nbclient then leaves
     the kernel running, and this engine closes the client's channels, which it would not."""
@@ -112,10 +113,7 @@ def _register_engine() -> None:
                 if client.kc is not None:
                     client.kc.stop_channels()
 
-    global _registered
-    if not _registered:
-        papermill_engines.register(_KEPT_KERNEL, KeptKernelEngine)
-        _registered = True
+    papermill_engines.register(_KEPT_KERNEL, KeptKernelEngine)
 
 
 def to_html(notebook: Path, html_dir: Path) -> list[Path]:

@@ -8,6 +8,7 @@ exit code is 1.
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import sys
 import threading
@@ -67,8 +68,8 @@ def _render(run_dir: Path, notebooks) -> int:
     # one after another, reset between them (notebooks.Kernel says why and what is reset); a
     # lane takes the next notebook not yet taken, and the index lists them in the report's
     # order whatever order they end in.
-    queue = list(notebooks)
-    lock = threading.Lock()
+    queue = collections.deque(notebooks)  # popleft is atomic: the lanes share it without a lock
+    lanes = jobs(len(notebooks))
     halt = threading.Event()  # a stop signal: no lane takes a further notebook
     results: dict[str, dict] = {}
 
@@ -76,10 +77,10 @@ def _render(run_dir: Path, notebooks) -> int:
         kernel = Kernel()
         try:
             while not halt.is_set():
-                with lock:
-                    if not queue:
-                        return
-                    name = queue.pop(0)
+                try:
+                    name = queue.popleft()
+                except IndexError:
+                    return
                 results[name] = _execute_and_convert(kernel, name, run_dir, html_dir)
         finally:
             try:
@@ -92,14 +93,13 @@ def _render(run_dir: Path, notebooks) -> int:
                 asyncio.set_event_loop(None)
                 loop.close()
 
-    pool = ThreadPoolExecutor(max_workers=jobs(len(notebooks)), thread_name_prefix="render")
+    pool = ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="render")
     try:
-        lanes = [pool.submit(lane) for _ in range(jobs(len(notebooks)))]
-        for f in lanes:
+        for f in [pool.submit(lane) for _ in range(lanes)]:
             f.result()
     finally:  # a stop signal: the running notebooks end, no further one starts
         halt.set()
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=True)
     results = {name: results[name] for name in notebooks}
     write_index(run_dir, results)
     failed = [n for n, r in results.items() if not r["ok"]]
