@@ -61,10 +61,14 @@ compare: setup
 	@test -n "$(A)" -a -n "$(B)" || { echo "make compare needs A=outputs/<run> B=outputs/<run>" >&2; exit 2; }
 	$(PY) -m langbench compare $(A) $(B) $(if $(ALLOW_MODEL_MISMATCH),--allow-model-mismatch)
 
-## test: unit, contract, integration (real Ollama), notebook and browser tests
+# make test's lanes: pytest-xdist workers, one per CPU this shell may use (at most 4), each pinned to
+# its CPU with servers that compute on one thread (tests/lanes.py says why). LANES=0: one process.
+LANES ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
+
+## test: unit, contract, integration (real Ollama), notebook and browser tests (LANES=0: serially)
 test: setup browser
 	$(PY) -m langbench setup --llama-cpp
-	$(PY) -m pytest
+	$(PY) -m pytest $(if $(filter-out 0 1,$(LANES)),-n $(LANES) --dist loadgroup)
 
 ## lab: JupyterLab on notebooks/ (LAB_DIR, LAB_ARGS to change); as root too, as in containers
 lab: setup

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,11 +11,25 @@ import pytest
 from langbench import paths
 from langbench.run import server
 from cli_runs import sweep_fixture
+import lanes
 import sampling
 
 
 def pytest_report_header(config):
     return sampling.describe()
+
+
+def pytest_configure(config):
+    """In a worker of `pytest -n N` (make test): its lane, a CPU and a model store of its own."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    config.stash[LANE] = lanes.enter(worker) if worker else None
+
+
+def pytest_unconfigure(config):
+    lanes.leave(config.stash.get(LANE, None))
+
+
+LANE = pytest.StashKey()
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +60,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if {"ollama", "tiny_run"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.server)
+        if _module_fixtures(item):  # make test's lanes (--dist loadgroup): a module's fixture runs once
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
+def _module_fixtures(item) -> bool:
+    """Whether the item uses a fixture its own module defines with a scope wider than a test (a
+    sweep it shares): in one lane, that fixture runs once."""
+    info = getattr(item, "_fixtureinfo", None)
+    return info is not None and any(
+        d.scope != "function" and d.baseid.endswith(".py")
+        for name in info.names_closure for d in info.name2fixturedefs.get(name, ()))

@@ -123,8 +123,10 @@ def gguf_path() -> Path:
 
 
 def embedded_store() -> Path:
-    """The embedded server's own model store (OLLAMA_MODELS), keyed by Ollama version."""
-    return cache_dir() / f"ollama-{OLLAMA_VERSION}" / "models"
+    """The embedded server's own model store (OLLAMA_MODELS), keyed by Ollama version; the
+    environment's LANGBENCH_OLLAMA_MODELS puts it elsewhere (each lane of `make test` has its own)."""
+    override = os.environ.get("LANGBENCH_OLLAMA_MODELS")
+    return Path(override) if override else cache_dir() / f"ollama-{OLLAMA_VERSION}" / "models"
 
 
 def rust_target_dir() -> Path:

@@ -211,9 +211,12 @@ def stop(server: Server, grace: float = 10.0) -> None:
 
 def physical_cores() -> int:
     """Ollama's default compute threads (v0.11.4 discover.GetOptimalThreadCount: the cores, not
-    their hyper-threads, less efficiency cores), which llama-server is given too."""
+    their hyper-threads, less efficiency cores), which llama-server is given too; never more than
+    the CPUs this process may run on (taskset, cgroups' cpusets), which Ollama itself does not
+    look at: a process restricted to fewer CPUs gets that many threads."""
     import psutil
-    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    return max(1, min(cores, len(os.sched_getaffinity(0))))
 
 
 def _get_json(url: str, timeout: float = 2.0):

@@ -1,0 +1,87 @@
+"""The lanes of `make test`: pytest-xdist workers (`pytest -n 2`), each pinned to a CPU of its own,
+with a model store of its own whose models compute on one thread.
+
+Why: on a 2-core host most of the suite is one process at a time (an agent starting, a notebook
+kernel, a sweep's runner) while the other core idles, and the rest is a real server decoding.
+Two 2-thread ggml runners on 2 cores stall each other (each waits at every barrier for a thread
+the other runner holds), and so does one beside any busy process; a 1-thread runner does not.
+So each lane gets one CPU and servers that use one thread:
+
+- the worker process is pinned to its CPU (os.sched_setaffinity); everything it starts inherits
+  that: the embedded Ollama and its runners, llama-server (whose `--threads` is
+  server.physical_cores(), at most the CPUs this process may use), agents, kernels, browsers;
+- Ollama 0.11.4 counts threads from /proc/cpuinfo, not from its affinity, so the lane's model
+  store (LANGBENCH_OLLAMA_MODELS, paths.embedded_store) holds the same models with the Modelfile
+  parameter num_thread 1, which is Ollama's default for a request that sends no num_thread: what
+  the server does at its defaults is still what a request without options gets. The store's
+  blobs are hard links to the per-user store's (no copy of the GGUF), its manifests its own, so a
+  model a test creates or deletes in one lane is not seen by the other.
+
+A plain `pytest` (no -n) has no lanes and runs as before.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import httpx
+
+from langbench import paths
+from langbench.run import server
+
+THREADS = 1
+
+
+def enter(worker: str) -> Path | None:
+    """Pin this xdist worker (`gw0`, `gw1`, ...) to its CPU and give it its own one-thread model
+    store; returns the store (None where there is no per-user store to derive it from: then the
+    tests that need a server fail as they would without `make setup`)."""
+    index = int(worker.removeprefix("gw"))
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpus[index % len(cpus)]})
+    source = paths.embedded_store()
+    if not (source / "manifests").is_dir():
+        return None
+    parent = paths.cache_dir() / "test-lanes"  # beside the store: hard links need one file system
+    parent.mkdir(parents=True, exist_ok=True)
+    store = Path(tempfile.mkdtemp(prefix=f"{worker}-", dir=parent))
+    _link_tree(source / "blobs", store / "blobs")
+    shutil.copytree(source / "manifests", store / "manifests")
+    _one_thread(store)
+    os.environ["LANGBENCH_OLLAMA_MODELS"] = str(store)
+    return store
+
+
+def leave(store: Path | None) -> None:
+    if store is not None:
+        shutil.rmtree(store, ignore_errors=True)
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    target.mkdir(parents=True)
+    for blob in source.iterdir():
+        if blob.is_file():
+            try:
+                os.link(blob, target / blob.name)
+            except OSError:  # another file system after all: a copy
+                shutil.copy2(blob, target / blob.name)
+
+
+def _one_thread(store: Path) -> None:
+    """Every model of `store` again under its own name, with num_thread THREADS added to its
+    parameters (the rest of its Modelfile kept, as `FROM itself` does)."""
+    srv = server.start_embedded(store=store, log_path=store / "lane.log")
+    try:
+        names = [m["name"] for m in httpx.get(f"{srv.url}/api/tags", timeout=30).json()["models"]]
+        for name in names:
+            r = httpx.post(f"{srv.url}/api/create", timeout=120, json={
+                "model": name, "from": name, "parameters": {"num_thread": THREADS}, "stream": False})
+            r.raise_for_status()
+            shown = httpx.post(f"{srv.url}/api/show", json={"model": name}, timeout=30).json()
+            if f"num_thread {THREADS}" not in " ".join(shown.get("parameters", "").split()):
+                raise RuntimeError(f"lane store {store}: {name} did not take num_thread {THREADS}: {shown}")
+    finally:
+        server.stop(srv)
