@@ -68,7 +68,7 @@ LANES ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 ## test: unit, contract, integration (real Ollama), notebook and browser tests (LANES=0: serially)
 test: setup browser
 	$(PY) -m langbench setup --llama-cpp
-	$(PY) -m pytest $(if $(filter-out 0 1,$(LANES)),-n $(LANES) --dist loadgroup)
+	$(PY) -m pytest $(if $(filter-out 0 1,$(LANES)),-n $(LANES) --dist loadfile)
 
 ## lab: JupyterLab on notebooks/ (LAB_DIR, LAB_ARGS to change); as root too, as in containers
 lab: setup

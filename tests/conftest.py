@@ -60,14 +60,3 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if {"ollama", "tiny_run"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.server)
-        if _module_fixtures(item):  # make test's lanes (--dist loadgroup): a module's fixture runs once
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-
-
-def _module_fixtures(item) -> bool:
-    """Whether the item uses a fixture its own module defines with a scope wider than a test (a
-    sweep it shares): in one lane, that fixture runs once."""
-    info = getattr(item, "_fixtureinfo", None)
-    return info is not None and any(
-        d.scope != "function" and d.baseid.endswith(".py")
-        for name in info.names_closure for d in info.name2fixturedefs.get(name, ()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -159,3 +160,12 @@ def test_server_that_dies_during_start_reports_its_log_tail(tmp_path):
     fake.chmod(0o755)
     with pytest.raises(server.ServerError, match=r"(?s)exited with code 3 during start.*cannot bind, planted"):
         server.start_embedded(binary=fake, log_path=tmp_path / "log")
+
+
+def test_llama_server_threads_never_exceed_the_cpus_this_process_may_use():
+    """server.physical_cores() (llama-server's --threads) under taskset: one CPU, one thread."""
+    code = ("import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
+            "from langbench.run import server; print(server.physical_cores())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "1"
+    assert 1 <= server.physical_cores() <= len(os.sched_getaffinity(0))
