@@ -7,7 +7,7 @@ Two 2-thread ggml runners on 2 cores stall each other (each waits at every barri
 the other runner holds), and so does one beside any busy process; a 1-thread runner does not.
 So each lane gets one CPU and servers that use one thread:
 
-- the worker process is pinned to its CPU (os.sched_setaffinity); everything it starts inherits
+- the worker process is pinned to its CPU (isolation.pin, as `isolation: pinned` does); everything it starts inherits
   that: the embedded Ollama and its runners, llama-server (whose `--threads` is
   server.physical_cores(), at most the CPUs this process may use), agents, kernels, browsers;
 - Ollama 0.11.4 counts threads from /proc/cpuinfo, not from its affinity, so the lane's model
@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 
 from langbench import paths
-from langbench.run import server
+from langbench.run import isolation, server
 
 THREADS = 1
 
@@ -41,7 +41,7 @@ def enter(worker: str) -> Path | None:
     tests that need a server fail as they would without `make setup`)."""
     index = int(worker.removeprefix("gw"))
     cpus = sorted(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {cpus[index % len(cpus)]})
+    isolation.pin(0, [cpus[index % len(cpus)]])  # the run's own pinning, for this worker and its children
     source = paths.embedded_store()
     if not (source / "manifests").is_dir():
         return None
