@@ -57,6 +57,8 @@ def agent_commands() -> dict[str, list[str]]:
 
 
 def pytest_collection_modifyitems(config, items):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        lanes.heaviest_first(items)  # in lanes, files go out heaviest first (lanes.FILE_SECONDS)
     for item in items:
         if {"ollama", "tiny_run"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.server)

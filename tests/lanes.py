@@ -34,6 +34,24 @@ from langbench.run import isolation, server
 
 THREADS = 1
 
+# Seconds each heavy file held its lane (`make test`, 2 lanes, a warm fresh clone on the 2-core
+# polyglot machine, Intel Xeon, 1-thread decode 21-24 tok/s). xdist's --dist loadfile hands files
+# out in collection order, so the files run heaviest first (longest processing time first): the
+# last file to start is a short one and the lanes end together, not one lane running
+# test_thinking alone for its last three minutes. Files not named weigh 0 and keep their order.
+FILE_SECONDS = {
+    "test_thinking.py": 178, "test_agent_loops.py": 134, "test_sweep.py": 119,
+    "test_agent_sweep.py": 84, "test_agent_replay.py": 66, "test_gpu.py": 62, "test_cluster.py": 55,
+    "test_servers.py": 49, "test_concurrency.py": 48, "test_report.py": 45, "test_robustness.py": 42,
+    "test_agents_contract.py": 37, "test_sequential_sweep.py": 34, "test_stream_corpus.py": 30,
+}
+
+
+def heaviest_first(items: list) -> None:
+    """Reorder pytest's collected `items` in place: whole files, by FILE_SECONDS, heaviest first
+    (a stable sort: a file's tests keep their order, unnamed files theirs)."""
+    items.sort(key=lambda item: -FILE_SECONDS.get(item.path.name, 0))
+
 
 def enter(worker: str) -> Path | None:
     """Pin this xdist worker (`gw0`, `gw1`, ...) to its CPU and give it its own one-thread model

@@ -52,3 +52,20 @@ def test_an_agent_runs_on_the_cpus_it_is_given(agent, tmp_path):
     assert pinned.exit_code == 0 and pinned.cpus_allowed == str(cpu)
     assert free.cpus_allowed != str(cpu) or len(os.sched_getaffinity(0)) == 1
     assert pinned.startup_cpu_s is not None and 0 <= pinned.startup_cpu_s <= pinned.user_cpu_s + pinned.system_cpu_s
+
+
+def test_make_tests_lanes_hand_out_the_heaviest_files_first_and_keep_each_files_order():
+    import lanes
+    here = Path(__file__).parent
+    missing = [name for name in lanes.FILE_SECONDS if not (here / name).is_file()]
+    assert not missing, f"tests/lanes.py FILE_SECONDS names files that are gone: {missing}"
+
+    class Item:  # what heaviest_first reads of a pytest item
+        def __init__(self, name, i):
+            self.path, self.i = here / name, i
+    items = [Item("test_aa.py", 0), Item("test_thinking.py", 1), Item("test_aa.py", 2),
+             Item("test_sweep.py", 3), Item("test_thinking.py", 4), Item("test_eta.py", 5)]
+    lanes.heaviest_first(items)
+    assert [(it.path.name, it.i) for it in items] == [
+        ("test_thinking.py", 1), ("test_thinking.py", 4), ("test_sweep.py", 3),
+        ("test_aa.py", 0), ("test_aa.py", 2), ("test_eta.py", 5)]
