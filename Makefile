@@ -15,6 +15,7 @@ CLUSTER ?=
 WORKERS ?=
 LAB_DIR ?= notebooks
 LAB_ARGS ?=
+SETUP_ARGS ?=
 
 ## help: list the targets
 help:
@@ -44,7 +45,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 ## setup: venv with pinned packages, ollama binary, Gemma 3 270M, Rust agent, llama-server (idempotent)
 setup: $(VENV)/.installed
 	@$(PY) -m compileall -q -j 0 lib agents/python tests >/dev/null  # this tree's own .pyc (the line above says why)
-	$(PY) -m langbench setup
+	$(PY) -m langbench setup $(SETUP_ARGS)
 
 ## report: sweep PARAMS (default parameters/quick.yaml) on the embedded Ollama (CLUSTER=local|tcp://… [WORKERS=N]: on Dask workers), then render the HTML report
 report: setup
@@ -66,9 +67,10 @@ compare: setup
 LANES ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 
 ## test: unit, contract, integration (real Ollama), notebook and browser tests (LANES=0: serially)
+# make test needs llama-server too: its setup builds it at the same time as the rest (provision.main)
+test: SETUP_ARGS := --llama-cpp
 test: setup browser
-	$(PY) -m langbench setup --llama-cpp
-	$(PY) -m pytest $(if $(filter-out 0 1,$(LANES)),-n $(LANES) --dist loadfile)
+	$(PY) -m pytest $(if $(filter-out 0 1,$(LANES)),-n $(LANES) --dist loadfile --no-loadscope-reorder)
 
 ## lab: JupyterLab on notebooks/ (LAB_DIR, LAB_ARGS to change); as root too, as in containers
 lab: setup

@@ -35,8 +35,9 @@ from langbench.run import isolation, server
 THREADS = 1
 
 # Seconds each heavy file held its lane (`make test`, 2 lanes, a warm fresh clone on the 2-core
-# polyglot machine, Intel Xeon, 1-thread decode 21-24 tok/s). xdist's --dist loadfile hands files
-# out in collection order, so the files run heaviest first (longest processing time first): the
+# polyglot machine, Intel Xeon, 1-thread decode 21-24 tok/s). xdist's --dist loadfile with
+# --no-loadscope-reorder (the Makefile; by default it orders files by their number of tests) hands
+# files out in collection order, so the files run heaviest first (longest processing time first): the
 # last file to start is a short one and the lanes end together, not one lane running
 # test_thinking alone for its last three minutes. Files not named weigh 0 and keep their order.
 FILE_SECONDS = {

@@ -124,12 +124,15 @@ def test_auto_uses_ollama_host_when_it_answers(ollama, monkeypatch):
 
 
 def test_cli_setup_failure_exits_non_zero(tmp_path):
-    """`make setup` with no way to get ollama says so and exits 1."""
+    """`make setup` with no way to get ollama or the Rust agent names both and exits 1, before
+    any step starts: nothing downloaded, nothing built."""
     env = {"PATH": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path), "HOME": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "langbench", "setup"], env=env,
+    done = subprocess.run([sys.executable, "-m", "langbench", "setup", "--llama-cpp"], env=env,
                           capture_output=True, text=True)
     assert done.returncode == 1
-    assert "Go is not installed" in done.stderr
+    assert "Go is not installed" in done.stderr and "cargo is not installed" in done.stderr
+    assert "cmake and c++ not found" in done.stderr, done.stderr
+    assert not (tmp_path / "langbench").exists(), list(tmp_path.rglob("*"))
 
 
 def test_provenance_describes_server_model_and_host(ollama):

@@ -16,10 +16,38 @@ import sys
 import tarfile
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from langbench import paths
 from langbench.run import server
+
+
+NO_GO = ("ollama is not on PATH and Go is not installed to build it: "
+         "install Go (https://go.dev/dl) or Ollama, then rerun `make setup`")
+NO_CARGO = "cargo is not installed: install Rust (https://rustup.rs), then rerun `make setup`"
+
+
+def _no_cmake() -> str | None:
+    missing = [tool for tool in ("cmake", "c++") if not shutil.which(tool)]
+    return (f"{' and '.join(missing)} not found, needed to build llama-server: install them "
+            "(Debian: apt-get install cmake g++), then rerun `make setup`") if missing else None
+
+
+def missing_tools(llama_cpp: bool = False) -> list[str]:
+    """What `main` would need to build and cannot find, one sentence each, before any step
+    starts (so that nothing is downloaded or compiled for a setup that cannot finish)."""
+    missing = []
+    try:
+        server.find_binary()
+    except server.ServerError:
+        if not shutil.which("go"):
+            missing.append(NO_GO)
+    if not paths.rust_agent_bin().exists() and not shutil.which("cargo"):
+        missing.append(NO_CARGO)
+    if llama_cpp and not paths.llama_server_cache_bin().exists() and (no_cmake := _no_cmake()):
+        missing.append(no_cmake)
+    return missing
 
 
 def say(msg: str) -> None:
@@ -43,8 +71,7 @@ def ensure_ollama() -> Path:
     except server.ServerError:
         pass
     if not shutil.which("go"):
-        raise server.ServerError("ollama is not on PATH and Go is not installed to build it: "
-                                 "install Go (https://go.dev/dl) or Ollama, then rerun `make setup`")
+        raise server.ServerError(NO_GO)
     target = paths.ollama_cache_bin()
     say(f"building ollama v{paths.OLLAMA_VERSION} with go install into {target.parent} "
         "(several minutes on 2 cores, once)")
@@ -108,8 +135,7 @@ def ensure_rust_agent() -> Path:
     if binary.exists():
         return binary
     if not shutil.which("cargo"):
-        raise RuntimeError("cargo is not installed: install Rust (https://rustup.rs), "
-                           "then rerun `make setup`")
+        raise RuntimeError(NO_CARGO)
     say("building the Rust agent (cargo build --release; minutes the first time)")
     env = dict(os.environ, CARGO_TARGET_DIR=str(paths.rust_target_dir()))
     subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"],
@@ -132,10 +158,8 @@ def ensure_llama_server() -> Path:
     if target.exists():
         say(f"llama-server: {target}")
         return target
-    missing = [tool for tool in ("cmake", "c++") if not shutil.which(tool)]
-    if missing:
-        raise RuntimeError(f"{' and '.join(missing)} not found, needed to build llama-server: "
-                           "install them (Debian: apt-get install cmake g++), then rerun `make setup`")
+    if no_cmake := _no_cmake():
+        raise RuntimeError(no_cmake)
     spec = f"{paths.LLAMA_CPP_PACKAGE}=={paths.LLAMA_CPP_PACKAGE_VERSION}"
     say(f"building llama-server from the llama.cpp vendored in {spec} (PyPI sdist) into "
         f"{target.parent} (7 to 25 minutes on 2 cores, once)")
@@ -181,20 +205,40 @@ def ensure_llama_server() -> Path:
 
 def main(llama_cpp: bool = False) -> int:
     """`make setup`: everything `make report` needs; `llama_cpp`: llama-server too (a slow build,
-    about 10 minutes on 2 cores, that only a study of server.kind llama-cpp and the tests need:
-    `make test` asks for it, a sweep that needs it builds it on first need)."""
+    about 7 minutes on 2 cores, that only a study of server.kind llama-cpp and the tests need:
+    `make test` asks for it, a sweep that needs it builds it on first need).
+
+    The steps are independent until the model is registered, so they run at once, each on a
+    thread of its own waiting on its build: a build's serial stretches (configure, download, link)
+    and the downloads (the model, the llama.cpp sdist) overlap the others' compiles, where one
+    after the other they left a core idle. A step that fails is named; the others still finish."""
     started = time.monotonic()
-    try:
-        binary = ensure_ollama()
-        gguf = ensure_gguf()
-        ensure_embedded_model(binary, gguf)
-        agent = ensure_rust_agent()
-        llama = ensure_llama_server() if llama_cpp else None
-    except (server.ServerError, RuntimeError, subprocess.CalledProcessError) as e:
-        say(f"failed: {e}")
+    if missing := missing_tools(llama_cpp):
+        for why in missing:
+            say(f"failed: {why}")
         return 1
-    say(f"rust agent: {agent}")
-    if llama is None:
+    steps = {"ollama": ensure_ollama, "model file": ensure_gguf, "rust agent": ensure_rust_agent}
+    if llama_cpp:
+        steps["llama-server"] = ensure_llama_server
+    done, failed = {}, []
+    with ThreadPoolExecutor(max_workers=len(steps), thread_name_prefix="setup") as pool:
+        futures = {name: pool.submit(step) for name, step in steps.items()}
+        for name, future in futures.items():
+            try:
+                done[name] = future.result()
+            except (server.ServerError, RuntimeError, OSError, subprocess.CalledProcessError) as e:
+                failed.append(f"{name}: {e}")
+    try:
+        if "ollama" in done and "model file" in done:
+            ensure_embedded_model(done["ollama"], done["model file"])
+    except (server.ServerError, RuntimeError, subprocess.CalledProcessError) as e:
+        failed.append(f"model {paths.EMBEDDED_MODEL}: {e}")
+    for failure in failed:
+        say(f"failed: {failure}")
+    if failed:
+        return 1
+    say(f"rust agent: {done['rust agent']}")
+    if not llama_cpp:
         say("llama-server: not built (`python -m langbench setup --llama-cpp`, or a sweep of server.kind llama-cpp, builds it)")
     say(f"done in {time.monotonic() - started:.1f} s")
     return 0
