@@ -23,9 +23,13 @@ help:
 
 # The venv from the pinned constraints: uv (from PyPI, pinned, kept in the per-user cache) makes
 # it in seconds from its own cache; pip is the fallback when uv cannot be had or fails.
-# --compile-bytecode: uv leaves the .pyc files out (pip writes them), so where Python may not write
-# them itself (PYTHONDONTWRITEBYTECODE, as on the CI machines) every process compiled what it
-# imported again: 6.5 s to import the analysis in each notebook kernel, not 2.4 s.
+# uv leaves the .pyc files out (pip writes them). Where Python may not write them itself
+# (PYTHONDONTWRITEBYTECODE, as on the CI machines) every process compiled what it imported again:
+# 6.5 s to import the analysis in each notebook kernel, not 2.4 s. So every target runs with
+# bytecode writes allowed (unexport below): a module is compiled once, by the first process that
+# imports it. uv's --compile-bytecode compiled all of site-packages instead: 14 of the 17 s a warm
+# venv took.
+unexport PYTHONDONTWRITEBYTECODE
 UV_VERSION := 0.13.9
 CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/langbench
 UV := $(CACHE)/uv-$(UV_VERSION)/bin/uv
@@ -35,16 +39,29 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	if [ -z "$(NO_UV)" ] && { [ -x $(UV) ] || $(PYTHON) -m pip install --quiet --disable-pip-version-check \
 	      --target $(CACHE)/uv-$(UV_VERSION) uv==$(UV_VERSION) >/dev/null 2>&1; } && \
 	   $(UV) venv --quiet --seed --python $(PYTHON) $(VENV) && \
-	   $(UV) pip install --quiet --compile-bytecode --python $(PY) -c constraints.txt -e .; then how="uv $(UV_VERSION)"; \
+	   $(UV) pip install --quiet --python $(PY) -c constraints.txt -e .; then how="uv $(UV_VERSION)"; \
 	else echo "setup: uv unavailable or failed; installing with pip (about 2 minutes)" >&2; rm -rf $(VENV); \
 	   $(PYTHON) -m venv $(VENV) && \
 	   $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e . || exit 1; how=pip; fi; \
 	echo "setup: venv with $$how in $$(( $$(date +%s) - started )) s" >&2
 	touch $@
 
-## setup: venv with pinned packages, ollama binary, Gemma 3 270M, Rust agent, llama-server (idempotent)
-setup: $(VENV)/.installed
-	@$(PY) -m compileall -q -j 0 lib agents/python tests >/dev/null  # this tree's own .pyc (the line above says why)
+# The Python clients' own venv (lib/langbench/paths.py AGENT_VENV says why): the packages the
+# Python agent imports, at the same pins; uv from the step above, pip where it failed.
+AGENT_VENV := .venv-agent
+AGENT_PACKAGES := ollama openai
+
+$(AGENT_VENV)/.installed: constraints.txt $(VENV)/.installed
+	@started=$$(date +%s); rm -rf $(AGENT_VENV); \
+	if [ -z "$(NO_UV)" ] && [ -x $(UV) ] && $(UV) venv --quiet --python $(PYTHON) $(AGENT_VENV) && \
+	   $(UV) pip install --quiet --python $(AGENT_VENV)/bin/python -c constraints.txt $(AGENT_PACKAGES); then how="uv $(UV_VERSION)"; \
+	else rm -rf $(AGENT_VENV); $(PYTHON) -m venv $(AGENT_VENV) && \
+	   $(AGENT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt $(AGENT_PACKAGES) || exit 1; how=pip; fi; \
+	echo "setup: the Python agent's venv ($(AGENT_PACKAGES)) with $$how in $$(( $$(date +%s) - started )) s" >&2
+	touch $@
+
+## setup: venvs with pinned packages, ollama binary, Gemma 3 270M, Rust agent, llama-server (idempotent)
+setup: $(VENV)/.installed $(AGENT_VENV)/.installed
 	$(PY) -m langbench setup $(SETUP_ARGS)
 
 ## report: sweep PARAMS (default parameters/quick.yaml) on the embedded Ollama (CLUSTER=local|tcp://… [WORKERS=N]: on Dask workers), then render the HTML report
@@ -86,9 +103,9 @@ browser:
 	  $$SUDO apt-get install -y -q chromium >/dev/null 2>&1 || \
 	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q chromium >/dev/null; }; }
 
-## clean: remove the venv and every run under outputs/ (the per-user cache stays)
+## clean: remove the venvs and every run under outputs/ (the per-user cache stays)
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(AGENT_VENV) .pytest_cache
 	find outputs -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
 
 ## clean-cache: remove the per-user cache (ollama build, model, Rust agent build)

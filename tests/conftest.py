@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-from langbench import paths
-from langbench.run import server
+from langbench.run import agents, server
 from cli_runs import sweep_fixture
 import lanes
 import sampling
@@ -43,17 +41,14 @@ def ollama(tmp_path_factory) -> server.Server:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """One uninterrupted sweep of tests/fixtures/tiny.yaml, shared read-only (tests that change
-    a run copy it first)."""
-    return sweep_fixture("tiny.yaml", tmp_path_factory.mktemp("tiny"), "ref")
+    a run copy it first), by every lane of make test (lanes.once)."""
+    return lanes.once(tmp_path_factory, "tiny", lambda folder: sweep_fixture("tiny.yaml", folder, "ref"))
 
 
 @pytest.fixture(scope="session")
 def agent_commands() -> dict[str, list[str]]:
     """How to launch each agent, as the sweep does."""
-    return {
-        "python": [sys.executable, str(paths.PYTHON_AGENT)],
-        "rust": [str(paths.rust_agent_bin())],
-    }
+    return {agent: agents.command(agent) for agent in ("python", "rust")}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -22,9 +22,11 @@ A plain `pytest` (no -n) has no lanes and runs as before.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -46,6 +48,25 @@ FILE_SECONDS = {
     "test_servers.py": 49, "test_concurrency.py": 48, "test_report.py": 45, "test_robustness.py": 42,
     "test_agents_contract.py": 37, "test_sequential_sweep.py": 34, "test_stream_corpus.py": 30,
 }
+
+
+def once(tmp_path_factory, name: str, make: Callable[[Path], Path]) -> Path:
+    """What `make(folder)` returns, made once for the whole `make test` and shared by its lanes:
+    the first lane to ask makes it under an exclusive lock in the session's common temporary
+    folder (pytest-N/, the parent of each worker's popen-gwN/), the others wait and reuse it.
+    Without lanes, once per pytest process, as a session fixture is. For what the tests only read
+    (tests that change it copy it first): the tiny sweep was made in every lane, 25 s each."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return make(tmp_path_factory.mktemp(name))
+    root = tmp_path_factory.getbasetemp().parent
+    marker = root / f"{name}.path"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, however this lane ends
+        if marker.exists():
+            return Path(marker.read_text())
+        made = make(Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root)))
+        marker.write_text(str(made))  # only once it is whole: a failed make leaves no marker
+        return made
 
 
 def heaviest_first(items: list) -> None:

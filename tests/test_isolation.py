@@ -69,3 +69,36 @@ def test_make_tests_lanes_hand_out_the_heaviest_files_first_and_keep_each_files_
     assert [(it.path.name, it.i) for it in items] == [
         ("test_thinking.py", 1), ("test_thinking.py", 4), ("test_sweep.py", 3),
         ("test_aa.py", 0), ("test_aa.py", 2), ("test_eta.py", 5)]
+
+
+def _ask_once(root: str, out: str) -> None:  # one lane asking lanes.once (a process of its own)
+    import lanes
+    import time
+
+    class Factory:  # what lanes.once reads of tmp_path_factory: a worker's own basetemp
+        def getbasetemp(self):
+            return Path(root) / f"popen-gw{os.getpid()}"
+
+    def make(folder: Path) -> Path:
+        with open(Path(root) / "made", "a") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(0.5)  # long enough for the other lane to ask meanwhile
+        (folder / "run").mkdir()
+        return folder / "run"
+    os.environ["PYTEST_XDIST_WORKER"] = "gw9"
+    Path(out).write_text(str(lanes.once(Factory(), "tiny", make)))
+
+
+def test_what_make_tests_lanes_share_is_made_once_and_both_lanes_get_it(tmp_path):
+    import multiprocessing
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_ask_once, args=(str(tmp_path), str(tmp_path / f"got{i}")))
+             for i in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert len((tmp_path / "made").read_text().split()) == 1
+    got = {(tmp_path / f"got{i}").read_text() for i in range(2)}
+    assert len(got) == 1 and Path(got.pop()).is_dir()

