@@ -172,6 +172,7 @@ EMPTY_MODEL = {**VALID_JOBS, "model": ""}
 EMPTY_RUN_ID = {**VALID_JOBS, "runs": [{**VALID_JOBS["runs"][0], "run_id": ""}]}
 NOT_UTF8 = ("raw", b"\x80")
 BOOL_VERSION = {**VALID_JOBS, "schema_version": True}  # == 1 in Python, not an integer in JSON Schema (found by this fuzz)
+ZERO_TIMEOUT = {**VALID_JOBS, "timeout_s": 0}  # the schema's exclusiveMinimum; the Python agent took it (found by this fuzz)
 
 
 def _closed_port() -> str:
@@ -210,6 +211,7 @@ def test_each_agent_rejects_bad_jobs_with_exit_2_or_records_every_run(agent_comm
     @example(doc=EMPTY_RUN_ID)
     @example(doc=NOT_UTF8)
     @example(doc=BOOL_VERSION)
+    @example(doc=ZERO_TIMEOUT)
     def fuzz(doc):
         _count(f"{agent} agent jobs")
         _agent_verdict(agent_commands[agent], doc)

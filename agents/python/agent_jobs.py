@@ -68,6 +68,8 @@ def load_jobs(path: str) -> dict:
                         "of messages {role: system|user|assistant, content: non-empty string}")
     _check(path, jobs.get("raw", False), "raw", bool)
     _check(path, jobs.get("timeout_s", 600), "timeout_s", (int, float))
+    if not jobs.get("timeout_s", 600) > 0:  # the schema's exclusiveMinimum 0, as the Rust agent checks
+        raise JobsError(f"{path}: field 'timeout_s' must be > 0")
     if endpoint in OPENAI_ENDPOINTS:  # what /v1 cannot carry (the runner refuses it first)
         if jobs.get("raw"):
             raise JobsError(f"{path}: field 'raw': endpoint {endpoint} has no raw prompt")
