@@ -84,8 +84,10 @@ compare: setup
 LANES ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 
 ## test: unit, contract, integration (real Ollama), notebook and browser tests (LANES=0: serially)
-# make test needs llama-server too: its setup builds it at the same time as the rest (provision.main)
-test: SETUP_ARGS := --llama-cpp
+# make test needs llama-server too: its setup starts the build at idle CPU priority and the tests run
+# beside it, taking the CPU first; test_servers.py, the only file that starts llama-server, runs last
+# and waits for the build where it is not done (provision.start_llama_server_build, tests/lanes.py)
+test: SETUP_ARGS := --llama-cpp-background
 test: setup browser
 	$(PY) -m pytest $(if $(filter-out 0 1,$(LANES)),-n $(LANES) --dist loadfile --no-loadscope-reorder)
 

@@ -69,10 +69,16 @@ def once(tmp_path_factory, name: str, make: Callable[[Path], Path]) -> Path:
         return made
 
 
+# The files that start llama-server, which `make test` builds at idle priority beside the tests
+# (provision.start_llama_server_build): last, so that the build has the whole suite's idle CPU time
+# before anything waits for it (tests/test_isolation.py checks that no other file starts one).
+LLAMA_SERVER_FILES = ("test_servers.py",)
+
+
 def heaviest_first(items: list) -> None:
-    """Reorder pytest's collected `items` in place: whole files, by FILE_SECONDS, heaviest first
-    (a stable sort: a file's tests keep their order, unnamed files theirs)."""
-    items.sort(key=lambda item: -FILE_SECONDS.get(item.path.name, 0))
+    """Reorder pytest's collected `items` in place: whole files, by FILE_SECONDS, heaviest first,
+    then LLAMA_SERVER_FILES (a stable sort: a file's tests keep their order, unnamed files theirs)."""
+    items.sort(key=lambda item: (item.path.name in LLAMA_SERVER_FILES, -FILE_SECONDS.get(item.path.name, 0)))
 
 
 def enter(worker: str) -> Path | None:

@@ -63,12 +63,26 @@ def test_make_tests_lanes_hand_out_the_heaviest_files_first_and_keep_each_files_
     class Item:  # what heaviest_first reads of a pytest item
         def __init__(self, name, i):
             self.path, self.i = here / name, i
-    items = [Item("test_aa.py", 0), Item("test_thinking.py", 1), Item("test_aa.py", 2),
-             Item("test_sweep.py", 3), Item("test_thinking.py", 4), Item("test_eta.py", 5)]
+    items = [Item("test_servers.py", 0), Item("test_aa.py", 1), Item("test_thinking.py", 2), Item("test_aa.py", 3),
+             Item("test_sweep.py", 4), Item("test_thinking.py", 5), Item("test_eta.py", 6), Item("test_servers.py", 7)]
     lanes.heaviest_first(items)
-    assert [(it.path.name, it.i) for it in items] == [
-        ("test_thinking.py", 1), ("test_thinking.py", 4), ("test_sweep.py", 3),
-        ("test_aa.py", 0), ("test_aa.py", 2), ("test_eta.py", 5)]
+    assert [(it.path.name, it.i) for it in items] == [  # test_servers.py (49 s) last: it waits for llama-server
+        ("test_thinking.py", 2), ("test_thinking.py", 5), ("test_sweep.py", 4),
+        ("test_aa.py", 1), ("test_aa.py", 3), ("test_eta.py", 6), ("test_servers.py", 0), ("test_servers.py", 7)]
+
+
+def test_only_the_files_make_test_runs_last_start_llama_server():
+    """make test builds llama-server beside the tests and runs lanes.LLAMA_SERVER_FILES last: a file
+    that starts one earlier would wait for the build with the whole suite still queued behind it."""
+    import re
+    import lanes
+    here = Path(__file__).parent
+    kinds = [p.name for p in (here / "fixtures").glob("*.yaml") if re.search(r"kind:.*llama-cpp", p.read_text())]
+    assert kinds, "no fixture sweeps llama-server: the pattern below no longer finds them"
+    starts = re.compile("|".join([r"ensure_llama_server|LlamaCppKind|KINDS\[.llama-cpp.\]\.start",
+                                  *map(re.escape, kinds)]))
+    found = sorted(p.name for p in here.glob("test_*.py") if p.name != Path(__file__).name and starts.search(p.read_text()))
+    assert found == sorted(lanes.LLAMA_SERVER_FILES), found
 
 
 def _ask_once(root: str, out: str) -> None:  # one lane asking lanes.once (a process of its own)

@@ -184,6 +184,54 @@ def test_a_second_sweep_or_render_into_a_busy_run_exits_2(tiny_run, tmp_path):
     assert not (run / "index.html").exists()
 
 
+def _hold_build(lock: str, seconds: float, then: str) -> None:  # another process building llama-server
+    with storage.building(Path(lock), "a test's build"):
+        time.sleep(seconds)
+        Path(then).write_text("built")
+
+
+def _holding(lock: Path, seconds: float, then: Path):
+    import multiprocessing
+    proc = multiprocessing.get_context("spawn").Process(target=_hold_build, args=(str(lock), seconds, str(then)))
+    proc.start()
+    deadline = time.monotonic() + 30
+    while storage.build_holder(lock) is None:
+        assert proc.is_alive() and time.monotonic() < deadline, "the holding process never took the lock"
+        time.sleep(0.05)
+    return proc
+
+
+def test_a_second_llama_server_build_waits_for_the_one_in_progress_and_then_finds_it_built(tmp_path):
+    """make test builds llama-server in a process of its own beside the tests; a sweep that needs
+    it (provision.ensure_llama_server) or another clone's setup takes the same lock: it waits
+    for that build instead of starting a second one into the same folder."""
+    lock, made = tmp_path / "build.lock", tmp_path / "llama-server"
+    proc = _holding(lock, 1.5, made)
+    assert storage.build_holder(lock).startswith(f"a test's build (pid {proc.pid})")
+    waited = []
+    with storage.building(lock, "the second build", waiting=waited.append):
+        assert made.read_text() == "built"  # it held the lock only once the first had finished
+        assert storage.build_holder(lock).startswith("the second build")
+    proc.join(10)
+    assert len(waited) == 1 and waited[0].startswith("a test's build"), waited
+    assert storage.build_holder(lock) is None and storage.wait_built(lock, 1) is None
+
+
+def test_starting_llama_server_while_it_is_built_waits_then_names_the_build_it_waited_for(tmp_path, monkeypatch):
+    binary = tmp_path / "bin" / "llama-server"
+    monkeypatch.setattr(paths, "llama_server_cache_bin", lambda target=None: binary)
+    monkeypatch.setattr(server, "BUILD_WAIT_S", 0.5)
+    proc = _holding(paths.llama_server_build_lock(), 3, tmp_path / "done")
+    started = time.monotonic()
+    with pytest.raises(server.ServerError, match=r"llama-server not built yet: a test's build \(pid \d+\) "
+                                                 r"still holds .*build.lock after 0 s"):
+        server.KINDS["llama-cpp"].start()
+    assert 0.5 <= time.monotonic() - started < 2.5  # it waited for the build, then gave up
+    proc.join(10)
+    with pytest.raises(server.ServerError, match="llama-server not found at .*make setup"):
+        server.KINDS["llama-cpp"].start()  # the build ended without a binary: the usual message
+
+
 # --- 6. no silent mix -------------------------------------------------------------------------
 
 def _unfinish(run: Path) -> str:

@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--llama-cpp", action="store_true",
                    help="build llama.cpp's llama-server too (make test does; a sweep with server.kind "
                         "llama-cpp builds it on first need)")
+    p.add_argument("--llama-cpp-background", action="store_true",
+                   help="start llama-server's build at idle CPU priority and return without waiting for it "
+                        "(make test does; what starts llama-server first waits for the build)")
     for name, text in (("sweep", "run (or resume) a sweep into outputs/<run-id>"),
                        ("report", "sweep, then execute and render every notebook")):
         p = sub.add_parser(name, help=text)
@@ -83,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 def _command(args: argparse.Namespace) -> int:
     if args.command == "setup":
         from langbench.run import provision
-        return provision.main(llama_cpp=args.llama_cpp)
+        return provision.main(llama_cpp=args.llama_cpp, llama_cpp_background=args.llama_cpp_background)
     if args.command == "sweep":
         run_dir = sweep(args.params, args.run_id, allow_mixed=args.allow_mixed,
                         cluster=args.cluster, workers=args.workers)

@@ -131,6 +131,12 @@ def llama_server_cache_bin(target: str | None = None) -> Path:
     return cache_dir() / f"llama-cpp-{LLAMA_CPP_PACKAGE_VERSION}" / target / "bin" / "llama-server"
 
 
+def llama_server_build_lock(target: str | None = None) -> Path:
+    """The flock a llama-server build holds (provision.ensure_llama_server, storage.building): a
+    second build waits for it, and so does a server start that finds no binary yet."""
+    return llama_server_cache_bin(target).parent.parent / "build.lock"
+
+
 def gguf_path() -> Path:
     return cache_dir() / "models" / f"{GGUF_PACKAGE}-{GGUF_PACKAGE_VERSION}" / GGUF_FILE
 

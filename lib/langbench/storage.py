@@ -8,6 +8,7 @@ import fcntl
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -150,3 +151,54 @@ def locked(run_dir: Path, what: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def building(lock_path: Path, what: str, waiting=None) -> Iterator[None]:
+    """Hold `lock_path`'s exclusive flock while `what` is built into a cache, waiting first for
+    another process that holds it (its own build of the same thing): `waiting(holder)` is called
+    once if so, with the holder's line. The caller checks again for what it builds once it holds
+    the lock. Released when the block ends, however the process ends."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, user_file_mode())
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting:
+                waiting(os.pread(fd, 300, 0).decode(errors="replace").strip() or "another process")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{what} (pid {os.getpid()})\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def build_holder(lock_path: Path) -> str | None:
+    """Who holds `lock_path` (storage.building), or None if nobody does now."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return None
+        except BlockingIOError:
+            return os.pread(fd, 300, 0).decode(errors="replace").strip() or "another process"
+    finally:
+        os.close(fd)
+
+
+def wait_built(lock_path: Path, timeout_s: float) -> str | None:
+    """Wait until nobody holds `lock_path` (a build in another process), at most `timeout_s`
+    seconds (then TimeoutError naming the holder). Returns the holder it waited for, None if
+    there was none."""
+    holder = build_holder(lock_path)
+    deadline = time.monotonic() + timeout_s
+    while build_holder(lock_path) is not None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{holder} still holds {lock_path} after {timeout_s:.0f} s")
+        time.sleep(0.5)
+    return holder

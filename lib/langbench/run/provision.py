@@ -19,7 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from langbench import paths
+from langbench import paths, storage
 from langbench.run import server
 
 
@@ -192,12 +192,21 @@ def ensure_llama_server() -> Path:
         return target
     if no_cmake := _no_cmake():
         raise RuntimeError(no_cmake)
+    log_path = target.parent.parent / "build.log"
+    with storage.building(paths.llama_server_build_lock(), f"the llama-server build of langbench setup, log {log_path}",
+                          waiting=lambda holder: say(f"waiting for {holder}")):
+        if target.exists():  # another process built it while this one waited
+            say(f"llama-server: {target}")
+            return target
+        return _build_llama_server(target, log_path)
+
+
+def _build_llama_server(target: Path, log_path: Path) -> Path:
     spec = f"{paths.LLAMA_CPP_PACKAGE}=={paths.LLAMA_CPP_PACKAGE_VERSION}"
     say(f"building llama-server from the llama.cpp vendored in {spec} (PyPI sdist) into "
         f"{target.parent} (about 5 minutes of both cores of a 2-core Xeon, once)")
     started = time.monotonic()
     target.parent.mkdir(parents=True, exist_ok=True)
-    log_path = target.parent.parent / "build.log"
     with tempfile.TemporaryDirectory(dir=target.parent.parent) as tmp, open(log_path, "w") as log:
         def step(*cmd: str, cwd: str | None = None) -> None:
             log.write(f"$ {' '.join(cmd)}\n")
@@ -239,23 +248,79 @@ def ensure_llama_server() -> Path:
     return target
 
 
-def main(llama_cpp: bool = False) -> int:
+def start_llama_server_build(timeout_s: float = 60.0) -> subprocess.Popen | None:
+    """Start llama-server's build in a process of its own at idle CPU priority and return once it
+    holds the build lock (paths.llama_server_build_lock), without waiting for the build; None
+    where the binary is cached. `make test` does this: the tests run meanwhile and the build
+    takes only CPU time they leave idle (SCHED_IDLE: the kernel runs it on a CPU nothing else
+    wants), and whatever starts llama-server first waits for the lock (server.LlamaCppKind.start,
+    ensure_llama_server). The process is in this one's process group, so Ctrl-C stops it too;
+    its output goes to setup.log beside build.log. RuntimeError if it ends before it holds the
+    lock without a binary (its log's tail)."""
+    target = paths.llama_server_cache_bin()
+    if target.exists():
+        return None
+    lock = paths.llama_server_build_lock()
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    log_path = lock.with_name("setup.log")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "langbench.run.provision", "--idle-llama-server-build"],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout_s
+    while storage.build_holder(lock) is None and not target.exists():
+        if proc.poll() is not None:
+            if proc.returncode == 0 and target.exists():
+                break
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
+            raise RuntimeError(f"the llama-server build exited {proc.returncode} (log {log_path}):\n{tail}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"the llama-server build did not start within {timeout_s:.0f} s (log {log_path})")
+        time.sleep(0.1)
+    say(f"llama-server: building in the background at idle CPU priority (pid {proc.pid}, log {log_path}); "
+        "what starts it first waits for the build")
+    return proc
+
+
+def _idle_build() -> int:
+    """`python -m langbench.run.provision --idle-llama-server-build` (start_llama_server_build's
+    process): ensure_llama_server at SCHED_IDLE (nice 19 where the kernel refuses it); its
+    compilers inherit the policy."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(19)
+    try:
+        ensure_llama_server()
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
+        say(f"failed: llama-server: {e}")
+        return 1
+    except KeyboardInterrupt:
+        say("llama-server: build interrupted")
+        return 130
+    return 0
+
+
+def main(llama_cpp: bool = False, llama_cpp_background: bool = False) -> int:
     """`make setup`: everything `make report` needs; `llama_cpp`: llama-server too (a slow build,
     about 5 minutes on 2 cores, that only a study of server.kind llama-cpp and the tests need:
-    `make test` asks for it, a sweep that needs it builds it on first need).
+    a sweep that needs it builds it on first need); `llama_cpp_background`: start that build
+    at idle priority and return without waiting for it (start_llama_server_build; `make test`).
 
     The steps are independent until the model is registered, so they run at once, each on a
     thread of its own waiting on its build: a build's serial stretches (configure, download, link)
     and the downloads (the model, the llama.cpp sdist) overlap the others' compiles, where one
     after the other they left a core idle. A step that fails is named; the others still finish."""
     started = time.monotonic()
-    if missing := missing_tools(llama_cpp):
+    if missing := missing_tools(llama_cpp or llama_cpp_background):
         for why in missing:
             say(f"failed: {why}")
         return 1
     steps = {"ollama": ensure_ollama, "model file": ensure_gguf, "rust agent": ensure_rust_agent}
     if llama_cpp:
         steps["llama-server"] = ensure_llama_server
+    elif llama_cpp_background:
+        steps["llama-server"] = start_llama_server_build
     done, failed = {}, []
     with ThreadPoolExecutor(max_workers=len(steps), thread_name_prefix="setup") as pool:
         futures = {name: pool.submit(step) for name, step in steps.items()}
@@ -274,7 +339,16 @@ def main(llama_cpp: bool = False) -> int:
     if failed:
         return 1
     say(f"rust agent: {done['rust agent']}")
-    if not llama_cpp:
+    if not llama_cpp and not llama_cpp_background:
         say("llama-server: not built (`python -m langbench setup --llama-cpp`, or a sweep of server.kind llama-cpp, builds it)")
     say(f"done in {time.monotonic() - started:.1f} s")
     return 0
+
+
+if __name__ == "__main__":
+    from langbench import stop
+    stop.install()  # SIGTERM too raises KeyboardInterrupt: the build's temporary folder is removed
+    if sys.argv[1:] != ["--idle-llama-server-build"]:
+        print("usage: python -m langbench.run.provision --idle-llama-server-build", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(_idle_build())

@@ -35,7 +35,11 @@ from pathlib import Path
 
 import httpx
 
-from langbench import paths
+from langbench import paths, storage
+
+# How long starting llama-server waits for a build of it that another process holds (make test
+# builds it at idle priority beside the tests: provision.start_llama_server_build), seconds.
+BUILD_WAIT_S = 3600.0
 
 
 class ServerError(RuntimeError):
@@ -288,6 +292,11 @@ class LlamaCppKind:
     def start(self, log_path: Path | None = None, env: dict | None = None, cpus: list[int] | None = None,
               port: int | None = None, slots: int = 1, timeout: float = 60.0) -> Server:
         binary = paths.llama_server_cache_bin()
+        if not binary.exists():  # being built by another process (make test builds it beside the tests)?
+            try:
+                storage.wait_built(paths.llama_server_build_lock(), BUILD_WAIT_S)
+            except TimeoutError as e:
+                raise ServerError(f"llama-server not built yet: {e}") from None
         if not binary.exists():
             raise ServerError(f"llama-server not found at {binary}: run `make setup` (it builds it from the "
                               f"llama.cpp in PyPI's {paths.LLAMA_CPP_PACKAGE} {paths.LLAMA_CPP_PACKAGE_VERSION} sdist)")
