@@ -43,7 +43,7 @@ THREADS = 1
 # last file to start is a short one and the lanes end together, not one lane running
 # test_thinking alone for its last three minutes. Files not named weigh 0 and keep their order.
 FILE_SECONDS = {
-    "test_thinking.py": 178, "test_agent_loops.py": 134, "test_sweep.py": 119,
+    "test_thinking.py": 128, "test_agent_loops.py": 134, "test_sweep.py": 119,
     "test_agent_sweep.py": 84, "test_agent_replay.py": 66, "test_gpu.py": 62, "test_cluster.py": 55,
     "test_servers.py": 49, "test_concurrency.py": 48, "test_report.py": 45, "test_robustness.py": 42,
     "test_agents_contract.py": 37, "test_sequential_sweep.py": 34, "test_stream_corpus.py": 30,

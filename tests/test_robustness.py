@@ -225,11 +225,11 @@ def test_starting_llama_server_while_it_is_built_waits_then_names_the_build_it_w
     started = time.monotonic()
     with pytest.raises(server.ServerError, match=r"llama-server not built yet: a test's build \(pid \d+\) "
                                                  r"still holds .*build.lock after 0 s"):
-        server.KINDS["llama-cpp"].start()
+        server.KINDS["llama-cpp"].start()  # a stand-in binary path: it never waits for the real build
     assert 0.5 <= time.monotonic() - started < 2.5  # it waited for the build, then gave up
     proc.join(10)
     with pytest.raises(server.ServerError, match="llama-server not found at .*make setup"):
-        server.KINDS["llama-cpp"].start()  # the build ended without a binary: the usual message
+        server.KINDS["llama-cpp"].start()  # the stand-in's build ended without a binary: the usual message
 
 
 # --- 6. no silent mix -------------------------------------------------------------------------

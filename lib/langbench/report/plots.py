@@ -28,6 +28,13 @@ def delta_heatmap(d: pd.DataFrame, factors: list[str], label: str, lower_is_bett
     d = labelled(d, factors)
     d["config"] = d[factors].agg(" / ".join, axis=1)
     grid = d.pivot_table(index="config", columns="agent", values="delta_pct")
+    if grid.empty:  # no cell has the 2 warm runs a mode that stats.deltas needs for a delta
+        fig, ax = plt.subplots(figsize=(4.5, 1.2))
+        most = int(d[["n_baseline", "n_chimera"]].min(axis=1).max()) if len(d) else 0
+        ax.text(0.5, 0.5, f"no delta: a config needs 2 warm runs in each mode, this run has at most {most}",
+                ha="center", va="center", wrap=True)
+        ax.set(title=f"chimera vs baseline, {label} (%)", xticks=[], yticks=[])
+        return fig
     fig, ax = plt.subplots(figsize=(4.5, 0.3 * len(grid) + 1.2))
     # blue = better for the user: a gain in throughput, a drop in latency
     sns.heatmap(grid, annot=True, fmt=".1f", center=0, cmap="RdBu_r" if lower_is_better else "RdBu",
