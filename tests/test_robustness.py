@@ -203,7 +203,7 @@ def _holding(lock: Path, seconds: float, then: Path):
 
 def test_a_second_llama_server_build_waits_for_the_one_in_progress_and_then_finds_it_built(tmp_path):
     """make test builds llama-server in a process of its own beside the tests; a sweep that needs
-    it (provision.ensure_llama_server) or another clone's setup takes the same lock: it waits
+    it or another clone's setup takes the same lock: it waits
     for that build instead of starting a second one into the same folder."""
     lock, made = tmp_path / "build.lock", tmp_path / "llama-server"
     proc = _holding(lock, 1.5, made)
