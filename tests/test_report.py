@@ -144,6 +144,18 @@ def _notebook(nbdir: Path, name: str, *sources: str) -> None:
     nbformat.write(nb, nbdir / f"{name}.ipynb")
 
 
+def test_a_run_of_one_repetition_renders_every_notebook_and_says_it_has_no_delta(tmp_path):
+    """repetitions: 1 is a valid sweep, but no config has a chimera − baseline delta (stats.deltas
+    needs DELTA_MIN_UNITS warm runs a mode): every notebook still renders and says so, where
+    the TTFT heatmap, the spread test and the success-by-factor tables failed their notebooks."""
+    run_dir = make_run(tmp_path / "one-rep", reps=1, seed=17)
+    assert report.render(run_dir) == 0
+    html = {p.name: p.read_text() for p in (run_dir / "html").glob("*-nocode.html")}
+    assert len(html) == len(report.NOTEBOOKS) and not [n for n, t in html.items() if "Traceback" in t]
+    assert "No spread to compare: a language has 0 configs with a delta" in html["success_patterns-nocode.html"]
+    assert "no config has a delta" in html["tr112-nocode.html"]
+
+
 def test_a_kept_kernel_runs_each_notebook_as_a_fresh_one_would(tmp_path, monkeypatch):
     """One kernel for a lane's notebooks (notebooks.Kernel): no name of the notebook before
     is left (a notebook that uses one fails as it would alone), the counts start at 1, a

@@ -114,8 +114,11 @@ def compare(a, b, metric: str, names=("a", "b"), margin_rel: float = 0.02,
 
 
 def equal_variance(groups: dict[str, np.ndarray]) -> dict:
-    """Brown–Forsythe (Levene centred on the median) and classic Levene."""
+    """Brown–Forsythe (Levene centred on the median) and classic Levene; NaN statistics and
+    p-values where fewer than two groups have two values or more (nothing to test)."""
     data = [np.asarray(pd.Series(v).dropna(), dtype=float) for v in groups.values()]
+    if len(data) < 2 or any(len(x) < 2 for x in data):
+        return {"brown_forsythe_W": np.nan, "brown_forsythe_p": np.nan, "levene_W": np.nan, "levene_p": np.nan}
     bf = sps.levene(*data, center="median")
     lev = sps.levene(*data, center="mean")
     return {"brown_forsythe_W": float(bf.statistic), "brown_forsythe_p": float(bf.pvalue),
@@ -130,6 +133,10 @@ def units(groups: list[pd.DataFrame], value: str) -> tuple[list[np.ndarray], str
     return [g[value].dropna().to_numpy(float) for g in groups], "run"
 
 
+# A delta (deltas) needs this many units (runs, or batch means) in each mode: its Welch CI needs a variance.
+DELTA_MIN_UNITS = 2
+
+
 def deltas(df: pd.DataFrame, value: str, factors: list[str], alpha: float = ALPHA) -> pd.DataFrame:
     """Optimization delta per agent × config: (chimera − baseline) / baseline of the means, with
     the Welch 95% CI of chimera − baseline scaled the same way. `naive_success` is the seed's
@@ -139,7 +146,7 @@ def deltas(df: pd.DataFrame, value: str, factors: list[str], alpha: float = ALPH
         (base, chim), unit = units([g[g["mode"] == "baseline"], g[g["mode"] == "chimera"]], value)
         row = {"agent": agent, "config_id": config_id, "unit": unit,
                **{f: _sent(g, f) for f in factors}, "n_baseline": len(base), "n_chimera": len(chim)}
-        if len(base) >= 2 and len(chim) >= 2:
+        if len(base) >= DELTA_MIN_UNITS and len(chim) >= DELTA_MIN_UNITS:
             lo, hi = CompareMeans(DescrStatsW(chim), DescrStatsW(base)).tconfint_diff(
                 alpha=alpha, usevar="unequal")
             bm = base.mean()

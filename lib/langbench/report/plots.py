@@ -25,13 +25,14 @@ def distribution(df: pd.DataFrame, value: str, label: str):
 
 def delta_heatmap(d: pd.DataFrame, factors: list[str], label: str, lower_is_better: bool = False):
     from langbench.analysis.metrics import labelled
+    from langbench.analysis.stats import DELTA_MIN_UNITS
     d = labelled(d, factors)
     d["config"] = d[factors].agg(" / ".join, axis=1)
     grid = d.pivot_table(index="config", columns="agent", values="delta_pct")
-    if grid.empty:  # no cell has the 2 warm runs a mode that stats.deltas needs for a delta
+    if grid.empty:  # no cell has the warm runs a mode that stats.deltas needs for a delta
         fig, ax = plt.subplots(figsize=(4.5, 1.2))
         most = int(d[["n_baseline", "n_chimera"]].min(axis=1).max()) if len(d) else 0
-        ax.text(0.5, 0.5, f"no delta: a config needs 2 warm runs in each mode, this run has at most {most}",
+        ax.text(0.5, 0.5, f"no delta: a config needs {DELTA_MIN_UNITS} warm runs in each mode, this run has at most {most}",
                 ha="center", va="center", wrap=True)
         ax.set(title=f"chimera vs baseline, {label} (%)", xticks=[], yticks=[])
         return fig

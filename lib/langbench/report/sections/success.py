@@ -69,6 +69,11 @@ def delta_variance(d: pd.DataFrame) -> Section:
     groups = {a: g["delta_pct"].to_numpy() for a, g in d.groupby("agent")}
     t = pd.DataFrame([{"agent": a, "delta_std_pct": np.std(v, ddof=1), "configs": len(v)} for a, v in groups.items()])
     ev = stats.equal_variance(groups)
+    if np.isnan(ev["brown_forsythe_p"]):
+        fewest = min((len(v) for v in groups.values()), default=0)
+        return Section("5.3 Variance in improvements", f"No spread to compare: a language has {fewest} configs "
+                       "with a delta, and the Brown–Forsythe test needs 2 in each (a delta needs "
+                       f"{stats.DELTA_MIN_UNITS} warm runs in both modes).", t)
     sentence = ("Spread of the deltas: " + ", ".join(f"{r.agent} {r.delta_std_pct:.2f}%" for r in t.itertuples())
                 + f"; Brown–Forsythe {p_text(ev['brown_forsythe_p'])} "
                 f"({'different' if ev['brown_forsythe_p'] < stats.ALPHA else 'not significantly different'}).")
@@ -86,6 +91,11 @@ def success_by(d: pd.DataFrame, factor: str, alpha: float = stats.ALPHA) -> Sect
         rows.append({factor: level, "configs": len(w), "rust_success_pct": 100 * w["rust"].mean(),
                      "python_success_pct": 100 * w["python"].mean(), "rust_only": mc["a_only"],
                      "python_only": mc["b_only"], "mcnemar_p": mc["mcnemar_p"]})
+    if not rows:  # no config has a delta: nothing succeeded or failed
+        t = pd.DataFrame(columns=[factor, "configs", "rust_success_pct", "python_success_pct", "rust_only",
+                                  "python_only", "mcnemar_p", "mcnemar_p_holm", "winner"])
+        return Section(f"6 Success rate by {factor}", f"By {factor}: no config has a delta (a delta needs "
+                       f"{stats.DELTA_MIN_UNITS} warm runs in both modes).", t)
     t = pd.DataFrame(rows)
     t["mcnemar_p_holm"] = stats.holm(t["mcnemar_p"])
     t["winner"] = np.where(~(t["mcnemar_p_holm"] < alpha), "inconclusive",
@@ -98,6 +108,10 @@ def success_by(d: pd.DataFrame, factor: str, alpha: float = stats.ALPHA) -> Sect
 
 
 def overlap(d: pd.DataFrame, factors: list[str]) -> Section:
+    if d.empty:
+        return Section("6.4 Configuration overlap", "No config has a delta (a delta needs "
+                       f"{stats.DELTA_MIN_UNITS} warm runs in both modes): no overlap to show.",
+                       pd.DataFrame(columns=["config_id", *factors]))
     w = metrics.labelled(d, factors).pivot_table(index=["config_id", *factors], columns="agent",
                                                  values="naive_success", aggfunc="first")
     both = w[(w.get("python") == True) & (w.get("rust") == True)].reset_index()  # noqa: E712

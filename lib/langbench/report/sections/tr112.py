@@ -279,6 +279,10 @@ def claims(run: Run) -> Section:
                                "the parameter file does not vary it"))
             continue
         s = success.success_by(d, factor, run.alpha).table
+        if s.empty:
+            rows.append(_claim(claim, seed_text, "no config has a delta", NOT_MEASURABLE,
+                               f"a delta needs {stats.DELTA_MIN_UNITS} warm runs in both modes"))
+            continue
         winners = s["winner"].value_counts()
         measured = ", ".join(f"{lvl:g}: {wn}" if isinstance(lvl, (int, float)) else f"{lvl}: {wn}"
                              for lvl, wn in zip(s[factor], s["winner"]))
