@@ -133,24 +133,36 @@ def read_json(path: Path) -> dict:
 
 
 @contextlib.contextmanager
-def locked(run_dir: Path, what: str) -> Iterator[None]:
-    """Hold the run directory's exclusive lock (flock on run_dir/.lock) for `what` (sweep,
-    render); a second holder gets a RunDirError at once, never a wait or a mixed file."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock_path = run_dir / ".lock"
+def _holding(lock_path: Path, line: str, busy) -> Iterator[None]:
+    """Hold `lock_path`'s exclusive flock with `line` written in it (who holds it); where another
+    process holds it, `busy(its line)` first: it raises to give up, or returns to wait for it."""
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, user_file_mode())
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            free = True
         except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-            raise RunDirError(f"{run_dir}: in use by {holder}; wait for it to end, or use "
-                              "another --run-id") from None
+            free = False
+        if not free:  # outside the except: what busy raises is its own error, not a BlockingIOError's
+            busy(os.pread(fd, 300, 0).decode(errors="replace").strip() or "another process")
+            fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"langbench {what} (pid {os.getpid()})\n".encode(), 0)
+        os.pwrite(fd, f"{line} (pid {os.getpid()})\n".encode(), 0)
         yield
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path, what: str) -> Iterator[None]:
+    """Hold the run directory's exclusive lock (flock on run_dir/.lock) for `what` (sweep,
+    render); a second holder gets a RunDirError at once, never a wait or a mixed file."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    def busy(holder: str) -> None:
+        raise RunDirError(f"{run_dir}: in use by {holder}; wait for it to end, or use another --run-id")
+    with _holding(run_dir / ".lock", f"langbench {what}", busy):
+        yield
 
 
 @contextlib.contextmanager
@@ -160,19 +172,8 @@ def building(lock_path: Path, what: str, waiting=None) -> Iterator[None]:
     once if so, with the holder's line. The caller checks again for what it builds once it holds
     the lock. Released when the block ends, however the process ends."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, user_file_mode())
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if waiting:
-                waiting(os.pread(fd, 300, 0).decode(errors="replace").strip() or "another process")
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{what} (pid {os.getpid()})\n".encode(), 0)
+    with _holding(lock_path, what, waiting or (lambda holder: None)):
         yield
-    finally:
-        os.close(fd)
 
 
 def build_holder(lock_path: Path) -> str | None:

@@ -268,9 +268,7 @@ def start_llama_server_build(timeout_s: float = 60.0) -> subprocess.Popen | None
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout_s
     while storage.build_holder(lock) is None and not target.exists():
-        if proc.poll() is not None:
-            if proc.returncode == 0 and target.exists():
-                break
+        if proc.poll() is not None:  # it ended without taking the lock, and without a binary
             tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
             raise RuntimeError(f"the llama-server build exited {proc.returncode} (log {log_path}):\n{tail}")
         if time.monotonic() > deadline:
