@@ -20,6 +20,8 @@ def pytest_report_header(config):
 def pytest_configure(config):
     """In a worker of `pytest -n N` (make test): its lane, a CPU and a model store of its own."""
     worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:  # the controller, before any worker starts: one file order for all lanes
+        os.environ[lanes.BUILD_PENDING_ENV] = "1" if lanes.llama_server_pending() else "0"
     config.stash[LANE] = lanes.enter(worker) if worker else None
 
 

@@ -37,16 +37,19 @@ from langbench.run import isolation, server
 THREADS = 1
 
 # Seconds each heavy file held its lane (`make test`, 2 lanes, a warm fresh clone on the 2-core
-# polyglot machine, Intel Xeon, 1-thread decode 21-24 tok/s). xdist's --dist loadfile with
+# polyglot machine, Intel Xeon, 1-thread decode 21-24 tok/s; test_sweep.py after its interrupted
+# sweeps went to one config). xdist's --dist loadfile with
 # --no-loadscope-reorder (the Makefile; by default it orders files by their number of tests) hands
 # files out in collection order, so the files run heaviest first (longest processing time first): the
 # last file to start is a short one and the lanes end together, not one lane running
 # test_thinking alone for its last three minutes. Files not named weigh 0 and keep their order.
 FILE_SECONDS = {
-    "test_thinking.py": 128, "test_agent_loops.py": 134, "test_sweep.py": 119,
-    "test_agent_sweep.py": 84, "test_agent_replay.py": 66, "test_gpu.py": 62, "test_cluster.py": 55,
-    "test_servers.py": 49, "test_concurrency.py": 48, "test_report.py": 45, "test_robustness.py": 42,
-    "test_agents_contract.py": 37, "test_sequential_sweep.py": 34, "test_stream_corpus.py": 30,
+    "test_thinking.py": 133, "test_agent_loops.py": 125, "test_sweep.py": 87, "test_agent_sweep.py": 82,
+    "test_gpu.py": 64, "test_report.py": 62, "test_agent_replay.py": 62, "test_cluster.py": 48,
+    "test_servers.py": 44, "test_concurrency.py": 40, "test_agents_contract.py": 33,
+    "test_sequential_sweep.py": 31, "test_stream_corpus.py": 30, "test_robustness.py": 27, "test_aa.py": 22,
+    "test_lab.py": 21, "test_timing_contract.py": 18, "test_schedule.py": 14, "test_openai_endpoints.py": 13,
+    "test_fuzz.py": 12, "test_stop.py": 12,
 }
 
 
@@ -70,15 +73,32 @@ def once(tmp_path_factory, name: str, make: Callable[[Path], Path]) -> Path:
 
 
 # The files that start llama-server, which `make test` builds at idle priority beside the tests
-# (provision.start_llama_server_build): last, so that the build has the whole suite's idle CPU time
-# before anything waits for it (tests/test_isolation.py checks that no other file starts one).
+# (provision.start_llama_server_build) when it is not in the cache yet: then they run last, so that
+# the build has the whole suite's idle CPU time before anything waits for it (tests/test_isolation.py
+# checks that no other file starts one). Built already, they take their place by weight: last, a
+# 45 s file left the other lane idle for most of it.
 LLAMA_SERVER_FILES = ("test_servers.py",)
 
+# Set by the controller before its workers start (conftest.pytest_configure), so that every lane
+# collects in one order whenever the build ends: "1" while llama-server is not built.
+BUILD_PENDING_ENV = "LANGBENCH_TEST_LLAMA_SERVER_PENDING"
 
-def heaviest_first(items: list) -> None:
-    """Reorder pytest's collected `items` in place: whole files, by FILE_SECONDS, heaviest first,
-    then LLAMA_SERVER_FILES (a stable sort: a file's tests keep their order, unnamed files theirs)."""
-    items.sort(key=lambda item: (item.path.name in LLAMA_SERVER_FILES, -FILE_SECONDS.get(item.path.name, 0)))
+
+def llama_server_pending() -> bool:
+    """Whether the cached llama-server binary is still missing (being built, or to be built)."""
+    return not paths.llama_server_cache_bin().exists()
+
+
+def heaviest_first(items: list, build_pending: bool | None = None) -> None:
+    """Reorder pytest's collected `items` in place: whole files, by FILE_SECONDS, heaviest first
+    (a stable sort: a file's tests keep their order, unnamed files theirs); LLAMA_SERVER_FILES
+    after all others while llama-server's build is pending (`build_pending`; None: what the
+    controller put in BUILD_PENDING_ENV, else llama_server_pending())."""
+    if build_pending is None:
+        flag = os.environ.get(BUILD_PENDING_ENV)
+        build_pending = llama_server_pending() if flag is None else flag == "1"
+    items.sort(key=lambda item: (build_pending and item.path.name in LLAMA_SERVER_FILES,
+                                 -FILE_SECONDS.get(item.path.name, 0)))
 
 
 def enter(worker: str) -> Path | None:

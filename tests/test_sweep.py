@@ -234,6 +234,18 @@ def reference_run(tiny_run) -> Path:
     return tiny_run
 
 
+def one_config(tmp_path: Path) -> tuple[Path, list[str]]:
+    """tiny.yaml on one of its configs (num_ctx 256, the clamp case: a reload between the
+    modes), for the tests that interrupt a sweep and resume it: 5 batches, 25 records, where
+    the whole file's 10 batches only made each kill-and-resume cycle twice as long. Returns
+    the file and its planned run ids, which an uninterrupted sweep records each once as ok
+    (test_uninterrupted_sweep_writes_every_planned_run_and_the_manifest checks that of tiny.yaml)."""
+    doc = tiny_doc()
+    doc["matrix"] = {**doc["matrix"], "num_ctx": [256]}
+    path = write_params(tmp_path, doc, "one-config.yaml")
+    return path, [r.run_id for b in plan.build(params_mod.load(path)) for r in b.runs]
+
+
 def test_uninterrupted_sweep_writes_every_planned_run_and_the_manifest(reference_run):
     p = params_mod.load(TINY)
     planned = [r.run_id for b in plan.build(p) for r in b.runs]
@@ -257,17 +269,18 @@ def test_uninterrupted_sweep_writes_every_planned_run_and_the_manifest(reference
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_of_the_runner_loses_no_record_and_repeats_none(reference_run, tmp_path):
+def test_resume_after_sigkill_of_the_runner_loses_no_record_and_repeats_none(tmp_path):
     """Kill the runner (and its whole process group) at random points, resume each time: once
     during its start-up (server starting, model loading), then three times at a random moment
     after a random number of new records (mid-batch or between batches), so that every
     session makes progress and the number of sessions does not depend on this host's speed."""
     rng = random.Random(112)
+    params, planned = one_config(tmp_path)
     records = tmp_path / "r" / "records.jsonl"
     kills = 0
     for attempt in range(4):
         seen = len(storage.read_jsonl(records)) if records.exists() else 0
-        proc = subprocess.Popen([sys.executable, "-m", "langbench", "sweep", str(TINY), "--run-id", "r"],
+        proc = subprocess.Popen([sys.executable, "-m", "langbench", "sweep", str(params), "--run-id", "r"],
                                 env={**os.environ, "LANGBENCH_OUTPUTS": str(tmp_path)},
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
@@ -288,12 +301,12 @@ def test_resume_after_sigkill_of_the_runner_loses_no_record_and_repeats_none(ref
         time.sleep(0.5)  # the embedded server dies with its parent (PDEATHSIG)
     assert kills >= 2
     if proc.returncode != 0:
-        proc = _run_cli("r", tmp_path)
+        proc = _run_cli("r", tmp_path, params)
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err
     got = _ok_run_ids(tmp_path / "r")
     assert len(got) == len(set(got)), "a run was recorded twice"
-    assert sorted(got) == sorted(_ok_run_ids(reference_run))
+    assert sorted(got) == sorted(planned)
     keys = [(r["run_id"], r["attempt"]) for r in storage.read_jsonl(tmp_path / "r" / "records.jsonl")]
     assert len(keys) == len(set(keys)), "a record was merged twice"
     manifest = storage.read_json(tmp_path / "r" / "manifest.json")
@@ -301,8 +314,9 @@ def test_resume_after_sigkill_of_the_runner_loses_no_record_and_repeats_none(ref
 
 
 @pytest.mark.slow
-def test_killed_ollama_mid_sweep_is_recorded_and_the_sweep_finishes(reference_run, tmp_path):
-    proc = _run_cli("k", tmp_path)
+def test_killed_ollama_mid_sweep_is_recorded_and_the_sweep_finishes(tmp_path):
+    params, planned = one_config(tmp_path)
+    proc = _run_cli("k", tmp_path, params)
     records = tmp_path / "k" / "records.jsonl"
     deadline = _wait_for_records(records, 6)
     runner = psutil.Process(proc.pid)
@@ -326,7 +340,6 @@ def test_killed_ollama_mid_sweep_is_recorded_and_the_sweep_finishes(reference_ru
     assert manifest["counts"]["records"] == len(storage.read_jsonl(records))
     # every planned run is finished: retried to ok, or recorded failed after its retries
     got = set(_ok_run_ids(tmp_path / "k"))
-    planned = {r.run_id for b in plan.build(params_mod.load(TINY)) for r in b.runs}
     fails = collections.Counter(r["run_id"] for r in failed if r["phase"] != "resume")
     assert all(rid in got or fails[rid] == 2 for rid in planned)
 
@@ -358,8 +371,9 @@ def test_missing_rust_agent_is_a_clear_error_before_anything_is_written(tmp_path
 
 
 @pytest.mark.slow
-def test_sigterm_stops_the_sweep_with_no_process_left_and_it_resumes(reference_run, tmp_path):
-    proc = _run_cli("s", tmp_path, preexec_fn=_signals_blocked_and_ignored)
+def test_sigterm_stops_the_sweep_with_no_process_left_and_it_resumes(tmp_path):
+    params, planned = one_config(tmp_path)
+    proc = _run_cli("s", tmp_path, params, preexec_fn=_signals_blocked_and_ignored)
     _wait_for_records(tmp_path / "s" / "records.jsonl", 4)
     children = psutil.Process(proc.pid).children(recursive=True)
     assert children, "the runner has an embedded server (and maybe an agent) running"
@@ -368,7 +382,7 @@ def test_sigterm_stops_the_sweep_with_no_process_left_and_it_resumes(reference_r
     assert proc.returncode == 130 and "resume" in err
     gone, alive = psutil.wait_procs(children, timeout=15)
     assert alive == []
-    proc = _run_cli("s", tmp_path)
+    proc = _run_cli("s", tmp_path, params)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
-    assert sorted(_ok_run_ids(tmp_path / "s")) == sorted(_ok_run_ids(reference_run))
+    assert sorted(_ok_run_ids(tmp_path / "s")) == sorted(planned)
