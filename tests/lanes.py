@@ -46,10 +46,10 @@ THREADS = 1
 FILE_SECONDS = {
     "test_thinking.py": 133, "test_agent_loops.py": 125, "test_sweep.py": 87, "test_agent_sweep.py": 82,
     "test_gpu.py": 64, "test_report.py": 62, "test_agent_replay.py": 62, "test_cluster.py": 48,
-    "test_servers.py": 44, "test_concurrency.py": 40, "test_agents_contract.py": 33,
-    "test_sequential_sweep.py": 31, "test_stream_corpus.py": 30, "test_robustness.py": 27, "test_aa.py": 22,
-    "test_lab.py": 21, "test_timing_contract.py": 18, "test_schedule.py": 14, "test_openai_endpoints.py": 13,
-    "test_fuzz.py": 12, "test_stop.py": 12,
+    "test_concurrency.py": 40, "test_agents_contract.py": 33, "test_sequential_sweep.py": 31,
+    "test_stream_corpus.py": 30, "test_servers.py": 29, "test_openai_endpoints.py": 28,
+    "test_robustness.py": 27, "test_aa.py": 22, "test_lab.py": 21, "test_timing_contract.py": 18,
+    "test_schedule.py": 14, "test_fuzz.py": 12, "test_stop.py": 12,
 }
 
 

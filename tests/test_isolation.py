@@ -66,7 +66,7 @@ def test_make_tests_lanes_hand_out_the_heaviest_files_first_and_keep_each_files_
     items = [Item("test_servers.py", 0), Item("test_aa.py", 1), Item("test_thinking.py", 2), Item("test_aa.py", 3),
              Item("test_sweep.py", 4), Item("test_thinking.py", 5), Item("test_eta.py", 6), Item("test_servers.py", 7)]
     lanes.heaviest_first(items, build_pending=True)
-    assert [(it.path.name, it.i) for it in items] == [  # test_servers.py (44 s) last: it waits for llama-server
+    assert [(it.path.name, it.i) for it in items] == [  # test_servers.py (29 s) last: it waits for llama-server
         ("test_thinking.py", 2), ("test_thinking.py", 5), ("test_sweep.py", 4),
         ("test_aa.py", 1), ("test_aa.py", 3), ("test_eta.py", 6), ("test_servers.py", 0), ("test_servers.py", 7)]
     lanes.heaviest_first(items, build_pending=False)  # built: by its weight, before the lighter files

@@ -143,32 +143,6 @@ def test_llama_server_cache_is_keyed_by_version_and_cpu():
     assert bin_.parent.parent.name == paths.llama_cpp_target() != paths.llama_server_cache_bin("other").parent.parent.name
 
 
-@pytest.fixture(scope="session")
-def endpoints_run(tmp_path_factory) -> Path:
-    return sweep_fixture("tiny-endpoints.yaml", tmp_path_factory.mktemp("endpoints"), "endpoints")
-
-
-def test_endpoint_is_a_factor_on_one_ollama_and_the_report_says_what_v1_costs(endpoints_run):
-    from langbench.analysis import findings, verify
-    from langbench.report.sections import servers
-    run = findings.Run.load(endpoints_run)
-    assert "endpoint" in run.factors
-    assert set(run.df["endpoint"]) == {"chat", "openai-chat"} == set(run.floor["endpoint"])
-    checks = verify.factor_checks(run.df, run.processes, run.factors)
-    assert set(checks.loc[checks["factor"] == "endpoint", "applied"]) == {verify.APPLIED}
-    api = run.df[run.df["endpoint"] == "chat"]
-    assert api["eval_duration"].notna().all() and api["throughput_clock"].eq("server").all()
-    v1 = run.df[run.df["endpoint"] == "openai-chat"]
-    assert v1["eval_duration"].isna().all() and v1["throughput_clock"].eq("client").all()
-    assert v1["throughput_tps"].notna().all() and v1["client_overhead_ms"].isna().all()
-    cost = servers.api_cost(run)
-    assert sorted(cost.table["client"]) == ["null", "python", "rust"]
-    for value in ("ttft_ms", "itl_p50_ms", "client_decode_tps"):
-        t = cost.table
-        assert (t[f"{value}_ci_low"] <= t[f"{value}_diff"]).all() and (t[f"{value}_diff"] <= t[f"{value}_ci_high"]).all()
-    assert "openai-chat against chat" in cost.sentence and "null client's floor" in cost.notes[0]
-
-
 def test_server_kind_is_verified_from_where_each_batch_ran(servers_run):
     from langbench.analysis import findings, verify
     run = findings.Run.load(servers_run)
