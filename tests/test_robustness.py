@@ -22,7 +22,7 @@ import yaml
 from cli_runs import fixture_params
 from langbench import paths, storage
 from langbench.analysis import findings
-from langbench.run import plan, server, sweep
+from langbench.run import plan, provision, server, sweep
 from langbench.run import params as params_mod
 from langbench.report.sections import sweep as sweep_sections
 
@@ -199,6 +199,17 @@ def _holding(lock: Path, seconds: float, then: Path):
         assert proc.is_alive() and time.monotonic() < deadline, "the holding process never took the lock"
         time.sleep(0.05)
     return proc
+
+
+def test_llama_server_is_built_by_the_venvs_ninja_which_schedules_the_longest_path_first():
+    """provision.ninja: the venv's pinned ninja (constraints.txt), not whatever PATH holds, so
+    every machine builds llama-server with the same scheduler; 1.12 is the first release whose
+    scheduler starts the deepest chain of the graph first (server-context's 50 s unit waited
+    for every library under the Makefiles)."""
+    tool = provision.ninja()
+    assert tool == str(Path(sys.executable).with_name("ninja"))
+    version = subprocess.run([tool, "--version"], capture_output=True, text=True, check=True).stdout
+    assert tuple(int(part) for part in version.split(".")[:2]) >= (1, 12), version
 
 
 def test_a_second_llama_server_build_waits_for_the_one_in_progress_and_then_finds_it_built(tmp_path):
