@@ -73,15 +73,10 @@ def once(tmp_path_factory, name: str, make: Callable[[Path], Path]) -> Path:
 
 
 # The files that start llama-server, which `make test` builds at idle priority beside the tests
-# (provision.start_llama_server_build) when it is not in the cache yet: then they go out first. The
-# lane that takes one sleeps on the build's lock, so its CPU is the build's, while the other lanes
-# run the rest of the suite; once built, that lane runs the file and joins them, and the lanes end
-# together on the lighter files. Run last, they waited with every other lane done: one core idle
-# through the build's last units and link and then through test_servers.py itself (a fresh clone from
-# empty caches, rocketlake Xeon: one core idle from 755 s to 793 s of the 797 s). xdist's loadfile
-# gives a lane its next file only when two tests of its current one are left, so nothing queues
-# behind the waiting file. tests/test_isolation.py checks that no other file starts one. Built
-# already, they take their place by weight.
+# (provision.start_llama_server_build) when it is not in the cache yet: then they run last, so that
+# the build has the whole suite's idle CPU time before anything waits for it (tests/test_isolation.py
+# checks that no other file starts one). Built already, they take their place by weight: last, a
+# 45 s file left the other lane idle for most of it.
 LLAMA_SERVER_FILES = ("test_servers.py",)
 
 # Set by the controller before its workers start (conftest.pytest_configure), so that every lane
@@ -97,12 +92,12 @@ def llama_server_pending() -> bool:
 def heaviest_first(items: list, build_pending: bool | None = None) -> None:
     """Reorder pytest's collected `items` in place: whole files, by FILE_SECONDS, heaviest first
     (a stable sort: a file's tests keep their order, unnamed files theirs); LLAMA_SERVER_FILES
-    before all others while llama-server's build is pending (`build_pending`; None: what the
+    after all others while llama-server's build is pending (`build_pending`; None: what the
     controller put in BUILD_PENDING_ENV, else llama_server_pending())."""
     if build_pending is None:
         flag = os.environ.get(BUILD_PENDING_ENV)
         build_pending = llama_server_pending() if flag is None else flag == "1"
-    items.sort(key=lambda item: (not (build_pending and item.path.name in LLAMA_SERVER_FILES),
+    items.sort(key=lambda item: (build_pending and item.path.name in LLAMA_SERVER_FILES,
                                  -FILE_SECONDS.get(item.path.name, 0)))
 
 

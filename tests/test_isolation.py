@@ -66,19 +66,18 @@ def test_make_tests_lanes_hand_out_the_heaviest_files_first_and_keep_each_files_
     items = [Item("test_servers.py", 0), Item("test_aa.py", 1), Item("test_thinking.py", 2), Item("test_aa.py", 3),
              Item("test_sweep.py", 4), Item("test_thinking.py", 5), Item("test_eta.py", 6), Item("test_servers.py", 7)]
     lanes.heaviest_first(items, build_pending=True)
-    assert [(it.path.name, it.i) for it in items] == [  # test_servers.py first: its lane waits for llama-server
-        ("test_servers.py", 0), ("test_servers.py", 7), ("test_thinking.py", 2), ("test_thinking.py", 5),
-        ("test_sweep.py", 4), ("test_aa.py", 1), ("test_aa.py", 3), ("test_eta.py", 6)]
+    assert [(it.path.name, it.i) for it in items] == [  # test_servers.py (29 s) last: it waits for llama-server
+        ("test_thinking.py", 2), ("test_thinking.py", 5), ("test_sweep.py", 4),
+        ("test_aa.py", 1), ("test_aa.py", 3), ("test_eta.py", 6), ("test_servers.py", 0), ("test_servers.py", 7)]
     lanes.heaviest_first(items, build_pending=False)  # built: by its weight, before the lighter files
     assert [(it.path.name, it.i) for it in items] == [
         ("test_thinking.py", 2), ("test_thinking.py", 5), ("test_sweep.py", 4), ("test_servers.py", 0),
         ("test_servers.py", 7), ("test_aa.py", 1), ("test_aa.py", 3), ("test_eta.py", 6)]
 
 
-def test_only_the_files_make_test_hands_out_first_start_llama_server():
-    """make test builds llama-server beside the tests and hands lanes.LLAMA_SERVER_FILES out first,
-    while the build is pending: another file that starts one would wait for the build wherever its
-    weight puts it, late in the run too, with the other lanes done and their cores idle."""
+def test_only_the_files_make_test_runs_last_start_llama_server():
+    """make test builds llama-server beside the tests and runs lanes.LLAMA_SERVER_FILES last: a file
+    that starts one earlier would wait for the build with the whole suite still queued behind it."""
     import re
     import lanes
     here = Path(__file__).parent
