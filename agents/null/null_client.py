@@ -35,6 +35,7 @@ import agent_jobs  # noqa: E402  (the jobs loader, ITL and record fields: never 
 import agent_tools  # noqa: E402  (the loop's tools and bookkeeping: the same module as the agent's)
 
 load_jobs, JobsError, itl, SERVER_FIELDS = agent_jobs.load_jobs, agent_jobs.JobsError, agent_jobs.itl, agent_jobs.SERVER_FIELDS
+Trace, kind_of, stamp_of = agent_jobs.Trace, agent_jobs.kind_of, agent_jobs.stamp_of
 OPENAI_PATHS = {"openai-chat": "/v1/chat/completions", "openai-completions": "/v1/completions"}
 
 AGENT_VERSION = "0.1.0+http.client"
@@ -105,7 +106,7 @@ class Exchange:
         self.parts: list[str] = []
         self.tool_calls: list = []
         self.calls: dict[int, dict] = {}  # /v1: streamed tool calls by index
-        self.t0_unix = self.t0 = None
+        self.t0_unix = self.t0 = self.trace = None
 
 
 def named(kind: str, message: str) -> dict:
@@ -133,7 +134,8 @@ def read_sse(resp: http.client.HTTPResponse, x: Exchange, chat: bool) -> None:
     data: list[bytes] = []
     finish = usage = None
     while raw := resp.readline():  # split at b"\n" only; to the body's end: the connection stays usable
-        now = time.perf_counter()
+        now_ns = time.monotonic_ns()
+        now = now_ns / 1e9
         line = raw.rstrip(b"\n").removesuffix(b"\r")
         if line:
             field, _, value = line.partition(b":")
@@ -159,6 +161,7 @@ def read_sse(resp: http.client.HTTPResponse, x: Exchange, chat: bool) -> None:
             continue
         if chunk.get("usage"):  # the last one counts (Ollama's /v1/completions sends zeros on every chunk first)
             usage = chunk["usage"]
+        kind, piece = "u" if chunk.get("usage") and not chunk.get("choices") else "e", ""
         for choice in chunk.get("choices") or ():
             delta = (choice.get("delta") or {}) if chat else choice
             text = delta.get("content" if chat else "text") or ""
@@ -185,6 +188,11 @@ def read_sse(resp: http.client.HTTPResponse, x: Exchange, chat: bool) -> None:
                     x.t_first_answer = now
             if choice.get("finish_reason") is not None and finish is None:
                 finish, x.t_last = choice["finish_reason"], now
+            if kind in "ued":
+                kind = kind_of(text, thinking, calls, choice.get("finish_reason") is not None)
+                piece = (json.dumps(calls) if kind == "c" else text if kind == "a" else
+                         thinking if kind == "t" else "")
+        x.trace.add(now_ns, kind, piece, len(event), stamp_of(chunk.get("t_sent_ns")))
     for _, c in sorted(x.calls.items()):
         try:
             args = json.loads(c["arguments"]) if c["arguments"] else {}
@@ -204,7 +212,8 @@ def exchange(conn: Connection, jobs: dict, run: dict, task=None) -> Exchange:
     path, body = request_body(jobs, run, task)
     x = Exchange()
     x.t0_unix = time.time()
-    x.t0 = time.perf_counter()  # immediately before the request is written (a connect included, as in the agents)
+    t0_ns = time.monotonic_ns()  # immediately before the request is written (a connect included, as in the agents)
+    x.t0, x.trace = t0_ns / 1e9, Trace(t0_ns, jobs.get("capture", False))  # CLOCK_MONOTONIC: the stamps' clock
     if task is not None:
         task.before_send(x.t0)
     try:
@@ -216,7 +225,8 @@ def exchange(conn: Connection, jobs: dict, run: dict, task=None) -> Exchange:
             read_sse(resp, x, path == OPENAI_PATHS["openai-chat"])
         else:
             while line := resp.readline():  # to the body's end: the connection stays usable
-                now = time.perf_counter()
+                now_ns = time.monotonic_ns()
+                now = now_ns / 1e9
                 if not line.strip() or x.final is not None or x.error is not None:
                     continue
                 try:
@@ -248,6 +258,10 @@ def exchange(conn: Connection, jobs: dict, run: dict, task=None) -> Exchange:
                         x.t_first_answer = now
                 if chunk.get("done"):
                     x.t_last, x.final = now, chunk
+                kind = kind_of(text, thinking, calls, bool(chunk.get("done")))
+                x.trace.add(now_ns, kind, json.dumps([c.get("function") for c in calls]) if kind == "c" else
+                            text if kind == "a" else thinking if kind == "t" else "",
+                            len(line.rstrip(b"\r\n")), stamp_of(chunk.get("t_sent_ns")))
     except (http.client.HTTPException, OSError) as e:
         conn.conn.close()  # a failed exchange leaves the connection unusable: the next run reconnects
         kind = ("connect" if isinstance(e, ConnectionRefusedError) else
@@ -284,6 +298,7 @@ def record_of(x: Exchange, conn: Connection, jobs: dict, run: dict, agent: bool 
     record["response_sha256"] = hashlib.sha256(text.encode()).hexdigest()
     record["outcome"] = outcome
     record["error"] = x.error
+    record.update(x.trace.fields())
     return record
 
 

@@ -18,7 +18,7 @@ SERVER_FIELDS = (
 )
 
 TOP_KEYS = {"schema_version", "model", "endpoint", "prompts", "raw", "timeout_s", "streams", "runs",
-            "workload", "actions", "tools", "tables", "format"}
+            "workload", "actions", "tools", "tables", "format", "capture"}
 RUN_KEYS = {"run_id", "prompt", "options", "keep_alive", "think", "warmup", "stream", "send_at_s",
             "max_turns", "task_id", "tools", "table", "replay"}
 AGENT_RUN_KEYS = {"max_turns", "task_id", "tools", "table", "replay"}
@@ -67,6 +67,7 @@ def load_jobs(path: str) -> dict:
         raise JobsError(f"{path}: field 'prompts': endpoint {endpoint} needs each prompt as a non-empty list "
                         "of messages {role: system|user|assistant, content: non-empty string}")
     _check(path, jobs.get("raw", False), "raw", bool)
+    _check(path, jobs.get("capture", False), "capture", bool)
     _check(path, jobs.get("timeout_s", 600), "timeout_s", (int, float))
     if not jobs.get("timeout_s", 600) > 0:  # the schema's exclusiveMinimum 0, as the Rust agent checks
         raise JobsError(f"{path}: field 'timeout_s' must be > 0")
@@ -217,6 +218,62 @@ def itl(sorted_gaps: list[float]) -> dict:
 
 
 
+def stamp_of(value) -> int | None:
+    """A chunk's send stamp (the replay server's `t_sent_ns`, CLOCK_MONOTONIC ns) as an int, or
+    None: real servers send none, and on /api the ollama client keeps it only in `created_at`
+    (a decimal string there; a real Ollama's RFC 3339 text is no stamp)."""
+    if type(value) is int:
+        return value
+    if type(value) is str and value.isdigit():
+        return int(value)
+    return None
+
+
+class Trace:
+    """One run's chunks as the client parsed them (DESIGN.md, "The replay server"): the lag
+    behind the server's send stamp of every stamped chunk (parse time − send time, both on
+    CLOCK_MONOTONIC: time.monotonic_ns() here, clock_gettime in the Rust agent), and, when the
+    jobs file asks for `capture`, each chunk's parse time from t0 (µs), its bytes where the client
+    sees them (None through an SDK), its kind and its text. Kinds: t thinking, a answer, c tool
+    call (text: the calls as JSON), d done / finish_reason, u usage only, e no token."""
+
+    __slots__ = ("t0_ns", "keep", "t_us", "sizes", "kinds", "texts", "lags")
+
+    def __init__(self, t0_ns: int, keep: bool):
+        self.t0_ns, self.keep = t0_ns, keep
+        self.t_us: list[int] = []
+        self.sizes: list[int | None] = []
+        self.kinds: list[str] = []
+        self.texts: list[str] = []
+        self.lags: list[int] = []
+
+    def add(self, now_ns: int, kind: str, text: str = "", size: int | None = None, stamp=None) -> None:
+        if stamp is not None:
+            self.lags.append(now_ns - stamp)
+        if self.keep:
+            self.t_us.append((now_ns - self.t0_ns) // 1000)
+            self.sizes.append(size)
+            self.kinds.append(kind)
+            self.texts.append(text)
+
+    def fields(self) -> dict:
+        """The record's `lag_ms` (null without stamps) and, when kept, its `capture`."""
+        out = {"lag_ms": None}
+        if self.lags:
+            lags = sorted(v / 1e6 for v in self.lags)
+            out["lag_ms"] = {"first": self.lags[0] / 1e6, "p50": percentile(lags, 0.50),
+                             "p99": percentile(lags, 0.99), "max": lags[-1], "n": len(lags)}
+        if self.keep:
+            out["capture"] = {"t_us": self.t_us, "bytes": self.sizes, "kinds": "".join(self.kinds),
+                              "text": self.texts}
+        return out
+
+
+def kind_of(text, thinking, calls, done: bool, usage: bool = False) -> str:
+    """A chunk's kind for the trace: c, then a, then t, then d, then u, then e."""
+    return "c" if calls else "a" if text else "t" if thinking else "d" if done else "u" if usage else "e"
+
+
 class Writer:
     """Appends each record as its run ends and flushes it; counts and reports failures."""
 
@@ -238,8 +295,10 @@ class Writer:
             print(f"python agent: run {record['run_id']}{turn}: task error: {record['task_error']['kind']}: "
                   f"{record['task_error']['message']}", file=sys.stderr)
         elif turn:
-            print(f"python agent: run {record['run_id']}{turn} ttft={record['ttft_ms'] or float('nan'):.1f}ms "
+            ttft = "none" if record["ttft_ms"] is None else f"{record['ttft_ms']:.1f}ms"
+            print(f"python agent: run {record['run_id']}{turn} ttft={ttft} "
                   f"action={(record['action'] or {}).get('tool')} task={record['task_outcome']}", file=sys.stderr)
-        else:
-            print(f"python agent: run {self.done}/{self.total} {record['run_id']} ok "
-                  f"ttft={record['ttft_ms']:.1f}ms", file=sys.stderr)
+        else:  # a stream can end at its first line with no token: ok, and no TTFT to print
+            ttft = "none (no token)" if record["ttft_ms"] is None else f"{record['ttft_ms']:.1f}ms"
+            print(f"python agent: run {self.done}/{self.total} {record['run_id']} ok ttft={ttft}",
+                  file=sys.stderr)

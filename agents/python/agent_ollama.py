@@ -22,7 +22,7 @@ import httpx  # ollama's own transport: already loaded by it
 import ollama
 
 import agent_tools  # the loop's tools and bookkeeping, shared with the null client
-from agent_jobs import SERVER_FIELDS, Writer, itl
+from agent_jobs import SERVER_FIELDS, Trace, Writer, itl, kind_of, stamp_of
 
 AGENT_VERSION = f"0.1.0+ollama-python-{version('ollama')}"
 CLIENT = f"ollama-python {version('ollama')} (httpx {version('httpx')})"  # named in every error
@@ -114,26 +114,33 @@ class Timing:
         self.tool_calls: list[dict] = []
         self.sent: bytes | None = None
         self.t0_unix = time.time()
-        self.t0 = time.perf_counter()
+        t0_ns = time.monotonic_ns()  # CLOCK_MONOTONIC, as perf_counter is on Linux: the stamps' clock
+        self.t0 = t0_ns / 1e9
+        self.chunks = Trace(t0_ns, jobs.get("capture", False))
 
     def trace(self, event: str, info: dict) -> None:
         if event == "connection.connect_tcp.started":
-            self.new_connection, self.connect_started = True, time.perf_counter()
+            self.new_connection, self.connect_started = True, time.monotonic()
         elif event == "connection.connect_tcp.complete" and self.connect_started is not None:
-            self.connect_ms = (time.perf_counter() - self.connect_started) * 1e3
+            self.connect_ms = (time.monotonic() - self.connect_started) * 1e3
 
     async def async_trace(self, event: str, info: dict) -> None:
         self.trace(event, info)
 
     def chunk(self, chunk) -> bool:
         """Take one parsed chunk; True when it was the last."""
-        now = time.perf_counter()
+        now_ns = time.monotonic_ns()
+        now = now_ns / 1e9
         part = chunk.message if self.chat else chunk
         text = (part.content if self.chat else part.response) if part is not None else None
         thinking = part.thinking if part is not None else None
         calls = self.chat and part is not None and part.tool_calls
         if calls:  # Ollama sends a call as one chunk once its arguments are complete: it carries tokens
             self.tool_calls.extend(c.model_dump() for c in part.tool_calls)
+        kind = kind_of(text, thinking, calls, chunk.done)
+        self.chunks.add(now_ns, kind, json.dumps([{"name": c.function.name, "arguments": dict(c.function.arguments)}
+                                                  for c in part.tool_calls]) if kind == "c" else
+                        text if kind == "a" else thinking if kind == "t" else "", None, stamp_of(chunk.created_at))
         if text or thinking or calls:
             self.chunk_times.append(now)
             if self.t_first is None:
@@ -200,6 +207,7 @@ class Timing:
         record["response_sha256"] = hashlib.sha256(response.encode("utf-8")).hexdigest()
         record["outcome"] = outcome
         record["error"] = error
+        record.update(self.chunks.fields())
         record.update(extra)
         return record
 

@@ -24,7 +24,7 @@ import httpx2  # the openai SDK's own transport: already loaded by it
 import openai
 
 import agent_tools
-from agent_jobs import SERVER_FIELDS, Writer, itl
+from agent_jobs import SERVER_FIELDS, Trace, Writer, itl, kind_of, stamp_of
 
 AGENT_VERSION = f"0.1.0+openai-python-{version('openai')}"
 CLIENT = f"openai-python {version('openai')} (httpx2 {version('httpx2')})"  # named in every error
@@ -92,19 +92,23 @@ class Timing:
         self.calls: dict[int, dict] = {}  # streamed tool calls by index: name, id, arguments so far
         self.sent: bytes | None = None
         self.t0_unix = time.time()
-        self.t0 = time.perf_counter()
+        t0_ns = time.monotonic_ns()  # CLOCK_MONOTONIC, as perf_counter is on Linux: the stamps' clock
+        self.t0 = t0_ns / 1e9
+        self.chunks = Trace(t0_ns, jobs.get("capture", False))
 
     def trace(self, event: str, info: dict) -> None:
         if event == "connection.connect_tcp.started":
-            self.new_connection, self.connect_started = True, time.perf_counter()
+            self.new_connection, self.connect_started = True, time.monotonic()
         elif event == "connection.connect_tcp.complete" and self.connect_started is not None:
-            self.connect_ms = (time.perf_counter() - self.connect_started) * 1e3
+            self.connect_ms = (time.monotonic() - self.connect_started) * 1e3
 
     def chunk(self, chunk) -> None:
         """Take one parsed event (a ChatCompletionChunk or a Completion)."""
-        now = time.perf_counter()
+        now_ns = time.monotonic_ns()
+        now = now_ns / 1e9
         if chunk.usage is not None:  # the last one counts: Ollama's /v1/completions puts zeros on every
             self.usage = chunk.usage  # chunk before its usage event; llama-server's is on the finish chunk
+        kind, piece = "u" if chunk.usage is not None and not chunk.choices else "e", ""
         for choice in chunk.choices or ():
             if self.chat:
                 delta = choice.delta
@@ -133,6 +137,11 @@ class Timing:
                     self.t_first_answer = now
             if choice.finish_reason is not None and self.t_last is None:
                 self.t_last, self.finish_reason = now, choice.finish_reason
+            if kind in "ued":
+                kind = kind_of(text, thinking, calls, choice.finish_reason is not None)
+                piece = (json.dumps([c.model_dump(exclude_none=True) for c in calls]) if kind == "c" else
+                         text if kind == "a" else thinking if kind == "t" else "")
+        self.chunks.add(now_ns, kind, piece, None, stamp_of((chunk.model_extra or {}).get("t_sent_ns")))
 
     def tool_calls(self) -> list[dict]:
         """The streamed calls as the agent loop reads them: {"id", "function": {name, arguments}},
@@ -182,6 +191,7 @@ class Timing:
         record["response_sha256"] = hashlib.sha256(response.encode("utf-8")).hexdigest()
         record["outcome"] = outcome
         record["error"] = error
+        record.update(self.chunks.fields())
         record.update(extra)
         return record
 

@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="with --cluster local: N workers, each with an embedded CPU server")
     p = sub.add_parser("render", help="execute and render the notebooks of a stored run")
     p.add_argument("run_dir", help="outputs/<run-id>")
+    p = sub.add_parser("profile", help="a replay profile from a run swept with `capture: true` (server.kind: replay reads it)")
+    p.add_argument("run_dir", help="outputs/<run-id>")
+    p.add_argument("--out", help="where to write it (default: <run>/profile.json)")
     p = sub.add_parser("compare", help="compare two stored runs: every shared metric and cell, rendered to HTML")
     p.add_argument("run_a", help="the reference run directory (A)")
     p.add_argument("run_b", help="the run compared with it (B)")
@@ -102,6 +105,14 @@ def _command(args: argparse.Namespace) -> int:
         except bundle.GpuError as e:
             print(f"langbench: {e}", file=sys.stderr)
             return 1
+        return 0
+    if args.command == "profile":
+        from langbench.analysis import profile
+        try:
+            print(profile.write(args.run_dir, args.out))
+        except profile.ProfileError as e:
+            print(f"langbench: {e}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "compare":
         from langbench.report.sections import compare

@@ -43,6 +43,12 @@ OPENAI_FIELDS = {"num_predict": "max_tokens", "temperature": "temperature", "top
 # The embedded server kinds (`server.kind`): a factor when the parameter file lists both.
 SERVER_KINDS = ("ollama", "llama-cpp")
 
+# The replay server's profile (`python -m langbench profile RUN` writes one; server.kind: replay
+# reads it): its `kind`, and the bound on the server's own lateness p99 above which a batch decides
+# no client comparison, ms (DESIGN.md, "The replay server").
+PROFILE_KIND = "langbench-replay-profile"
+REPLAY_LATENESS_P99_MS = 0.2
+
 # TOST equivalence margins, where the parameter file gives none.
 MARGINS = {"throughput_pct": 2.0, "ttft_ms": 5.0, "overhead_ms": 0.5}
 

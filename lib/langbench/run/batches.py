@@ -94,7 +94,8 @@ class Keeper:
         server.stop(self.srv)
         kind = self.srv.kind
         log = self.srv.log_path or self.run_dir / ("ollama.log" if kind == "ollama" else f"{kind}.log")
-        self.srv = server.KINDS[kind].start(log_path=log, env=self.srv.env, cpus=self.srv.cpus)
+        extra = {"setting": self.srv.setting} if self.srv.setting else {}
+        self.srv = server.KINDS[kind].start(log_path=log, env=self.srv.env, cpus=self.srv.cpus, **extra)
         self.restarts += 1
         tqdm.write(f"sweep: the embedded {kind} server had died; restarted at {self.srv.url}\n{tail}",
                    file=sys.stderr)
@@ -145,6 +146,9 @@ class Contention:
 
     def __init__(self, srv: server.Server):
         self.proc = psutil.Process(srv.process.pid) if srv.embedded and srv.process else None
+        self.replay = srv.url if srv.kind == "replay" else None
+        if self.replay:  # the replay server's own lateness counts from this batch's start
+            server.replay_stats(self.replay, reset=True)
         self.load0, self.cpu0 = os.getloadavg()[0], self._server_cpu()
 
     def _server_cpu(self) -> float | None:
@@ -159,8 +163,11 @@ class Contention:
 
     def after(self) -> dict:
         cpu1 = self._server_cpu()
-        return {"host_load_1m": (self.load0 + os.getloadavg()[0]) / 2, "host_cpus": os.cpu_count(),
-                "server_cpu_s": cpu1 - self.cpu0 if cpu1 is not None and self.cpu0 is not None else None}
+        out = {"host_load_1m": (self.load0 + os.getloadavg()[0]) / 2, "host_cpus": os.cpu_count(),
+               "server_cpu_s": cpu1 - self.cpu0 if cpu1 is not None and self.cpu0 is not None else None}
+        if self.replay:  # how late its own chunks went out in this batch (DESIGN.md, "The replay server")
+            out["replay"] = server.replay_stats(self.replay, reset=True)
+        return out
 
 
 @dataclass
@@ -204,6 +211,7 @@ class Book:
         self.records_path = run_dir / "records.jsonl"
         self.processes_path = run_dir / "processes.jsonl"
         self.events_path = run_dir / "events.jsonl"
+        self.capture_path = run_dir / "capture.jsonl"
         self.jobs_dir = run_dir / "jobs"
         self.state = RunState()
         self.warm_loads: list[float] = []
@@ -227,7 +235,7 @@ class Book:
         phases[resume_run_id(batch, attempt)] = "resume"
         caches = {r.run_id: r.cache for r in batch.runs}
         clamped = plan.clamp_num_batch(batch.options)[1]
-        new = []
+        new, captured = [], []
         for number, rec in enumerate(storage.read_jsonl(raw), 1):
             if rec.get("run_id") not in phases:  # not planned: never guess what it was
                 raise storage.RunDirError(
@@ -245,7 +253,12 @@ class Book:
                        keep_alive=batch.request.get("keep_alive", self.params.fixed["keep_alive"]),
                        num_batch_clamp=clamped if clamped and sent_batch == clamped["num_batch_to"]
                        and batch.options.get("num_batch") != sent_batch else None)
+            trace = rec.pop("capture", None)
+            if trace is not None:  # beside the records, keyed as they are: records.jsonl stays lean
+                captured.append({"batch_id": batch.batch_id, "attempt": attempt, "run_id": rec["run_id"],
+                                 "turn": rec.get("turn"), "agent": rec["agent"], **trace})
             new.append(rec)
+        storage.append_jsonl(self.capture_path, captured)  # first: a record is never without its trace
         storage.append_jsonl(self.records_path, new)
         for rec in new:
             self.state.add(rec)

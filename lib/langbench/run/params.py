@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from langbench import schemas
+from langbench import paths, schemas, vocab
 from langbench.run import conversations
 from langbench.vocab import (ENDPOINT_PATHS, ENDPOINTS, LOAD_FACTORS, MARGINS, OPENAI_ENDPOINTS, OPENAI_FIELDS,
                              REQUEST_FIELDS, WORKLOAD_FACTORS, ParamsError)
@@ -107,6 +107,7 @@ def load(path: str | Path) -> Params:
     check_stop(path, doc)
     check_agent(path, doc)
     check_endpoints(path, doc)  # before the defaults: what the file itself sets
+    check_replay(path, doc)
     with_defaults(doc)
     clash = set(doc["matrix"]) & {"num_predict", "seed"}
     if clash:
@@ -287,6 +288,46 @@ def check_endpoints(path: Path, doc: dict) -> None:
         for key in ("concurrency", "open_loop"):
             if doc.get(key):
                 raise ParamsError(f"{path}: {key}: endpoint {ep} runs one request at a time per agent process")
+
+
+REPLAY_KEYS = ("profile", "time_scale", "load", "faults", "lateness_p99_ms", "seed", "stall_s")
+
+
+def profile_path(path: Path, doc: dict) -> Path:
+    """server.profile as a file: relative to the parameter file, else to the repository."""
+    given = Path(doc["server"]["profile"])
+    if given.is_absolute():
+        return given
+    beside = path.parent / given
+    return beside if beside.exists() else paths.ROOT / given
+
+
+def check_replay(path: Path, doc: dict) -> None:
+    """server.kind: replay (DESIGN.md, "The replay server"): the one kind of its run, with a
+    profile that exists and is one; its keys only with it. ParamsError names the key."""
+    server = doc["server"]
+    kinds = server_kinds(doc)
+    if "replay" not in kinds:
+        for key in REPLAY_KEYS:
+            if key in server:
+                raise ParamsError(f"{path}: server.{key}: only the replay server takes it (server.kind: replay)")
+        return
+    if kinds != ["replay"]:
+        raise ParamsError(f"{path}: server.kind: replay runs alone (a replay is set beside its real server "
+                          "in a run of its own, not as a factor)")
+    if "profile" not in server:
+        raise ParamsError(f"{path}: server.profile: kind replay needs the profile it replays "
+                          "(`python -m langbench profile RUN` writes one; parameters/profiles/ ships some)")
+    file = profile_path(path, doc)
+    try:
+        head = json.loads(file.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ParamsError(f"{path}: server.profile: cannot read {file}: {e.strerror}") from None
+    except ValueError as e:
+        raise ParamsError(f"{path}: server.profile: {file} is not JSON: {e}") from None
+    if not isinstance(head, dict) or head.get("kind") != vocab.PROFILE_KIND or not head.get("donors"):
+        raise ParamsError(f"{path}: server.profile: {file} is not a replay profile with donors "
+                          "(`python -m langbench profile RUN` writes one)")
 
 
 def check_stop(path: Path, doc: dict) -> None:

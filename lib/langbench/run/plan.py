@@ -393,7 +393,7 @@ def jobs_document(params: Params, batch: Batch, runs: list[Run], options: dict |
     """The jobs file (schemas/jobs.schema.json) for `runs` of `batch`: on the chat endpoint each
     prompt is one user message."""
     if params.raw.get("workload") == "agent":
-        return agent_jobs_document(params, batch, runs, options)
+        return _captured(params, agent_jobs_document(params, batch, runs, options))
     prompts = list(params.prompts)
     index = {}
     for r in runs:
@@ -419,4 +419,11 @@ def jobs_document(params: Params, batch: Batch, runs: list[Run], options: dict |
     }
     if batch.streams:
         doc["streams"] = batch.streams
+    return _captured(params, doc)
+
+
+def _captured(params: Params, doc: dict) -> dict:
+    """`capture: true` asks every client for its chunk trace (DESIGN.md, "The replay server")."""
+    if params.raw.get("capture"):
+        doc["capture"] = True
     return doc

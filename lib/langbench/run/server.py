@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import re
 import shutil
@@ -54,9 +55,10 @@ class Server:
     process: subprocess.Popen | None = field(default=None, repr=False)
     env: dict = field(default_factory=dict)  # the OLLAMA_* settings it was started with
     cpus: list[int] | None = None  # the CPUs it is pinned to (None: not pinned)
-    kind: str = "ollama"  # ollama | llama-cpp | openai (KINDS)
+    kind: str = "ollama"  # ollama | llama-cpp | openai | replay (KINDS)
     threads: int | None = None  # compute threads it was started with (llama-cpp: --threads)
     command: list[str] | None = None  # how an embedded server other than Ollama was started
+    setting: dict | None = None  # replay: the server block it was started from (a restart reuses it)
 
     @property
     def api(self) -> str:
@@ -339,7 +341,61 @@ class OpenAIKind:
                               "`model:` to one of those")
 
 
-KINDS = {"ollama": OllamaKind(), "llama-cpp": LlamaCppKind(), "openai": OpenAIKind()}
+class ReplayKind:
+    """The replay server (agents/replay, built by `make setup`): a captured server's streams
+    replayed from a profile, every chunk stamped with its send time, its own lateness kept
+    (DESIGN.md, "The replay server"). Speaks /api and /v1 as the captured server did; binds
+    loopback only; one CPU (a single-threaded runtime). `setting` is the parameter file's
+    server block with `profile` resolved to a file."""
+    name, api = "replay", "ollama"
+
+    def alive(self, url: str) -> bool:
+        doc = _get_json(f"{url}/health", timeout=1.0)
+        return isinstance(doc, dict) and doc.get("status") == "ok"
+
+    def command(self, setting: dict, port: int, lateness: Path) -> list[str]:
+        binary = paths.replay_server_bin()
+        if not binary.exists():
+            raise ServerError(f"the replay server is missing at {binary}: run `make setup` (it builds it "
+                              "with the Rust agent)")
+        command = [str(binary), "--profile", str(setting["profile"]), "--port", str(port),
+                   "--time-scale", repr(float(setting.get("time_scale", 1))), "--load", setting.get("load", "ideal"),
+                   "--seed", str(int(setting.get("seed", 0))), "--lateness-out", str(lateness)]
+        if setting.get("faults"):
+            command += ["--faults", json.dumps(setting["faults"])]
+        if setting.get("stall_s") is not None:
+            command += ["--stall-s", repr(float(setting["stall_s"]))]
+        return command
+
+    def start(self, log_path: Path | None = None, env: dict | None = None, cpus: list[int] | None = None,
+              port: int | None = None, slots: int = 1, setting: dict | None = None, timeout: float = 30.0) -> Server:
+        if not setting or not setting.get("profile"):
+            raise ServerError("the replay server needs server.profile: the profile it replays")
+        if log_path is None:
+            log_path = Path(tempfile.mkdtemp(prefix="langbench-replay-")) / "replay.log"
+        port = port or free_port()
+        command = self.command(setting, port, log_path.with_name("lateness.jsonl"))
+        proc = _spawn(command, dict(os.environ), log_path, cpus)
+        srv = Server(url=f"http://127.0.0.1:{port}", embedded=True, log_path=log_path, process=proc,
+                     env=dict(env or {}), cpus=cpus, kind=self.name, threads=1, command=command,
+                     setting=dict(setting))
+        _wait_ready(srv, timeout, "the replay server", "/health")
+        return srv
+
+    def ensure_model(self, server: Server, model: str) -> None:
+        if not has_model(server.url, model):
+            raise ServerError(f"model '{model}' is not in the replay profile ({server.command[2]}): its "
+                              f"/api/tags lists {', '.join(model_names(server.url)) or 'none'}; set `model:` "
+                              "to the captured one")
+
+
+def replay_stats(url: str, reset: bool = False) -> dict | None:
+    """The replay server's own lateness since its start or the last reset (GET /replay/stats)."""
+    doc = _get_json(f"{url}/replay/stats{'?reset=1' if reset else ''}", timeout=5.0)
+    return doc if isinstance(doc, dict) else None
+
+
+KINDS = {"ollama": OllamaKind(), "llama-cpp": LlamaCppKind(), "openai": OpenAIKind(), "replay": ReplayKind()}
 
 
 def _spawn(command: list[str], env: dict, log_path: Path, cpus: list[int] | None) -> subprocess.Popen:
@@ -396,7 +452,8 @@ def serving(setting: dict, model: str, log_dir: Path, env: dict | None = None,
         else:
             for kind in kinds:
                 log = log_dir / ("ollama.log" if kind == "ollama" else f"{kind}.log")
-                srv = KINDS[kind].start(log_path=log, env=env, cpus=cpus, slots=slots)
+                extra = {"setting": setting} if kind == "replay" else {}
+                srv = KINDS[kind].start(log_path=log, env=env, cpus=cpus, slots=slots, **extra)
                 stack.callback(lambda s=srv: stop(s))
                 out[kind] = srv
         for srv in out.values():

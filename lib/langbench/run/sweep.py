@@ -22,7 +22,7 @@ from pathlib import Path
 from tqdm import tqdm  # not tqdm.auto: it warns in a kernel without ipywidgets
 
 from langbench import paths, storage, vocab
-from langbench.run import agents, batches, eta, isolation, plan, provenance, rounds, server, telemetry
+from langbench.run import agents, batches, eta, isolation, plan, provenance, replay, rounds, server, telemetry
 from langbench.run.batches import Keeper, Offload, clamp_note, first_provenance, provenance_differences
 from langbench.run.batches import now as _now
 from langbench.run.params import Params, ParamsError, load
@@ -221,7 +221,7 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
                 raise server.ServerError(str(e)) from None
         cpus = isolation.plan(params.isolation)
         slots = plan.slots(params)
-        with server.serving(params.server, params.model, run_dir, env={"OLLAMA_NUM_PARALLEL": slots},
+        with server.serving(replay.setting(params), params.model, run_dir, env={"OLLAMA_NUM_PARALLEL": slots},
                             cpus=cpus["server_cpus"] if cpus["applied"] else None, slots=slots) as servers:
             srv = servers.get("ollama") or next(iter(servers.values()))  # the one whose /api tells the most
             if cpus["applied"] and not srv.embedded:
@@ -257,6 +257,8 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
                 server_slots={"num_parallel": slots, "embedded": srv.embedded,
                               "source": "OLLAMA_NUM_PARALLEL of the embedded server" if srv.embedded else
                               "the parameter file (server.num_parallel): an external server, not verified"})
+            if srv.kind == "replay":  # a replay run names what it replays, on its first screen too
+                manifest["replay"] = replay.manifest_entry(params)
             storage.write_json(run_dir / "plan.json", {"batches": [b.as_dict() for b in sweep.batches]})
             storage.write_json(manifest_path, manifest)
             # What the ETA stands on, before the first batch: the server's decode rate, now
