@@ -49,7 +49,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 # The Python clients' own venv (lib/langbench/paths.py AGENT_VENV says why): the packages the
 # Python agent imports, at the same pins; uv from the step above, pip where it failed.
 AGENT_VENV := .venv-agent
-AGENT_PACKAGES := ollama openai
+AGENT_PACKAGES := ollama openai aiohttp uvloop
 
 $(AGENT_VENV)/.installed: constraints.txt $(VENV)/.installed
 	@started=$$(date +%s); rm -rf $(AGENT_VENV); \

@@ -74,8 +74,6 @@ def load_jobs(path: str) -> dict:
     if endpoint in OPENAI_ENDPOINTS:  # what /v1 cannot carry (the runner refuses it first)
         if jobs.get("raw"):
             raise JobsError(f"{path}: field 'raw': endpoint {endpoint} has no raw prompt")
-        if "streams" in jobs:
-            raise JobsError(f"{path}: field 'streams': endpoint {endpoint} runs one stream, one run at a time")
         for i, run in enumerate(jobs["runs"]):
             if isinstance(run, dict) and "think" in run:
                 raise JobsError(f"{path}: field 'runs[{i}].think': endpoint {endpoint} has no think field")
@@ -277,10 +275,13 @@ def kind_of(text, thinking, calls, done: bool, usage: bool = False) -> str:
 class Writer:
     """Appends each record as its run ends and flushes it; counts and reports failures."""
 
-    def __init__(self, out, total: int):
-        self.out, self.total, self.done, self.failed = out, total, 0, 0
+    def __init__(self, out, total: int, agent: str = "python"):
+        self.out, self.total, self.done, self.failed, self.agent = out, total, 0, 0, agent
 
     def __call__(self, record: dict) -> None:
+        if self.agent != record["agent"]:  # python-tuned: the SDK paths' records, under its own name
+            record["agent"] = self.agent
+            record["agent_version"] += f"+{self.agent}"
         self.out.write(json.dumps(record) + "\n")
         self.out.flush()
         turn = f" turn {record['turn']}" if "turn" in record else ""
@@ -288,17 +289,17 @@ class Writer:
             self.done += 1
         if record["outcome"] != "ok":
             self.failed += 1
-            print(f"python agent: run {record['run_id']}{turn}: {record['outcome']}: "
+            print(f"{self.agent} agent: run {record['run_id']}{turn}: {record['outcome']}: "
                   f"{record['error']['kind']}: {record['error']['message']}", file=sys.stderr)
         elif record.get("task_outcome") == "error":
             self.failed += 1
-            print(f"python agent: run {record['run_id']}{turn}: task error: {record['task_error']['kind']}: "
+            print(f"{self.agent} agent: run {record['run_id']}{turn}: task error: {record['task_error']['kind']}: "
                   f"{record['task_error']['message']}", file=sys.stderr)
         elif turn:
             ttft = "none" if record["ttft_ms"] is None else f"{record['ttft_ms']:.1f}ms"
-            print(f"python agent: run {record['run_id']}{turn} ttft={ttft} "
+            print(f"{self.agent} agent: run {record['run_id']}{turn} ttft={ttft} "
                   f"action={(record['action'] or {}).get('tool')} task={record['task_outcome']}", file=sys.stderr)
         else:  # a stream can end at its first line with no token: ok, and no TTFT to print
             ttft = "none (no token)" if record["ttft_ms"] is None else f"{record['ttft_ms']:.1f}ms"
-            print(f"python agent: run {self.done}/{self.total} {record['run_id']} ok ttft={ttft}",
+            print(f"{self.agent} agent: run {self.done}/{self.total} {record['run_id']} ok ttft={ttft}",
                   file=sys.stderr)

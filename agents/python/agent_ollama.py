@@ -21,6 +21,7 @@ from importlib.metadata import version
 import httpx  # ollama's own transport: already loaded by it
 import ollama
 
+import agent_async  # the one asyncio loop of every Python client (sessions at scale)
 import agent_tools  # the loop's tools and bookkeeping, shared with the null client
 from agent_jobs import SERVER_FIELDS, Trace, Writer, itl, kind_of, stamp_of
 
@@ -157,6 +158,12 @@ class Timing:
             self.t_last, self.final = now, chunk
         return bool(chunk.done)
 
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def calls(self) -> list[dict]:
+        return self.tool_calls
+
     def failure(self) -> dict | None:
         """The run's error as its record will carry it (None when the stream ended with done)."""
         if self.final is not None:
@@ -227,23 +234,6 @@ def run_one(client: ollama.Client, jobs: dict, run: dict) -> dict:
     return timing.record()
 
 
-async def run_one_async(client: ollama.AsyncClient, jobs: dict, run: dict, **extra) -> dict:
-    timing = Timing(jobs, run)
-    token = CURRENT.set(timing)
-    try:
-        stream = await call(client, jobs, run)
-        try:
-            async for chunk in stream:  # to the end (see run_one)
-                timing.chunk(chunk)
-        finally:
-            await stream.aclose()  # give the connection back to the pool now, not at GC
-    except CLIENT_ERRORS as e:
-        timing.error = error_of(e)
-    finally:
-        CURRENT.reset(token)
-    return timing.record(**extra)
-
-
 def turn_request(jobs: dict, run: dict, task: agent_tools.Task) -> dict:
     """client.chat's keyword arguments for one turn: the history so far, and the task's
     `format` (structured) or `tools` (native)."""
@@ -282,79 +272,48 @@ def run_task(client: ollama.Client, jobs: dict, run: dict, write) -> None:
         task.after_record()
 
 
-async def run_task_async(client: ollama.AsyncClient, jobs: dict, run: dict, write, **extra) -> None:
-    """run_task on the asyncio client: one of `streams` concurrent sessions."""
-    task = agent_tools.Task(jobs, run, CLIENT)
-    while not task.over:
-        timing = Timing(jobs, run)
-        task.before_send(timing.t0)
+class Transport:
+    """ollama.AsyncClient for agent_async's loop (its module docstring says what a transport is):
+    one client, as many connections as sessions (httpx's pool would queue the rest), the trace
+    hook that sees new connections."""
+    client = CLIENT
+
+    def __init__(self, host: str, jobs: dict):
+        n = jobs.get("streams", 1)
+        self.ollama = ollama.AsyncClient(host=host, timeout=jobs.get("timeout_s", 600),
+                                         limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+                                         event_hooks={"request": [_async_trace_hook]})
+
+    def timing(self, jobs: dict, run: dict) -> Timing:
+        return Timing(jobs, run)
+
+    async def stream(self, timing: Timing, jobs: dict, run: dict, task) -> None:
         token = CURRENT.set(timing)
         try:
-            stream = await client.chat(**turn_request(jobs, run, task))
+            stream = await (self.ollama.chat(**turn_request(jobs, run, task)) if task is not None
+                            else call(self.ollama, jobs, run))
             try:
-                async for chunk in stream:
+                async for chunk in stream:  # to the end (see run_one)
                     timing.chunk(chunk)
             finally:
-                await stream.aclose()
+                await stream.aclose()  # give the connection back to the pool now, not at GC
         except CLIENT_ERRORS as e:
             timing.error = error_of(e)
         finally:
             CURRENT.reset(token)
-        wait_ms = task.act("".join(timing.parts), timing.tool_calls, timing.failure(), timing.t_last,
-                           jobs.get("timeout_s", 600))
-        if wait_ms:
-            await asyncio.sleep(wait_ms / 1e3)
-        task.after_tool()
-        write({**timing.record(**extra), **task.fields(_sent_messages(timing))})
-        task.after_record()
+
+    def sent(self, timing: Timing) -> list | None:
+        return _sent_messages(timing)
+
+    async def close(self) -> None:
+        await self.ollama._client.aclose()
 
 
-
-async def run_concurrent(host: str, jobs: dict, write: Writer) -> None:
-    """Warm-ups one at a time, then the measured runs in `streams` concurrent streams (closed
-    loop) or each at its `send_at_s` (open loop)."""
-    n = jobs["streams"]
-    client = ollama.AsyncClient(host=host, timeout=jobs.get("timeout_s", 600),
-                                limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
-                                event_hooks={"request": [_async_trace_hook]})
-    runs = jobs["runs"]
-    agent = jobs.get("workload") == "agent"
-
-    async def one(run: dict, **extra) -> None:
-        if agent:
-            await run_task_async(client, jobs, run, write, **extra)
-        else:
-            write(await run_one_async(client, jobs, run, **extra))
-
-    for run in (r for r in runs if r["warmup"]):
-        await one(run, concurrency=n, stream=run.get("stream", 0))
-    measured = [r for r in runs if not r["warmup"]]
-    if measured and "send_at_s" in measured[0]:
-        start = time.perf_counter()
-
-        async def at(i: int, run: dict) -> None:
-            await asyncio.sleep(max(0.0, start + run["send_at_s"] - time.perf_counter()))
-            lag_ms = (time.perf_counter() - start - run["send_at_s"]) * 1e3
-            write(await run_one_async(client, jobs, run, concurrency=n, stream=run.get("stream", i),
-                                      schedule_lag_ms=lag_ms))
-
-        await asyncio.gather(*(at(i, r) for i, r in enumerate(measured)))
-        return
-
-    async def stream(k: int, own: list[dict]) -> None:
-        for run in own:
-            await one(run, concurrency=n, stream=k)
-
-    by_stream: dict[int, list[dict]] = {k: [] for k in range(n)}
-    for i, run in enumerate(measured):
-        by_stream[run.get("stream", i % n)].append(run)
-    await asyncio.gather(*(stream(k, own) for k, own in by_stream.items()))
-
-
-def run(host: str, jobs: dict, write: Writer) -> None:
-    """Every run of the jobs file, through ollama.Client (or AsyncClient with `streams`)."""
-    if "streams" in jobs:
-        asyncio.run(run_concurrent(host, jobs, write))
+def run(host: str, jobs: dict, write: Writer, tuned: bool = False) -> None:
+    """Every run of the jobs file, through ollama.Client, or with `streams` (or tuned: on uvloop)
+    through ollama.AsyncClient on agent_async's loop."""
+    if "streams" in jobs or tuned:
+        agent_async.run(Transport, host, jobs, write, uvloop=tuned)
         return
     client = ollama.Client(host=host, timeout=jobs.get("timeout_s", 600),
                            event_hooks={"request": [_trace_hook]})

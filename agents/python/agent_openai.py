@@ -23,6 +23,7 @@ from importlib.metadata import version
 import httpx2  # the openai SDK's own transport: already loaded by it
 import openai
 
+import agent_async  # the one asyncio loop of every Python client (sessions at scale)
 import agent_tools
 from agent_jobs import SERVER_FIELDS, Trace, Writer, itl, kind_of, stamp_of
 
@@ -143,6 +144,12 @@ class Timing:
                          text if kind == "a" else thinking if kind == "t" else "")
         self.chunks.add(now_ns, kind, piece, None, stamp_of((chunk.model_extra or {}).get("t_sent_ns")))
 
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def calls(self) -> list[dict]:
+        return self.tool_calls()
+
     def tool_calls(self) -> list[dict]:
         """The streamed calls as the agent loop reads them: {"id", "function": {name, arguments}},
         arguments parsed from their JSON text (left as text when it is not JSON)."""
@@ -248,8 +255,63 @@ def run_task(client: openai.OpenAI, jobs: dict, run: dict, write) -> None:
         task.after_record()
 
 
-def run(host: str, jobs: dict, write: Writer) -> None:
-    """Every run of the jobs file through one openai.OpenAI client (one connection pool)."""
+async def _async_trace_hook(request: httpx2.Request) -> None:
+    _trace_hook(request)
+
+
+class Transport:
+    """openai.AsyncOpenAI for agent_async's loop (its module docstring says what a transport is):
+    on the SDK's default httpx2 transport, or (`aiohttp`, python-tuned) on its aiohttp one,
+    `DefaultAioHttpClient`; as many connections as sessions either way (httpx2's pool and
+    aiohttp's connector would queue the rest: aiohttp's default limit is 100)."""
+
+    def __init__(self, host: str, jobs: dict, aiohttp: bool = False):
+        timeout, n = jobs.get("timeout_s", 600), jobs.get("streams", 1)
+        limits = httpx2.Limits(max_connections=n, max_keepalive_connections=n)
+        hooks = {"request": [_async_trace_hook]}
+        if aiohttp:  # httpcore2's connection trace does not reach aiohttp: new_connection stays unknown (false)
+            http = openai.DefaultAioHttpClient(timeout=timeout, limits=limits, event_hooks=hooks)
+            self.client = f"openai-python {version('openai')} (aiohttp {version('aiohttp')})"
+        else:
+            http = openai.DefaultAsyncHttpxClient(timeout=timeout, limits=limits, event_hooks=hooks)
+            self.client = CLIENT
+        self.openai = openai.AsyncOpenAI(base_url=f"{host.rstrip('/')}/v1", api_key="langbench", max_retries=0,
+                                         timeout=timeout, http_client=http)
+
+    def timing(self, jobs: dict, run: dict) -> Timing:
+        return Timing(jobs, run)
+
+    async def stream(self, timing: Timing, jobs: dict, run: dict, task) -> None:
+        kw = request(jobs, run, task.history, task.extra) if task is not None else request(jobs, run)
+        token = CURRENT.set(timing)
+        try:
+            create = self.openai.chat.completions.create if timing.chat else self.openai.completions.create
+            stream = await create(**kw)
+            try:
+                async for chunk in stream:  # to the end, as a plain `async for` loop does
+                    timing.chunk(chunk)
+            finally:
+                await stream.close()
+        except CLIENT_ERRORS as e:
+            timing.error = error_of(e)
+            if timing.error["client"] != self.client:
+                timing.error["client"] = self.client
+        finally:
+            CURRENT.reset(token)
+
+    def sent(self, timing: Timing) -> list | None:
+        return json.loads(timing.sent)["messages"] if timing.sent else None
+
+    async def close(self) -> None:
+        await self.openai.close()
+
+
+def run(host: str, jobs: dict, write: Writer, tuned: bool = False) -> None:
+    """Every run of the jobs file through one openai.OpenAI client (one connection pool), or with
+    `streams` through openai.AsyncOpenAI on agent_async's loop (tuned: aiohttp and uvloop)."""
+    if "streams" in jobs or tuned:
+        agent_async.run(lambda h, j: Transport(h, j, aiohttp=tuned), host, jobs, write, uvloop=tuned)
+        return
     timeout = jobs.get("timeout_s", 600)
     http = openai.DefaultHttpxClient(timeout=timeout, event_hooks={"request": [_trace_hook]})
     client = openai.OpenAI(base_url=f"{host.rstrip('/')}/v1", api_key="langbench", max_retries=0,

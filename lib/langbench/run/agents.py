@@ -18,7 +18,10 @@ from pathlib import Path
 
 from langbench import paths, stop
 
-AGENTS = ("python", "rust", "null")  # null: the minimal client whose overhead is the floor
+AGENTS = ("python", "rust", "null", "python-tuned", "python-raw")  # null: the minimal client whose overhead is the floor
+# The Python clients beside the official SDKs' (DESIGN.md, "Sessions at scale"): the same agent
+# program, its loop and its parser, with another transport (agents/python/agent_async.py).
+PYTHON_CLIENTS = {"python": "sdk", "python-tuned": "tuned", "python-raw": "raw"}
 
 
 class AgentMissing(RuntimeError):
@@ -28,6 +31,8 @@ class AgentMissing(RuntimeError):
 def command(agent: str) -> list[str]:
     if agent == "python":
         return [str(paths.agent_python()), str(paths.PYTHON_AGENT)]
+    if agent in PYTHON_CLIENTS:
+        return [str(paths.agent_python()), str(paths.PYTHON_AGENT), "--client", PYTHON_CLIENTS[agent]]
     if agent == "rust":
         return [str(paths.rust_agent_bin())]
     if agent == "null":
@@ -52,6 +57,16 @@ def _die_with_runner(runner_pid: int, cpus: list[int] | None = None) -> None:
         os._exit(126)
     if cpus:
         os.sched_setaffinity(0, cpus)
+    raise_fd_limit()
+
+
+def raise_fd_limit() -> None:
+    """The soft limit on open files up to the hard one: a thousand sessions need a thousand
+    sockets, and a soft limit of 1,024 (Debian's) would fail them, not the client."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def failure_record(agent: str, run_id: str, model: str, options: dict, warmup: bool,

@@ -108,6 +108,7 @@ def load(path: str | Path) -> Params:
     check_agent(path, doc)
     check_endpoints(path, doc)  # before the defaults: what the file itself sets
     check_replay(path, doc)
+    check_scale(path, doc)
     with_defaults(doc)
     clash = set(doc["matrix"]) & {"num_predict", "seed"}
     if clash:
@@ -285,9 +286,6 @@ def check_endpoints(path: Path, doc: dict) -> None:
             if key not in OPENAI_FIELDS:
                 raise ParamsError(f"{path}: {where}.{key}: endpoint {ep} ({ENDPOINT_PATHS[ep]}) cannot carry it; "
                                   f"{carried}. Vary it on chat or generate, or leave it out")
-        for key in ("concurrency", "open_loop"):
-            if doc.get(key):
-                raise ParamsError(f"{path}: {key}: endpoint {ep} runs one request at a time per agent process")
 
 
 REPLAY_KEYS = ("profile", "time_scale", "load", "faults", "lateness_p99_ms", "seed", "stall_s")
@@ -328,6 +326,40 @@ def check_replay(path: Path, doc: dict) -> None:
     if not isinstance(head, dict) or head.get("kind") != vocab.PROFILE_KIND or not head.get("donors"):
         raise ParamsError(f"{path}: server.profile: {file} is not a replay profile with donors "
                           "(`python -m langbench profile RUN` writes one)")
+
+
+def host_limits() -> dict:
+    """What one process here can open: file descriptors (RLIMIT_NOFILE's hard limit: the runner
+    raises each agent's and server's soft limit to it) and loopback ports (the ephemeral range)."""
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        lo, hi = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        ports = hi - lo + 1
+    except (OSError, ValueError):
+        ports = None
+    return {"fds": hard, "ports": ports}
+
+
+# What a process needs beside its sessions' sockets: stdio, its files, the runtime's own.
+SPARE_FDS = 64
+
+
+def check_scale(path: Path, doc: dict) -> None:
+    """`concurrency` above what one agent process here can hold open (a socket each, and one
+    for each of the server's side on loopback) is refused before anything runs: ParamsError
+    naming the limit and how to raise it (DESIGN.md, "Sessions at scale")."""
+    levels = doc.get("concurrency") or []
+    if not levels:
+        return
+    n, limits = max(levels), host_limits()
+    if limits["fds"] != -1 and n + SPARE_FDS > limits["fds"]:  # RLIM_INFINITY is -1
+        raise ParamsError(f"{path}: concurrency: {n} sessions need about {n + SPARE_FDS} file descriptors in one "
+                          f"process, and this host allows {limits['fds']} (RLIMIT_NOFILE, hard): raise it (limits.conf, or "
+                          f"`ulimit -Hn {max(4096, 2 * n)}` as root), or lower concurrency")
+    if limits["ports"] is not None and n > limits["ports"]:
+        raise ParamsError(f"{path}: concurrency: {n} sessions need {n} loopback ports, and this host's ephemeral "
+                          f"range has {limits['ports']} (net.ipv4.ip_local_port_range): lower concurrency")
 
 
 def check_stop(path: Path, doc: dict) -> None:
