@@ -103,6 +103,9 @@ class Timing:
         elif event == "connection.connect_tcp.complete" and self.connect_started is not None:
             self.connect_ms = (time.monotonic() - self.connect_started) * 1e3
 
+    async def async_trace(self, event: str, info: dict) -> None:
+        self.trace(event, info)
+
     def chunk(self, chunk) -> None:
         """Take one parsed event (a ChatCompletionChunk or a Completion)."""
         now_ns = time.monotonic_ns()
@@ -256,7 +259,10 @@ def run_task(client: openai.OpenAI, jobs: dict, run: dict, write) -> None:
 
 
 async def _async_trace_hook(request: httpx2.Request) -> None:
-    _trace_hook(request)
+    timing = CURRENT.get(None)
+    if timing is not None:  # an async client's trace callback must be a coroutine function
+        request.extensions["trace"] = timing.async_trace
+        timing.sent = request.content
 
 
 class Transport:
