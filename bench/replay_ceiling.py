@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shlex
 import subprocess
 import sys
@@ -72,9 +73,13 @@ class Server:
 def load(binary: Path, url: str, cpu: int, streams: int, seconds: float, tokens: int, ramp_ms: float) -> dict:
     cmd = [str(binary), "--bench-client", url, "--streams", str(streams), "--duration-s", str(seconds),
            "--max-tokens", str(tokens), "--ramp-ms", str(ramp_ms)]
+    before, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
     done = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 120,
                           preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
-    return json.loads(done.stdout)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    got = json.loads(done.stdout)
+    got["cpu"] = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / (time.monotonic() - t0)
+    return got
 
 
 def main() -> int:
@@ -102,7 +107,7 @@ def main() -> int:
             st = srv.stats()
         finally:
             srv.stop()
-        ceiling = (got["chunks_per_s"], st["chunks"], cpu)
+        ceiling = (got["chunks_per_s"], st["chunks"], cpu, got["cpu"])
         for n in [int(x) for x in args.levels.split(",")]:
             srv = Server(binary, prof, args.server_cpu, "--time-scale", "1")
             try:
@@ -119,12 +124,12 @@ def main() -> int:
     print(f"host: {os.cpu_count()} CPUs (load average {load1:.1f} at the end), server on CPU {args.server_cpu}, load generator on CPU {args.client_cpu}; "
           f"binary {binary}")
     print(f"ceiling (time scale 1e9, 64 streams x 2000 tokens): {ceiling[0]:,.0f} chunks/s received "
-          f"({ceiling[1]:,} sent), server CPU {ceiling[2]:.0%}")
+          f"({ceiling[1]:,} sent), server CPU {ceiling[2]:.0%}, load generator CPU {ceiling[3]:.0%}")
     print("lateness at 200 tok/s per stream (time scale 1), server side = send - schedule; client lag = receive - stamp")
-    print(f"{'streams':>8} {'chunks/s':>10} {'srv CPU':>8} {'late p50 us':>12} {'late p99 us':>12} {'late max us':>12} "
+    print(f"{'streams':>8} {'chunks/s':>10} {'srv CPU':>8} {'gen CPU':>8} {'late p50 us':>12} {'late p99 us':>12} {'late max us':>12} "
           f"{'lag p50 us':>11} {'lag p99 us':>11} {'errors':>7}")
     for n, st, got, cpu in rows:
-        print(f"{n:>8} {got['chunks_per_s']:>10,.0f} {cpu:>8.0%} {st['late_us']['p50']:>12.1f} {st['late_us']['p99']:>12.1f} "
+        print(f"{n:>8} {got['chunks_per_s']:>10,.0f} {cpu:>8.0%} {got['cpu']:>8.0%} {st['late_us']['p50']:>12.1f} {st['late_us']['p99']:>12.1f} "
               f"{st['late_us']['max']:>12.1f} {got['lag_us']['p50']:>11.1f} {got['lag_us']['p99']:>11.1f} {got['errors']:>7}")
     return 0
 
