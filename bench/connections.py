@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import subprocess
 import sys
@@ -34,11 +33,7 @@ from scripted import ScriptedServer  # noqa: E402
 
 def rust_bin(tree: Path) -> Path:
     """The cached Rust agent of `tree`'s sources (paths.rust_source_digest, for another tree)."""
-    crate = tree / "agents" / "rust"
-    h = hashlib.sha256()
-    for f in sorted([crate / "Cargo.toml", crate / "Cargo.lock", *(crate / "src").rglob("*.rs")]):
-        h.update(f.relative_to(crate).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
-    return paths.cache_dir() / "rust-agent" / h.hexdigest()[:12] / "langbench-agent"
+    return paths.cache_dir() / "rust-agent" / paths.rust_source_digest(tree / "agents") / "langbench-agent"
 
 
 def commands(tree: Path) -> dict[str, list[str]]:

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="langbench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("setup", help="find or build ollama, assemble and register the model, build the Rust agent")
+    p = sub.add_parser("setup", help="find or build ollama, assemble and register the model, build the Rust agent and the replay server")
     p.add_argument("--llama-cpp", action="store_true",
                    help="build llama.cpp's llama-server too (make test does; a sweep with server.kind "
                         "llama-cpp builds it on first need)")

@@ -19,6 +19,9 @@ AGENTS = ROOT / "agents"
 PYTHON_AGENT = AGENTS / "python" / "agent.py"
 NULL_CLIENT = AGENTS / "null" / "null_client.py"
 RUST_CRATE = AGENTS / "rust"
+# The replay server (DESIGN.md, "The replay server"): a crate of the same Cargo workspace as the
+# Rust agent (agents/Cargo.toml, one Cargo.lock), built with it by `make setup`.
+REPLAY_CRATE = AGENTS / "replay"
 # The Python clients' own venv (`make setup`): only what they import, ollama and openai with their
 # dependencies at the pins of constraints.txt, as such an agent is deployed. In the project's venv
 # httpx also loads its command line (click, rich) because they are there: `import agent_ollama`
@@ -158,8 +161,26 @@ def rust_agent_bin() -> Path:
     return cache_dir() / "rust-agent" / rust_source_digest() / "langbench-agent"
 
 
-def rust_source_digest() -> str:
+def replay_server_bin() -> Path:
+    """The replay server (agents/replay) built from this checkout's sources, beside the Rust agent
+    of the same workspace build (same digest)."""
+    return cache_dir() / "rust-agent" / rust_source_digest() / "langbench-replay"
+
+
+def _workspace_sources(agents: Path) -> list[Path]:
+    """What the Cargo workspace under `agents` builds from: its manifest and lock, and every file
+    of its two crates but a local target/ (a stray build must not change the digest)."""
+    files = [agents / "Cargo.toml", agents / "Cargo.lock"]
+    for crate in ("rust", "replay"):
+        root = agents / crate
+        files += [f for f in root.rglob("*") if f.is_file() and "target" not in f.relative_to(root).parts[:1]]
+    return sorted(files)
+
+
+def rust_source_digest(agents: Path | None = None) -> str:
+    """Digest of the Cargo workspace's sources (`agents`, default this checkout's agents/)."""
+    agents = agents or AGENTS
     h = hashlib.sha256()
-    for f in sorted([RUST_CRATE / "Cargo.toml", RUST_CRATE / "Cargo.lock", *(RUST_CRATE / "src").rglob("*.rs")]):
-        h.update(f.relative_to(RUST_CRATE).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    for f in _workspace_sources(agents):
+        h.update(f.relative_to(agents).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()[:12]

@@ -1,5 +1,5 @@
-"""`make setup`'s work after the venv: the Ollama binary, the model, the Rust agent, and
-llama.cpp's llama-server (the second server kind).
+"""`make setup`'s work after the venv: the Ollama binary, the model, the Rust agent and the
+replay server (one Cargo workspace), and llama.cpp's llama-server (the second server kind).
 
 Everything lands in the per-user cache (paths.cache_dir()), keyed by version, so a second
 setup, or another clone on the same machine, reuses it. Idempotent: each step checks first.
@@ -50,7 +50,7 @@ def missing_tools(llama_cpp: bool = False) -> list[str]:
     except server.ServerError:
         if not shutil.which("go"):
             missing.append(NO_GO)
-    if not paths.rust_agent_bin().exists() and not shutil.which("cargo"):
+    if not (paths.rust_agent_bin().exists() and paths.replay_server_bin().exists()) and not shutil.which("cargo"):
         missing.append(NO_CARGO)
     if llama_cpp and not paths.llama_server_cache_bin().exists() and (no_cmake := _no_cmake()):
         missing.append(no_cmake)
@@ -135,23 +135,38 @@ def ensure_embedded_model(binary: Path, gguf: Path) -> None:
 
 
 def ensure_rust_agent() -> Path:
-    """The Rust agent of these sources, from the cache (keyed by their digest) or built there:
-    cargo build --release in a shared target directory (cargo rebuilds only what changed),
-    then the binary copied under its digest."""
-    binary = paths.rust_agent_bin()
-    if binary.exists():
-        return binary
+    """The Rust agent of these sources (ensure_native builds it with the replay server)."""
+    return ensure_native()[0]
+
+
+def ensure_replay_server() -> Path:
+    """The replay server of these sources (ensure_native builds it with the Rust agent)."""
+    return ensure_native()[1]
+
+
+NATIVE_BINS = ("langbench-agent", "langbench-replay")
+
+
+def ensure_native() -> tuple[Path, Path]:
+    """The Rust agent and the replay server of these sources, from the cache (keyed by the
+    workspace's digest, paths.rust_source_digest) or built there: one `cargo build --release
+    --locked` of the workspace agents/ in a shared target directory (cargo rebuilds only what
+    changed, and the crates both use are compiled once), then both binaries copied under the digest."""
+    agent, replay = paths.rust_agent_bin(), paths.replay_server_bin()
+    if agent.exists() and replay.exists():
+        return agent, replay
     if not shutil.which("cargo"):
         raise RuntimeError(NO_CARGO)
-    say("building the Rust agent (cargo build --release; minutes the first time)")
+    say("building the Rust agent and the replay server (cargo build --release; minutes the first time)")
     env = dict(os.environ, CARGO_TARGET_DIR=str(paths.rust_target_dir()))
     subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"],
-                   cwd=paths.RUST_CRATE, env=env, check=True)
-    binary.parent.mkdir(parents=True, exist_ok=True)
-    tmp = binary.with_suffix(f".tmp{os.getpid()}")
-    shutil.copy2(paths.rust_target_dir() / "release" / "langbench-agent", tmp)
-    tmp.replace(binary)
-    return binary
+                   cwd=paths.AGENTS, env=env, check=True)
+    agent.parent.mkdir(parents=True, exist_ok=True)
+    for name, binary in zip(NATIVE_BINS, (agent, replay)):
+        tmp = binary.with_suffix(f".tmp{os.getpid()}")
+        shutil.copy2(paths.rust_target_dir() / "release" / name, tmp)
+        tmp.replace(binary)
+    return agent, replay
 
 
 # Included by llama.cpp's CMake at its first project() (CMAKE_PROJECT_TOP_LEVEL_INCLUDES, CMake 3.24+)
@@ -329,7 +344,7 @@ def main(llama_cpp: bool = False, llama_cpp_background: bool = False) -> int:
         for why in missing:
             say(f"failed: {why}")
         return 1
-    steps = {"ollama": ensure_ollama, "model file": ensure_gguf, "rust agent": ensure_rust_agent}
+    steps = {"ollama": ensure_ollama, "model file": ensure_gguf, "rust agent": ensure_native}
     if llama_cpp:
         steps["llama-server"] = ensure_llama_server
     elif llama_cpp_background:
@@ -351,7 +366,8 @@ def main(llama_cpp: bool = False, llama_cpp_background: bool = False) -> int:
         say(f"failed: {failure}")
     if failed:
         return 1
-    say(f"rust agent: {done['rust agent']}")
+    agent, replay = done["rust agent"]
+    say(f"rust agent: {agent}; replay server: {replay}")
     if not llama_cpp and not llama_cpp_background:
         say("llama-server: not built (`python -m langbench setup --llama-cpp`, or a sweep of server.kind llama-cpp, builds it)")
     say(f"done in {time.monotonic() - started:.1f} s")
