@@ -18,7 +18,7 @@ SERVER_FIELDS = (
 )
 
 TOP_KEYS = {"schema_version", "model", "endpoint", "prompts", "raw", "timeout_s", "streams", "runs",
-            "workload", "actions", "tools", "tables", "format"}
+            "workload", "actions", "tools", "tables", "format", "capture"}
 RUN_KEYS = {"run_id", "prompt", "options", "keep_alive", "think", "warmup", "stream", "send_at_s",
             "max_turns", "task_id", "tools", "table", "replay"}
 AGENT_RUN_KEYS = {"max_turns", "task_id", "tools", "table", "replay"}
