@@ -156,7 +156,17 @@ impl Seen {
             self.error = Some(err("server_error", message));
             return false;
         }
-        let mut choices = Vec::new();
+        let has_usage = chunk.usage.is_some();
+        if has_usage {
+            // the last one counts: Ollama's /v1/completions sends zeros on every chunk before its usage
+            // event; llama-server puts it on the finish_reason chunk
+            *usage = chunk.usage;
+        }
+        // what the chunk carries, over its choices (one, from every server seen), for its capture
+        // entry: the texts kept only when capturing (nothing more per chunk otherwise)
+        let capturing = self.capture.is_some();
+        let (mut answer, mut thought, mut call_text) = (String::new(), String::new(), Vec::new());
+        let (mut any_answer, mut any_thought, mut any_calls, mut finished) = (false, false, false, false);
         for choice in chunk.choices.unwrap_or_default() {
             let (text, thinking, raw) = match (chat, choice.delta) {
                 (true, Some(d)) => (d.content, d.reasoning_content.or(d.reasoning), d.tool_calls),
@@ -172,20 +182,12 @@ impl Seen {
                     return false;
                 }
             };
-            choices.push((text, thinking, deltas, raw, choice.finish_reason));
-        }
-        let has_usage = chunk.usage.is_some();
-        if has_usage {
-            // the last one counts: Ollama's /v1/completions sends zeros on every chunk before its usage
-            // event; llama-server puts it on the finish_reason chunk
-            *usage = chunk.usage;
-        }
-        // what the chunk carries, over its choices (one, from every server seen): its capture entry
-        let (mut answer, mut thought, mut call_text, mut finished) = (String::new(), String::new(), Vec::new(), false);
-        for (text, thinking, deltas, raw, finish_reason) in choices {
             let has_calls = !deltas.is_empty();
             if has_calls {
-                call_text.extend(raw);
+                any_calls = true;
+                if capturing {
+                    call_text.extend(raw);
+                }
             }
             for d in deltas {
                 let slot = calls.entry(d.index.unwrap_or(0)).or_default();
@@ -206,23 +208,29 @@ impl Seen {
             if let Some(t) = thinking {
                 self.chunks_thinking += 1;
                 self.thinking_chars += t.chars().count();
-                thought.push_str(&t);
+                any_thought = true;
+                if capturing {
+                    thought.push_str(&t);
+                }
             }
             if let Some(t) = text {
                 self.chunks_answer += 1;
                 self.text.push_str(&t);
                 self.t_first_answer.get_or_insert(now);
-                answer.push_str(&t);
+                any_answer = true;
+                if capturing {
+                    answer.push_str(&t);
+                }
             }
-            finished |= finish_reason.is_some();
+            finished |= choice.finish_reason.is_some();
             if finish.is_none() {
-                if let Some(reason) = finish_reason {
+                if let Some(reason) = choice.finish_reason {
                     *finish = Some(reason);
                     self.t_last = Some(now);
                 }
             }
         }
-        let kind = kind_of(!call_text.is_empty(), !answer.is_empty(), !thought.is_empty(), finished, has_usage);
+        let kind = kind_of(any_calls, any_answer, any_thought, finished, has_usage);
         self.note(stamp, sent, bytes, kind, || match kind {
             'c' if call_text.len() == 1 => call_text[0].get().to_string(),
             'c' => {
