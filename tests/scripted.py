@@ -435,3 +435,142 @@ class AgentSSEServer(LoopbackServer):
         out.append({**_delta(""), "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": n,
                                                              "total_tokens": n + 9}})
         return [_event(d) for d in out] + [b"data: [DONE]\n\n"]
+
+
+class StampedServer(LoopbackServer):
+    """The replay server's stamps, scripted: every JSON chunk carries `t_sent_ns`, its send time on
+    CLOCK_MONOTONIC (time.monotonic_ns(), taken just before the write; on /api also as a decimal
+    string in `created_at`), on /api/generate, /api/chat (NDJSON) and /v1/chat/completions (SSE).
+    Request k gets the shape sequence[k] (the last repeats; with `by_turn`, /api/chat answers by
+    the assistant messages in the history instead, for an agent task):
+
+        tokens      a thinking chunk, three answer chunks, the end (/api: done; /v1: a role chunk
+                    first, then finish_reason, usage, [DONE])
+        tool        /api/chat: one chunk with the call add(1, 2), then done; /v1: the call
+                    streamed as llama.cpp does (name, then the arguments in two pieces)
+        finish      /api/chat: one chunk with the call finish("3"), then done
+        empty       the end at once, no token (done_reason stop; /v1: finish chunk, usage, [DONE])
+        disconnect  two answer chunks, then the connection closed mid-body
+        no_done     two answer chunks, then the body's end (no done line / no finish_reason)
+        error       one answer chunk, then {"error": ...} after HTTP 200
+        bad_line    one answer chunk, then a line that is not JSON
+        stall       one answer chunk, then nothing for `stall_s` (past the client's timeout)
+
+    `gap_ms` apart (default 2). `kinds[k]`: the capture kinds a client must see for request k."""
+
+    KINDS_API = {"tokens": "taaad", "tool": "cd", "finish": "cd", "empty": "d", "disconnect": "aa",
+                 "no_done": "aa", "error": "ae", "bad_line": "a", "stall": "a"}
+    KINDS_V1 = {"tokens": "etaaadu", "tool": "ecccdu", "empty": "du", "disconnect": "eaa", "no_done": "eaa",
+                "error": "eae", "bad_line": "ea", "stall": "ea"}
+
+    def __init__(self, sequence: list[str], gap_ms: float = 2.0, stall_s: float = 3.0, by_turn: bool = False):
+        self.sequence, self.gap_ms, self.stall_s = sequence, gap_ms, stall_s
+        self.requests: list[tuple[str, str]] = []  # (path, shape) as served
+        done = threading.Event()
+        self.done = done
+        script = self
+        served = iter(range(10**6))
+
+        class Handler(NoDelayHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                k = next(served)
+                if by_turn:
+                    k = sum(m.get("role") == "assistant" for m in body.get("messages", []))
+                shape = script.sequence[min(k, len(script.sequence) - 1)]
+                script.requests.append((self.path, shape))
+                sse = self.path.startswith("/v1/")
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream" if sse else "application/x-ndjson")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.flush()
+                pieces = (script._sse if sse else script._ndjson)(shape, self.path == "/api/chat")
+                try:
+                    for piece in pieces:
+                        if piece == "stall":
+                            done.wait(script.stall_s)
+                            self.close_connection = True
+                            return
+                        if piece == "disconnect":
+                            self.close_connection = True  # no last chunk: the body ends mid-stream
+                            return
+                        time.sleep(script.gap_ms / 1e3)
+                        send_chunk(self.wfile, piece() if callable(piece) else piece)
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up first
+                    self.close_connection = True
+
+        super().__init__(Handler)
+
+    @staticmethod
+    def _stamped(doc: dict, api: bool):
+        """The chunk as a callable: stamped when it is sent."""
+        def encode() -> bytes:
+            ns = time.monotonic_ns()
+            stamped = {**doc, **({"created_at": str(ns)} if api else {}), "t_sent_ns": ns}
+            data = json.dumps(stamped, separators=(",", ":")).encode()
+            return data + b"\n" if api else b"data: " + data + b"\n\n"
+        return encode
+
+    def _ndjson(self, shape: str, chat: bool) -> list:
+        def line(text: str = "", thinking: str = "", done: bool = False, calls=None, **extra):
+            if chat:
+                msg = {"role": "assistant", "content": text, **({"thinking": thinking} if thinking else {}),
+                       **({"tool_calls": calls} if calls else {})}
+                doc = {"model": "scripted", "message": msg, "done": done, **extra}
+            else:
+                doc = {"model": "scripted", "response": text, **({"thinking": thinking} if thinking else {}),
+                       "done": done, **extra}
+            return self._stamped(doc, api=True)
+
+        def end(n: int):
+            return line(done=True, done_reason="stop", total_duration=n * 1000, load_duration=0, prompt_eval_count=1,
+                        prompt_eval_duration=1000, eval_count=n, eval_duration=n * 1000)
+
+        call = lambda name, args: [{"function": {"name": name, "arguments": args}}]
+        return {
+            "tokens": [line(thinking="h "), line("a "), line("b "), line("c"), end(4)],
+            "tool": [line(calls=call("add", {"a": 1, "b": 2})), end(1)],
+            "finish": [line(calls=call("finish", {"answer": "3"})), end(1)],
+            "empty": [end(0)],
+            "disconnect": [line("a "), line("b "), "disconnect"],
+            "no_done": [line("a "), line("b ")],
+            "error": [line("a "), self._stamped({"error": "scripted failure"}, api=True)],
+            "bad_line": [line("a "), b"this is not JSON\n"],
+            "stall": [line("a "), "stall"],
+        }[shape]
+
+    def _sse(self, shape: str, chat: bool) -> list:
+        def chunk(delta: dict, finish=None):
+            return self._stamped({"id": "c1", "object": "chat.completion.chunk", "model": "scripted",
+                                  "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}, api=False)
+
+        def end(reason: str, n: int) -> list:
+            usage = self._stamped({"id": "c1", "object": "chat.completion.chunk", "model": "scripted", "choices": [],
+                                   "usage": {"prompt_tokens": 1, "completion_tokens": n, "total_tokens": n + 1}},
+                                  api=False)
+            return [chunk({}, reason), usage, b"data: [DONE]\n\n"]
+
+        role = chunk({"role": "assistant", "content": None})
+        return {
+            "tokens": [role, chunk({"reasoning_content": "h "}), chunk({"content": "a "}), chunk({"content": "b "}),
+                       chunk({"content": "c"}), *end("stop", 4)],
+            "tool": [role, chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                                  "function": {"name": "add", "arguments": ""}}]}),
+                     chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"a": 1, '}}]}),
+                     chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"b": 2}'}}]}),
+                     *end("tool_calls", 3)],
+            "empty": end("stop", 0),
+            "disconnect": [role, chunk({"content": "a "}), chunk({"content": "b "}), "disconnect"],
+            "no_done": [role, chunk({"content": "a "}), chunk({"content": "b "}), b"data: [DONE]\n\n"],
+            "error": [role, chunk({"content": "a "}),
+                      self._stamped({"error": {"message": "scripted failure", "type": "server_error"}}, api=False)],
+            "bad_line": [role, chunk({"content": "a "}), b"data: this is not JSON\n\n"],
+            "stall": [role, chunk({"content": "a "}), "stall"],
+        }[shape]
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        super().__exit__(*exc)

@@ -65,4 +65,8 @@ pub struct Chunk {
     pub eval_duration: Option<u64>,
     #[serde(default)]
     pub error: Option<String>,
+    /// The replay server's send time of this line (CLOCK_MONOTONIC ns; real servers send none).
+    /// Any JSON: a stamp of another shape is no stamp, never a failed line.
+    #[serde(default)]
+    pub t_sent_ns: Option<Value>,
 }

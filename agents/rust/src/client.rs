@@ -1,12 +1,14 @@
 //! Streaming one run: the timing points of DESIGN.md, "The agent contract".
 use crate::api::{Chunk, Request};
+use crate::clock::{self, Stamp};
 use crate::conn;
 use crate::jobs::{Job, Jobs};
-use crate::record::{percentile, Itl, Record, RunError};
+use crate::record::{percentile, Capture, Itl, Lag, Record, RunError};
 use crate::tools::Task;
 use serde_json::Value;
 use crate::AGENT_VERSION;
 use futures_util::StreamExt;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -79,12 +81,63 @@ pub(crate) struct Seen {
     pub(crate) fin: Option<Chunk>,
     pub(crate) error: Option<RunError>,
     pub(crate) tool_calls: Vec<Value>,
+    /// t0 on CLOCK_MONOTONIC (capture's times are from it).
+    pub(crate) t0_ns: u64,
+    /// Parse time less the server's send stamp, per stamped chunk of any kind.
+    pub(crate) lags_ns: Vec<i64>,
+    /// The chunk trace, when the jobs file asks for it.
+    pub(crate) capture: Option<Capture>,
+}
+
+/// The text of a `c` capture entry on /api: the chunk's calls as `[{"name", "arguments"}]`.
+fn calls_text(calls: &[Value]) -> String {
+    #[derive(Serialize)]
+    struct Call<'a> {
+        name: &'a Value,
+        arguments: &'a Value,
+    }
+    static NULL: Value = Value::Null;
+    let calls: Vec<Call> = calls
+        .iter()
+        .map(|c| {
+            let f = c.get("function").unwrap_or(&NULL);
+            Call { name: f.get("name").unwrap_or(&NULL), arguments: f.get("arguments").unwrap_or(&NULL) }
+        })
+        .collect();
+    serde_json::to_string(&calls).expect("JSON values serialise")
+}
+
+/// The server's send stamp, when it sent one as an unsigned integer.
+pub(crate) fn sent_ns(stamp: Option<&Value>) -> Option<u64> {
+    stamp.and_then(Value::as_u64)
 }
 
 impl Seen {
-    /// One parsed line; false when reading should stop (an error line).
-    fn take(&mut self, chunk: Chunk, chat: bool, now: Instant) -> bool {
+    /// The reading's state for a run: capture on or off, t0 not yet taken.
+    pub(crate) fn new(capture: bool) -> Seen {
+        Seen { capture: capture.then(Capture::default), ..Seen::default() }
+    }
+
+    /// Every parsed chunk, whatever it carries: its lag (when stamped) and its capture entry.
+    pub(crate) fn note(&mut self, now: Stamp, sent: Option<u64>, bytes: usize, kind: char, text: impl FnOnce() -> String) {
+        if let Some(sent) = sent {
+            let sent = i64::try_from(sent).unwrap_or(i64::MAX);
+            self.lags_ns.push(i64::try_from(now.ns).unwrap_or(i64::MAX).saturating_sub(sent));
+        }
+        if let Some(c) = self.capture.as_mut() {
+            c.t_us.push(now.ns.saturating_sub(self.t0_ns) / 1_000);
+            c.bytes.push(bytes);
+            c.kinds.push(kind);
+            c.text.push(text());
+        }
+    }
+
+    /// One parsed line of `bytes` bytes; false when reading should stop (an error line).
+    fn take(&mut self, chunk: Chunk, chat: bool, stamp: Stamp, bytes: usize) -> bool {
+        let now = stamp.at;
+        let sent = sent_ns(chunk.t_sent_ns.as_ref());
         if let Some(m) = chunk.error.clone() {
+            self.note(stamp, sent, bytes, 'e', String::new);
             self.error = Some(err("server_error", m));
             return false;
         }
@@ -114,11 +167,36 @@ impl Seen {
             self.text.push_str(t);
             self.t_first_answer.get_or_insert(now);
         }
-        if chunk.done == Some(true) {
+        let done = chunk.done == Some(true);
+        let kind = kind_of(has_calls, text.is_some(), thinking.is_some(), done, false);
+        self.note(stamp, sent, bytes, kind, || match kind {
+            'c' => calls_text(calls.map_or(&[][..], Vec::as_slice)),
+            'a' => text.unwrap_or_default().to_string(),
+            't' => thinking.unwrap_or_default().to_string(),
+            _ => String::new(),
+        });
+        if done {
             self.t_last = Some(now);
             self.fin = Some(chunk);
         }
         true
+    }
+}
+
+/// A chunk's capture kind: c > a > t > d > u > e (record.rs, `Capture`).
+pub(crate) fn kind_of(calls: bool, answer: bool, thinking: bool, done: bool, usage: bool) -> char {
+    if calls {
+        'c'
+    } else if answer {
+        'a'
+    } else if thinking {
+        't'
+    } else if done {
+        'd'
+    } else if usage {
+        'u'
+    } else {
+        'e'
     }
 }
 
@@ -184,14 +262,15 @@ async fn stream(http: &reqwest::Client, base: &str, jobs: &Jobs, job: &Job, task
         think: job.think,
     };
     let url = format!("{base}{}", path(jobs));
-    let mut seen = Seen::default();
+    let mut seen = Seen::new(jobs.capture);
 
     // Timing points (DESIGN.md, "The agent contract"): t0 immediately before the request is
     // written; t_first when the first chunk carrying any token (thinking or answer) has been
     // parsed; t_first_answer at the first chunk with answer text; t_last when the `done` chunk
     // has been parsed; one timestamp per non-empty chunk, kind kept.
     let t0_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-    let t0 = Instant::now();
+    let Stamp { at: t0, ns: t0_ns } = clock::stamp();
+    seen.t0_ns = t0_ns;
     match http.post(&url).json(&body).send().await {
         Err(e) => seen.error = Some(err(transport_kind(&e), chain(&e))),
         Ok(resp) if !resp.status().is_success() => seen.error = Some(http_error(resp).await),
@@ -228,7 +307,7 @@ async fn stream(http: &reqwest::Client, base: &str, jobs: &Jobs, job: &Job, task
                                     break 'read;
                                 }
                             };
-                            if !seen.take(chunk, chat, Instant::now()) {
+                            if !seen.take(chunk, chat, clock::stamp(), line.len()) {
                                 break 'read;
                             }
                             if seen.fin.is_some() {
@@ -247,7 +326,10 @@ async fn stream(http: &reqwest::Client, base: &str, jobs: &Jobs, job: &Job, task
 /// The record of one exchange (built after the agent loop has acted: record keeping is not the agent's time).
 pub fn record(x: Exchange, jobs: &Jobs, job: &Job) -> Record {
     let Exchange { seen, t0, t0_unix, connect_ms } = x;
-    let Seen { text, thinking_chars, chunk_times, chunks_thinking, chunks_answer, t_first, t_first_answer, t_last, fin, mut error, .. } = seen;
+    let Seen {
+        text, thinking_chars, chunk_times, chunks_thinking, chunks_answer, t_first, t_first_answer, t_last, fin, mut error,
+        lags_ns, capture, ..
+    } = seen;
     let outcome = if fin.is_some() {
         error = None; // whatever the body's end did after the done line
         "ok"
@@ -305,9 +387,128 @@ pub fn record(x: Exchange, jobs: &Jobs, job: &Job) -> Record {
         response_sha256: format!("{:x}", Sha256::digest(text.as_bytes())),
         outcome,
         error,
+        lag_ms: Lag::of(&lags_ns),
+        capture,
         concurrency: None,
         stream: None,
         schedule_lag_ms: None,
         turn: None,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A fake clock reading: `ns` on CLOCK_MONOTONIC, its Instant derived as the agent's are.
+    pub(crate) fn at(ns: u64) -> Stamp {
+        Stamp { at: clock::instant_of(ns), ns }
+    }
+
+    pub(crate) fn jobs(endpoint: &str, capture: bool) -> Jobs {
+        let prompt = if endpoint.contains("chat") { json!([{"role": "user", "content": "go"}]) } else { json!("go") };
+        serde_json::from_value(json!({"schema_version": 1, "model": "m", "endpoint": endpoint, "prompts": [prompt],
+                                      "capture": capture, "runs": []}))
+        .unwrap()
+    }
+
+    pub(crate) fn job() -> Job {
+        serde_json::from_value(json!({"run_id": "r", "prompt": 0, "options": {}, "keep_alive": -1, "warmup": false})).unwrap()
+    }
+
+    pub(crate) fn exchange(seen: Seen, t0_ns: u64) -> Exchange {
+        Exchange { seen, t0: clock::instant_of(t0_ns), t0_unix: 0.0, connect_ms: None }
+    }
+
+    const T0: u64 = 5_000_000_000;
+
+    /// The lines, each parsed at its fake time; what `take` said of the last.
+    fn feed(seen: &mut Seen, chat: bool, lines: &[(&str, u64)]) -> bool {
+        seen.t0_ns = T0;
+        let mut going = true;
+        for (line, ns) in lines {
+            let chunk: Chunk = serde_json::from_str(line).unwrap();
+            going = seen.take(chunk, chat, at(*ns), line.len());
+        }
+        going
+    }
+
+    #[test]
+    fn every_line_is_captured_with_its_kind_bytes_time_and_lag() {
+        let lines = [
+            (r#"{"response":"","thinking":"h","done":false,"t_sent_ns":5001000000}"#, T0 + 1_000_500),
+            (r#"{"response":"a","done":false,"t_sent_ns":5002000000}"#, T0 + 2_000_250),
+            (r#"{"response":"b","thinking":"x","done":false}"#, T0 + 3_000_000), // no stamp: no lag
+            (r#"{"response":"","done":false,"t_sent_ns":5003500000}"#, T0 + 3_500_999),
+            (r#"{"response":"","done":true,"done_reason":"stop","eval_count":2,"t_sent_ns":5004000000}"#, T0 + 4_002_000),
+        ];
+        let mut seen = Seen::new(true);
+        assert!(feed(&mut seen, false, &lines));
+        assert_eq!(seen.lags_ns, vec![500, 250, 999, 2000]);
+        let rec = record(exchange(seen, T0), &jobs("generate", true), &job());
+        let cap = rec.capture.as_ref().unwrap();
+        assert_eq!(cap.kinds, "taaed");
+        assert_eq!(cap.t_us, vec![1000, 2000, 3000, 3500, 4002]);
+        assert_eq!(cap.bytes, lines.iter().map(|(l, _)| l.len()).collect::<Vec<_>>());
+        assert_eq!(cap.text, vec!["h", "a", "b", "", ""]);
+        let lag = rec.lag_ms.as_ref().unwrap();
+        assert_eq!((lag.first, lag.max, lag.n), (500e-6, 2000e-6, 4));
+        assert!((lag.p50 - (500e-6 + 999e-6) / 2.0).abs() < 1e-15);
+        assert_eq!((rec.outcome, rec.chunks, rec.chunks_answer, rec.chunks_thinking), ("ok", 3, 2, 2));
+        assert!((rec.ttft_ms.unwrap() - 1.0005).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_tool_call_chunk_is_c_with_its_calls_as_name_and_arguments() {
+        let call = r#"{"message":{"role":"assistant","content":"so","thinking":"t","tool_calls":[{"function":{"name":"add","arguments":{"a":1,"b":2}}},{"function":{"name":"finish","arguments":{"answer":"3"}}}]},"done":false}"#;
+        let done = r#"{"message":{"role":"assistant","content":""},"done":true,"done_reason":"stop"}"#;
+        let mut seen = Seen::new(true);
+        feed(&mut seen, true, &[(call, T0 + 1_000), (done, T0 + 2_000)]);
+        let cap = seen.capture.as_ref().unwrap();
+        assert_eq!(cap.kinds, "cd");
+        assert_eq!(cap.text[0], r#"[{"name":"add","arguments":{"a":1,"b":2}},{"name":"finish","arguments":{"answer":"3"}}]"#);
+        assert_eq!(seen.tool_calls.len(), 2);
+    }
+
+    #[test]
+    fn an_error_line_is_e_and_stops_and_a_stamp_of_another_shape_is_no_stamp() {
+        let mut seen = Seen::new(true);
+        let going = feed(&mut seen, false, &[
+            (r#"{"response":"a","done":false,"t_sent_ns":"5000000000"}"#, T0 + 10),
+            (r#"{"error":"scripted failure","t_sent_ns":5000000000}"#, T0 + 20),
+        ]);
+        assert!(!going);
+        assert_eq!(seen.capture.as_ref().unwrap().kinds, "ae");
+        assert_eq!(seen.lags_ns, vec![20]); // the error line's stamp counts too
+        let rec = record(exchange(seen, T0), &jobs("generate", true), &job());
+        assert_eq!((rec.outcome, rec.error.as_ref().unwrap().kind.as_str()), ("truncated", "server_error"));
+    }
+
+    #[test]
+    fn a_stream_done_at_its_first_line_is_ok_with_no_chunks_and_no_ttft() {
+        for capture in [false, true] {
+            let mut seen = Seen::new(capture);
+            feed(&mut seen, false, &[(r#"{"response":"","done":true,"done_reason":"stop","eval_count":0}"#, T0 + 7_000)]);
+            let rec = record(exchange(seen, T0), &jobs("generate", capture), &job());
+            assert_eq!((rec.outcome, rec.chunks, rec.ttft_ms, rec.decode_ms), ("ok", 0, None, None));
+            assert!(rec.error.is_none() && rec.itl_ms.n == 0 && rec.itl_ms.p50.is_none());
+            assert_eq!(rec.done_reason.as_deref(), Some("stop"));
+            assert!((rec.e2e_ms.unwrap() - 0.007).abs() < 1e-9);
+            let v = serde_json::to_value(&rec).unwrap();
+            assert!(v["lag_ms"].is_null() && v.as_object().unwrap().contains_key("lag_ms"));
+            if capture {
+                assert_eq!(v["capture"], json!({"t_us": [7], "bytes": [63], "kinds": "d", "text": [""]}));
+            } else {
+                assert!(!v.as_object().unwrap().contains_key("capture")); // records stay as they were
+            }
+        }
+    }
+
+    #[test]
+    fn the_capture_key_of_the_jobs_file_is_optional_and_off_by_default() {
+        let j: Jobs = serde_json::from_value(json!({"schema_version": 1, "model": "m", "prompts": ["go"], "runs": []})).unwrap();
+        assert!(!j.capture);
+        assert!(jobs("generate", true).capture);
     }
 }

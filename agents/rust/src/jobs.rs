@@ -36,6 +36,9 @@ pub struct Jobs {
     /// Native actions only: a `format` sent as is (its key order kept).
     #[serde(default)]
     pub format: Option<Box<RawValue>>,
+    /// Each record keeps its stream's chunk trace (record.rs, `Capture`).
+    #[serde(default)]
+    pub capture: bool,
 }
 
 #[derive(Debug, Deserialize)]

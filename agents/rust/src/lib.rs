@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod api;
 pub mod client;
+pub mod clock;
 pub mod conn;
 pub mod jobs;
 pub mod openai;

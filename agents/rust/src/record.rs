@@ -12,6 +12,50 @@ pub struct Itl {
     pub n: usize,
 }
 
+/// Per-chunk lag against the server's send stamps (`t_sent_ns`, the replay server's): the
+/// client's parse time less the send time, both on CLOCK_MONOTONIC, in ms.
+#[derive(Debug, Serialize)]
+pub struct Lag {
+    /// The first stamped chunk's.
+    pub first: f64,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+    /// How many chunks carried a stamp.
+    pub n: usize,
+}
+
+impl Lag {
+    /// None when no chunk carried a stamp.
+    pub fn of(lags_ns: &[i64]) -> Option<Lag> {
+        let first = *lags_ns.first()? as f64 / 1e6;
+        let mut ms: Vec<f64> = lags_ns.iter().map(|&l| l as f64 / 1e6).collect();
+        ms.sort_by(|a, b| a.partial_cmp(b).expect("lags are finite"));
+        Some(Lag {
+            first,
+            p50: percentile(&ms, 0.50)?,
+            p99: percentile(&ms, 0.99)?,
+            max: *ms.last()?,
+            n: ms.len(),
+        })
+    }
+}
+
+/// `capture: true` in the jobs file: one entry per parsed chunk (every NDJSON line; every SSE
+/// event's data but `[DONE]`), for `langbench profile`.
+#[derive(Debug, Default, Serialize)]
+pub struct Capture {
+    /// Parse time less t0, whole µs.
+    pub t_us: Vec<u64>,
+    /// The chunk's raw length: the line without its newline, or the event's data field.
+    pub bytes: Vec<usize>,
+    /// One char per chunk: `t` thinking, `a` answer, `c` tool call(s), `d` the done line or
+    /// the finish_reason chunk, `u` usage only, `e` anything else (c > a > t > d > u > e).
+    pub kinds: String,
+    /// The token text for t and a; the calls as JSON for c; "" for d, u and e.
+    pub text: Vec<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RunError {
     pub kind: String,
@@ -54,6 +98,11 @@ pub struct Record {
     pub response_sha256: String,
     pub outcome: &'static str,
     pub error: Option<RunError>,
+    /// Null when no chunk carried a send stamp (every real server).
+    pub lag_ms: Option<Lag>,
+    /// Only with the jobs file's `capture: true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture: Option<Capture>,
     /// Concurrent mode only: the process's streams, this run's stream, and (open loop) how
     /// much later than its intended send time the request went out.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -106,7 +155,21 @@ pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::percentile;
+    use super::{percentile, Lag};
+
+    #[test]
+    fn lag_is_null_without_stamps_and_in_ms_with_them() {
+        assert!(Lag::of(&[]).is_none());
+        // 1.5, 0.5, 2.5, 4.5 ms: the first as it came, the rest by numpy's interpolation
+        let lag = Lag::of(&[1_500_000, 500_000, 2_500_000, 4_500_000]).unwrap();
+        assert_eq!(lag.first, 1.5);
+        assert_eq!(lag.n, 4);
+        assert_eq!(lag.max, 4.5);
+        assert!((lag.p50 - 2.0).abs() < 1e-12);
+        assert!((lag.p99 - (2.5 + 2.0 * 0.97)).abs() < 1e-9);
+        let one = Lag::of(&[7]).unwrap();
+        assert_eq!((one.first, one.p50, one.p99, one.max, one.n), (7e-6, 7e-6, 7e-6, 7e-6, 1));
+    }
 
     #[test]
     fn percentile_interpolates_like_numpy() {
