@@ -41,7 +41,7 @@ def command(agent: str) -> list[str]:
 
 
 def check(agent: str) -> None:
-    exe = Path(command(agent)[-1])
+    exe = Path(next(part for part in reversed(command(agent)) if not part.startswith("-") and "/" in part))
     if not exe.exists():
         raise AgentMissing(f"the {agent} agent is missing ({exe}): run `make setup`")
 

@@ -219,7 +219,7 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
                 provision.ensure_llama_server()  # a cache hit, or built once on first need
             except RuntimeError as e:  # no cmake or compiler, or the build failed: named, exit 1
                 raise server.ServerError(str(e)) from None
-        cpus = isolation.plan(params.isolation)
+        cpus = isolation.plan(params.isolation, server_threads=1 if params.server.get("kind") == "replay" else None)
         slots = plan.slots(params)
         with server.serving(replay.setting(params), params.model, run_dir, env={"OLLAMA_NUM_PARALLEL": slots},
                             cpus=cpus["server_cpus"] if cpus["applied"] else None, slots=slots) as servers:
@@ -292,7 +292,7 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
                             sweep.run_batch(batch, keepers[sweep.kind_of(batch, keepers)], bar)
                     rounds.run(params, run_dir, manifest, manifest_path, sweep.batches, wave, decide,
                                lambda s: tqdm.write(s, file=sys.stderr))
-                    if keeper.srv.api == "ollama":
+                    if keeper.srv.kind == "ollama":  # a replay server has no model loaded: nothing to say
                         manifest["loaded_models"] = provenance.loaded_models(keeper.srv.url)
                     if keeper.srv.embedded and keeper.srv.kind == "ollama":
                         manifest["server_slots"]["runner_parallel"] = runner_parallel(keeper.srv.log_path)
