@@ -71,6 +71,13 @@ class Connection:
         raise AssertionError("unreachable")
 
 
+def cut(resp: http.client.HTTPResponse) -> None:
+    """http.client's readline ends a chunked body the server cut (no last chunk) as quietly as
+    one that ended: only chunk_left tells them apart (None after the last chunk)."""
+    if resp.chunked and resp.chunk_left is not None:
+        raise http.client.IncompleteRead(b"", None)
+
+
 def exchange(conn: Connection, jobs: dict, run: dict, task=None) -> wire.Exchange:
     chat = task is not None or jobs.get("endpoint", "generate") == "chat"
     path, body = wire.request_body(jobs, run, task)
@@ -92,10 +99,12 @@ def exchange(conn: Connection, jobs: dict, run: dict, task=None) -> wire.Exchang
                 event = sse.line(raw)
                 if event is not None:
                     wire.take_event(x, event, now_ns, v1_chat)
+            cut(resp)
             wire.end_sse(x)
         else:
             while line := resp.readline():  # to the body's end: the connection stays usable
                 wire.take_line(x, line, time.monotonic_ns(), chat)
+        cut(resp)
     except (http.client.HTTPException, OSError) as e:
         conn.conn.close()  # a failed exchange leaves the connection unusable: the next run reconnects
         kind = ("connect" if isinstance(e, ConnectionRefusedError) else

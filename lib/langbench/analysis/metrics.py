@@ -33,12 +33,15 @@ NS_PER_MS = 1e6
 
 def frame(records: list[dict]) -> pd.DataFrame:
     """One row per record: config keys become columns, itl_ms becomes itl_p50_ms … itl_max_ms and
-    itl_n (the gaps they come from), error becomes error_kind, error_message, error_client."""
+    itl_n (the gaps they come from), lag_ms (a replay server's stamps) lag_first_ms … lag_max_ms
+    and lag_n, error becomes error_kind, error_message, error_client."""
     rows = []
     for rec in records:
-        row = {k: v for k, v in rec.items() if k not in ("itl_ms", "config", "options", "error")}
+        row = {k: v for k, v in rec.items() if k not in ("itl_ms", "lag_ms", "config", "options", "error")}
         for q, v in (rec.get("itl_ms") or {}).items():
             row["itl_n" if q == "n" else f"itl_{q}_ms"] = v
+        for q, v in (rec.get("lag_ms") or {}).items():  # behind a replay server's send stamps
+            row["lag_n" if q == "n" else f"lag_{q}_ms"] = v
         # A baseline row carries no chimera factor values: its factor columns are the options it
         # actually sent (None where it left Ollama's default), as every chimera row's are. The
         # load it ran under (concurrency, arrival rate) is no option: both modes keep it.
