@@ -20,7 +20,8 @@ pub struct Jobs {
     pub raw: bool,
     #[serde(default = "default_timeout")]
     pub timeout_s: f64,
-    /// Concurrent mode: warm-ups one at a time, then the measured runs in this many streams.
+    /// Concurrent mode: warm-ups one at a time, then the measured runs in this many streams, on
+    /// every endpoint (/api and /v1 alike: DESIGN.md, "Sessions at scale").
     #[serde(default)]
     pub streams: Option<usize>,
     pub runs: Vec<Job>,
@@ -152,9 +153,6 @@ pub fn load(path: &Path) -> Result<Jobs, Error> {
         let e = &jobs.endpoint;
         if jobs.raw {
             return Err(Error::BadJobs(format!("{p}: field 'raw': endpoint {e} has no raw prompt")));
-        }
-        if jobs.streams.is_some() {
-            return Err(Error::BadJobs(format!("{p}: field 'streams': endpoint {e} runs one stream, one run at a time")));
         }
         if let Some(i) = jobs.runs.iter().position(|r| r.think.is_some()) {
             return Err(Error::BadJobs(format!("{p}: field 'runs[{i}].think': endpoint {e} has no think field")));
@@ -293,4 +291,77 @@ fn check_agent(p: &str, text: &str, jobs: &Jobs) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// `load` of this jobs file, written to a file of its own.
+    fn load_value(v: Value) -> Result<Jobs, Error> {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("langbench-jobs-test-{}-{n}.json", std::process::id()));
+        std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+        let out = load(&path);
+        let _ = std::fs::remove_file(&path);
+        out
+    }
+
+    fn run(i: usize, warmup: bool) -> Value {
+        json!({"run_id": format!("r{i}"), "prompt": 0, "options": {"max_tokens": 16}, "keep_alive": -1, "warmup": warmup})
+    }
+
+    fn v1(endpoint: &str, extra: Value) -> Value {
+        let prompt = if endpoint == "openai-chat" { json!([{"role": "user", "content": "go"}]) } else { json!("go") };
+        let mut v = json!({"schema_version": 1, "model": "m", "endpoint": endpoint, "prompts": [prompt],
+                           "runs": [run(0, true), run(1, false), run(2, false), run(3, false)]});
+        v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        v
+    }
+
+    fn refusal(v: Value) -> String {
+        match load_value(v) {
+            Err(Error::BadJobs(m)) => m,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn streams_load_on_v1_closed_loop_open_loop_and_agent_tasks() {
+        for endpoint in ["openai-chat", "openai-completions"] {
+            let jobs = load_value(v1(endpoint, json!({"streams": 1024}))).unwrap();
+            assert_eq!(jobs.streams, Some(1024));
+            // each run on its own stream, and open loop
+            let mut v = v1(endpoint, json!({"streams": 2}));
+            for (i, r) in v["runs"].as_array_mut().unwrap().iter_mut().enumerate().skip(1) {
+                r["stream"] = json!(i % 2);
+                r["send_at_s"] = json!(0.1 * i as f64);
+            }
+            assert!(load_value(v).unwrap().runs.iter().skip(1).all(|r| r.send_at_s.is_some()));
+        }
+        let mut v = v1("openai-chat", json!({"streams": 3, "workload": "agent", "tools": ["add"]}));
+        for r in v["runs"].as_array_mut().unwrap() {
+            r["max_turns"] = json!(4);
+        }
+        assert_eq!(load_value(v).unwrap().workload.as_deref(), Some("agent"));
+    }
+
+    #[test]
+    fn v1_still_refuses_what_it_cannot_carry_and_streams_keep_their_bounds() {
+        assert!(refusal(v1("openai-chat", json!({"streams": 0}))).contains("field 'streams' must be at least 1"));
+        let mut v = v1("openai-chat", json!({"streams": 2}));
+        v["runs"][1]["stream"] = json!(2);
+        assert!(refusal(v).contains("field 'runs[1].stream' must be in [0, streams)"));
+        assert!(refusal(v1("openai-completions", json!({"streams": 2, "raw": true}))).contains("field 'raw'"));
+        let mut v = v1("openai-chat", json!({"streams": 2}));
+        v["runs"][2]["think"] = json!(true);
+        assert!(refusal(v).contains("field 'runs[2].think'"));
+        // open loop still needs the concurrent mode, on /v1 as on /api
+        let mut v = v1("openai-chat", json!({}));
+        v["runs"][1]["send_at_s"] = json!(0.0);
+        assert!(refusal(v).contains("needs 'streams'"));
+    }
 }

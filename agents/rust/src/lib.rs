@@ -10,6 +10,7 @@ pub mod conn;
 pub mod jobs;
 pub mod openai;
 pub mod record;
+pub mod rlimit;
 pub mod tools;
 
 use clap::Parser;
@@ -120,6 +121,13 @@ impl Writer {
 /// turn (closed loop); with `send_at_s`, each run at its offset whatever is in flight (open loop).
 pub fn run(opts: &Opts) -> Result<bool, Error> {
     let jobs = jobs::load(&opts.jobs)?;
+    // one socket per session in flight: the soft open-file limit (often 1,024) up to the hard one
+    let nofile = rlimit::raise_nofile();
+    if let (Some(n), Some(limit)) = (jobs.streams, nofile) {
+        if n as u64 + 64 > limit {
+            eprintln!("rust agent: {n} streams with an open-file limit of {limit}: sessions past it will fail to connect");
+        }
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -129,6 +137,11 @@ pub fn run(opts: &Opts) -> Result<bool, Error> {
         .connect_timeout(timeout)
         .read_timeout(timeout)
         .connector_layer(conn::TimeConnects)
+        // One client for every session: its pool neither caps nor queues connections (hyper-util
+        // opens one whenever no idle one is free), and every connection a session ends with is
+        // kept for the next, however many sessions are in flight (reqwest's default, said here
+        // because 1,024 sessions depend on it).
+        .pool_max_idle_per_host(usize::MAX)
         .build()
         .map_err(|e| Error::Client(e.to_string()))?;
     let out = OpenOptions::new()
