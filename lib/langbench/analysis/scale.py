@@ -242,6 +242,24 @@ def knees(c: pd.DataFrame, thresholds=THRESHOLDS) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def knee_table(b: pd.DataFrame, thresholds=THRESHOLDS) -> pd.DataFrame:
+    """knees over the batches that decide (not failed, not flagged), with a row for every
+    client × endpoint that ran: one whose batches all failed or were all flagged says so."""
+    if b.empty:
+        return knees(pd.DataFrame(), thresholds)
+    k = knees(cells(b, decided_only=True), thresholds)
+    rows = [k]
+    for (endpoint, agent), g in b.groupby(["endpoint", "agent"]):
+        if len(k) and ((k["endpoint"] == endpoint) & (k["agent"] == agent)).any():
+            continue
+        why = ("not measured: every batch failed" if g["failed"].all() else
+               "not decided: the replay server ran late in every batch that ran")
+        rows.append(pd.DataFrame([{"endpoint": endpoint, "agent": agent, "threshold": t, "knee_n": np.nan,
+                                   "knee": why, "n_max": int(g["concurrency"].max())} for t in thresholds]))
+    out = pd.concat([r for r in rows if len(r)], ignore_index=True)
+    return out.sort_values(["endpoint", "agent", "threshold"]).reset_index(drop=True)
+
+
 def split(c: pd.DataFrame, value: str = "lag_p50_ms", margin: float = 0.0) -> pd.DataFrame:
     """Per endpoint × N: each client's mean `value`, the gap python − rust, and the shares of it
     that are the SDK's, the language's and the tuned transport's (NaN where the gap is within
