@@ -97,21 +97,29 @@ def glance(run_dir: Path) -> dict:
             cols = [c for c in race.table.columns if not c.endswith("_verdict")] + \
                 [c for c in race.table.columns if c.endswith("_verdict")]
             race_html = tables.to_html(race.table[cols])
-    knees_html, knees_note, loads_html, loads_note = _scale_glance(run)
     return {"first_line": run.progress(), "host": header.sentence.split(" Model ", 1)[-1],
             "verdicts": verdict_html, "verdicts_note": v.sentence, "claims": claims_html,
             "agent_verdicts": agent_html, "agent_note": agent_note, "race": race_html, "race_note": race_note,
-            "knees": knees_html, "knees_note": knees_note, "loads": loads_html, "loads_note": loads_note,
             "figures": figures, "sentences": sentences}
 
 
-def _scale_glance(run) -> tuple[str, str, str, str]:
+def scale_glance(run_dir: Path) -> dict:
     """The knees table and TR112's "language matters less than expected" judged at each load,
-    for a run with a scale study (closed-loop load); four empty strings otherwise. A failure
-    here says so in its note and leaves the rest of the first screen standing."""
+    for a run with a scale study (closed-loop load); empty strings otherwise. Apart from glance:
+    a failure of either says so in its own place and leaves the other standing."""
+    from langbench.analysis import findings
     from langbench.analysis import scale as scale_analysis
-    if not scale_analysis.has_scale(run):
-        return "", "", "", ""
+    keys = ("knees", "knees_note", "loads", "loads_note")
+    try:
+        run = findings.Run.load(run_dir)
+        if not scale_analysis.has_scale(run):
+            return dict.fromkeys(keys, "")
+    except Exception:
+        return dict.fromkeys(keys, "")
+    return dict(zip(keys, _scale_parts(run)))
+
+
+def _scale_parts(run) -> tuple[str, str, str, str]:
     from langbench.report import tables
     from langbench.report.sections import scale
     try:
@@ -155,8 +163,8 @@ def write_index(run_dir: Path, results: dict) -> Path:
         except Exception:
             pass
         g = {"first_line": first, "host": "", "verdicts": "", "verdicts_note": "", "claims": "",
-             "agent_verdicts": "", "agent_note": "", "race": "", "race_note": "", "knees": "", "knees_note": "",
-             "loads": "", "loads_note": "", "figures": [], "sentences": []}
+             "agent_verdicts": "", "agent_note": "", "race": "", "race_note": "", "figures": [], "sentences": []}
+    g.update(scale_glance(run_dir))
     try:
         replay = replay_note(manifest)
     except Exception:
