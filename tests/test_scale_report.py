@@ -133,22 +133,24 @@ def make_scale_run(run_dir: Path, *, batches: int = 4, seed: int = 5, flag_one: 
                                                   "message": "rust agent: endpoint openai-chat runs one stream"})
                             else:
                                 v1 = endpoint == "openai-chat"
-                                rec.update(outcome="ok", error=None, ttft_ms=20.0 + p50, e2e_ms=e2e, decode_ms=e2e - 20,
+                                ttft = 20.0 + rng.uniform(-2, 2) + p50  # the single-request verdicts need spread
+                                rec.update(outcome="ok", error=None, ttft_ms=ttft, e2e_ms=e2e, decode_ms=e2e - ttft,
                                            chunks=20, eval_count=20, done_reason="length",
                                            total_duration=None if v1 else int(e2e * 1e6),
                                            load_duration=None if v1 else 0,
                                            prompt_eval_duration=None if v1 else int(20e6),
-                                           eval_duration=None if v1 else int(80e6), prompt_eval_count=7,
-                                           itl_ms={"p50": 4.0, "p95": 4.5, "p99": 5.0, "max": 6.0, "n": 19},
+                                           eval_duration=None if v1 else int(rng.uniform(75e6, 80e6)),
+                                           prompt_eval_count=7,
+                                           itl_ms={q: v + rng.uniform(-0.3, 0.3) for q, v in (("p50", 4.0), ("p95", 4.5), ("p99", 5.0), ("max", 6.0))} | {"n": 19},
                                            lag_ms={"first": p50 * 1.5, "p50": p50, "p99": p50 * 3,
                                                    "max": share * e2e, "n": 21})
                             records.append(rec)
                     late_us = 5000.0 if (flag_one and agent == "python" and endpoint == "chat" and n == 4 and k == 0) else 40.0
-                    cpu = {"python": 0.4, "python-tuned": 0.3, "python-raw": 0.1, "rust": 0.02}[agent] * n
+                    cpu = {"python": 0.4, "python-tuned": 0.3, "python-raw": 0.1, "rust": 0.02}[agent] * n * rng.uniform(0.9, 1.1)
                     procs.append({"batch_id": batch_id, "attempt": 1, "config_id": config_id, "mode": "baseline",
                                   "runs": 2 * n, "agent": agent, "exit_code": 2 if fail else 0, "wall_s": 1.0,
                                   "user_cpu_s": 0.0 if fail else cpu, "system_cpu_s": 0.0 if fail else 0.01 * n,
-                                  "startup_cpu_s": 0.0, "peak_rss_bytes": (40 if agent.startswith("python") else 4) * 2**20,
+                                  "startup_cpu_s": 0.0, "startup_ms": rng.normal(450 if agent != "rust" else 2, 1), "peak_rss_bytes": (40 if agent.startswith("python") else 4) * 2**20 + int(rng.integers(0, 2**20)),
                                   "records": 2 * n, "timed_out": False, "stderr_tail": "",
                                   "replay": None if fail else {"streams": 2 * n, "chunks": 42 * n,
                                                                "late_us": {"p50": 10.0, "p99": late_us, "max": late_us},
@@ -210,6 +212,7 @@ def test_the_scale_notebook_and_the_index_show_knees_and_the_replay_source(scale
     assert "SDK share (%)" in page and "Flagged and failed batches" in page and "server late" in page
     assert "Traceback" not in page and "tps_received" not in page
     index = (scale_run / "index.html").read_text()
+    assert "could not be computed" not in index  # the single-request verdicts stand beside the knees
     assert "replays" in index or "captured run cap-synthetic" in index
     assert "no server-side finding comes from this run" in index
     assert "Sessions at scale: each client&#39;s knee" in index and "N = 4" in index

@@ -9,7 +9,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-PALETTE = {"python": "#3572A5", "rust": "#DEA584"}
+# the two languages, and the Python clients of the scale study (issue 41), which any figure by agent meets
+PALETTE = {"python": "#3572A5", "rust": "#DEA584", "python-tuned": "#7FA7D1", "python-raw": "#1B3A5C"}
 sns.set_theme(style="whitegrid", context="notebook")
 
 
@@ -172,7 +173,7 @@ def prefix_cache(turns: pd.DataFrame):
 
 
 # Sessions at scale: the four clients of issue 41 (Python's SDK, tuned and raw; Rust)
-CLIENT_COLOURS = {**PALETTE, "python-tuned": "#7FA7D1", "python-raw": "#1B3A5C", "null": "#777777"}
+CLIENT_COLOURS = {**PALETTE, "null": "#777777"}
 
 
 def _log_n(ax, ns) -> None:
