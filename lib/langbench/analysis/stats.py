@@ -34,6 +34,17 @@ def _boot_ci(x: np.ndarray, statistic, seed: int = 0) -> tuple[float, float]:
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def mean_ci(values) -> tuple[int, float, float, float]:
+    """(n, mean, bootstrap 95 % CI low, high) of the finite values: describe's mean CI alone,
+    without the CV's bootstrap and scipy's moments (which warn on nearly constant values)."""
+    x = np.asarray(pd.Series(values, dtype=float).dropna(), dtype=float)
+    x = x[np.isfinite(x)]
+    if len(x) == 0:
+        return 0, float("nan"), float("nan"), float("nan")
+    lo, hi = _boot_ci(x, np.mean)
+    return len(x), float(x.mean()), lo, hi
+
+
 def describe(values) -> dict:
     """n, mean, median, min, max, range, std, CV %, quartiles, IQR, bootstrap 95% CIs."""
     x = np.asarray(pd.Series(values).dropna(), dtype=float)

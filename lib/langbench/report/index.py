@@ -23,6 +23,7 @@ TITLES = {
     "concurrency": "Concurrency: N streams and open-loop arrivals (TR110/TR113)",
     "agent_loops": "Agent loops: multi-turn tasks, the agent's own time per turn and per task",
     "servers": "Endpoints and servers: what /v1 costs per client, llama.cpp against Ollama",
+    "scale": "Sessions at scale: each client's knee, lag per chunk, the SDK's share and the language's",
 }
 
 
@@ -102,6 +103,54 @@ def glance(run_dir: Path) -> dict:
             "figures": figures, "sentences": sentences}
 
 
+def scale_glance(run_dir: Path) -> dict:
+    """The knees table and TR112's "language matters less than expected" judged at each load,
+    for a run with a scale study (closed-loop load); empty strings otherwise. Apart from glance:
+    a failure of either says so in its own place and leaves the other standing."""
+    from langbench.analysis import findings
+    from langbench.analysis import scale as scale_analysis
+    keys = ("knees", "knees_note", "loads", "loads_note")
+    try:
+        run = findings.Run.load(run_dir)
+        if not scale_analysis.has_scale(run):
+            return dict.fromkeys(keys, "")
+    except Exception:
+        return dict.fromkeys(keys, "")
+    return dict(zip(keys, _scale_parts(run)))
+
+
+def _scale_parts(run) -> tuple[str, str, str, str]:
+    from langbench.report import tables
+    from langbench.report.sections import scale
+    try:
+        b = scale.study(run)
+        section = scale.knees(run, b)
+        knees_html = tables.to_html(section.table) if section.table is not None and len(section.table) else ""
+        loads = scale.load_claims(run, b)
+        loads_html, loads_note = "", ""
+        if len(loads):
+            classes = pd.DataFrame("", index=loads.index, columns=loads.columns)
+            classes["verdict"] = "c-" + loads["verdict"].str.replace(" ", "-")
+            loads_html = tables.to_html(loads, classes=classes)
+            counts = loads["verdict"].value_counts()
+            loads_note = (f"TR112 found the agent's language mattered less than expected (at one request at a time). "
+                          f"Judged at each of {len(loads)} endpoint × N load points of this run: supported at "
+                          f"{counts.get('supported', 0)} (Python and Rust equivalent on the client's lag p50), "
+                          f"contradicted at {counts.get('contradicted', 0)} (a knee separates them), not shown at "
+                          f"{counts.get('not shown', 0)}.")
+        return knees_html, section.sentence, loads_html, loads_note
+    except Exception:
+        return "", "The scale findings could not be computed: " + traceback.format_exc(limit=1), "", ""
+
+
+def replay_note(manifest: dict) -> str:
+    """The first screen's line on a replay run: what it replays and what it cannot show."""
+    if not manifest.get("replay"):
+        return ""
+    from langbench.report.sections import scale
+    return scale.replay_sentence(manifest)
+
+
 def write_index(run_dir: Path, results: dict) -> Path:
     manifest = storage.read_json(run_dir / "manifest.json")
     try:
@@ -115,6 +164,11 @@ def write_index(run_dir: Path, results: dict) -> Path:
             pass
         g = {"first_line": first, "host": "", "verdicts": "", "verdicts_note": "", "claims": "",
              "agent_verdicts": "", "agent_note": "", "race": "", "race_note": "", "figures": [], "sentences": []}
+    g.update(scale_glance(run_dir))
+    try:
+        replay = replay_note(manifest)
+    except Exception:
+        replay = "A replay run (its replay description could not be read): no server-side finding comes from it."
     items = []
     for name in results:
         r = results[name]
@@ -133,7 +187,8 @@ def write_index(run_dir: Path, results: dict) -> Path:
 body {{ font-family: system-ui, sans-serif; max-width: 84rem; margin: .6rem auto; padding: 0 1rem;
        line-height: 1.35; font-size: 14px; }}
 h1 {{ font-size: 1.15rem; margin: .2rem 0; }} h2 {{ font-size: 1rem; margin: .6rem 0 .2rem; }}
-p.first {{ margin: .2rem 0; font-weight: 600; }} p.host {{ margin: 0 0 .3rem; color: #444; font-size: 12px; }}
+p.first {{ margin: .2rem 0; font-weight: 600; }}
+p.replay {{ margin: .2rem 0; padding: .2rem .4rem; background: #fff3cd; border-left: 3px solid #b35c00; }} p.host {{ margin: 0 0 .3rem; color: #444; font-size: 12px; }}
 table {{ border-collapse: collapse; font-size: 12px; }}
 th, td {{ padding: 1px 6px; border-bottom: 1px solid #ddd; text-align: left; vertical-align: top; }}
 table.verdicts thead th {{ background: #1f4e79; color: #fff; }}
@@ -152,6 +207,7 @@ pre.error {{ white-space: pre-wrap; background: #fff4f4; padding: .5rem; }}
 </style></head><body>
 <h1>langbench report: {html.escape(manifest['run_id'])}</h1>
 <p class="first">{html.escape(g["first_line"])}</p>
+{f'<p class="replay">{html.escape(replay)}</p>' if replay else ""}
 <p class="host">{html.escape(g["host"])} Parameters <code>{html.escape(str(manifest.get('parameters_file')))}</code>,
 commit <code>{html.escape(str((manifest.get('git') or {}).get('commit'))[:12])}</code>.</p>
 {f'<h2>Which server was faster: llama.cpp against Ollama</h2><p class="race">{html.escape(g["race_note"])}</p>'
@@ -160,6 +216,10 @@ commit <code>{html.escape(str((manifest.get('git') or {}).get('commit'))[:12])}<
 {g["verdicts"].replace('<table ', '<table class="verdicts" ', 1)}
 {f'<h2>Agent loops: the agent&#39;s own time, task-level verdicts</h2><p>{html.escape(g["agent_note"])}</p>'
   + g["agent_verdicts"].replace('<table ', '<table class="verdicts" ', 1) if g["agent_verdicts"] else ""}
+{f'<h2>Sessions at scale: each client&#39;s knee</h2><p>{html.escape(g["knees_note"])}</p>'
+  + g["knees"].replace('<table ', '<table class="verdicts knees" ', 1) if g["knees_note"] else ""}
+{f'<h2>TR112: &ldquo;language matters less than expected&rdquo;, at each load</h2><p>{html.escape(g["loads_note"])}</p>'
+  + g["loads"].replace('<table ', '<table class="claims" ', 1) if g["loads_note"] else ""}
 <h2>TR112, claim by claim</h2>
 {g["claims"].replace('<table ', '<table class="claims" ', 1)}
 <h2>Key figures</h2>

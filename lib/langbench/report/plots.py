@@ -9,7 +9,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-PALETTE = {"python": "#3572A5", "rust": "#DEA584"}
+# the two languages, and the Python clients of the scale study (issue 41), which any figure by agent meets
+PALETTE = {"python": "#3572A5", "rust": "#DEA584", "python-tuned": "#7FA7D1", "python-raw": "#1B3A5C"}
 sns.set_theme(style="whitegrid", context="notebook")
 
 
@@ -167,5 +168,58 @@ def prefix_cache(turns: pd.DataFrame):
                     ax=ax, s=40, alpha=0.8)
     ax.set(xlabel="prompt tokens (prompt_eval_count)", ylabel="prompt evaluation (ms)",
            title="Prompt-eval cost per turn: cached prefix vs unique prefix")
+    fig.tight_layout()
+    return fig
+
+
+# Sessions at scale: the four clients of issue 41 (Python's SDK, tuned and raw; Rust)
+CLIENT_COLOURS = {**PALETTE, "null": "#777777"}
+
+
+def _log_n(ax, ns) -> None:
+    ns = sorted({int(n) for n in ns})
+    ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(ns, labels=[str(n) for n in ns])
+
+
+def scale_throughput(c: pd.DataFrame):
+    """Sessions at scale: tok/s received (mean over batches, 95 % CI bars) against tok/s
+    offered, per client, one panel per endpoint; the dashed line is received = offered."""
+    endpoints = sorted(c["endpoint"].unique())
+    fig, axes = plt.subplots(1, len(endpoints), figsize=(4.6 * len(endpoints), 3.6), squeeze=False)
+    for ax, endpoint in zip(axes[0], endpoints):
+        g = c[c["endpoint"] == endpoint].sort_values("concurrency")
+        for agent, a in g.groupby("agent"):
+            colour = CLIENT_COLOURS.get(agent)
+            ax.plot(a["concurrency"], a["tps_received"], marker="o", color=colour, label=agent)
+            if a["tps_received_ci_low"].notna().any():
+                ax.fill_between(a["concurrency"], a["tps_received_ci_low"], a["tps_received_ci_high"],
+                                color=colour, alpha=0.15)
+        offered = g.groupby("concurrency")["tps_offered"].first()
+        ax.plot(offered.index, offered.to_numpy(), ls="--", color="grey", label="offered")
+        ax.set_yscale("log")
+        _log_n(ax, g["concurrency"])
+        ax.set(xlabel="sessions asked (N)", ylabel="tok/s received, one process", title=endpoint)
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
+    fig.tight_layout()
+    return fig
+
+
+def scale_lag(c: pd.DataFrame):
+    """Sessions at scale: the client's lag behind the server's send stamp per chunk, p50 (solid)
+    and p99 (dotted), against N, per client, one panel per endpoint."""
+    endpoints = sorted(c["endpoint"].unique())
+    fig, axes = plt.subplots(1, len(endpoints), figsize=(4.6 * len(endpoints), 3.6), squeeze=False)
+    for ax, endpoint in zip(axes[0], endpoints):
+        g = c[c["endpoint"] == endpoint].sort_values("concurrency")
+        for agent, a in g.groupby("agent"):
+            colour = CLIENT_COLOURS.get(agent)
+            ax.plot(a["concurrency"], a["lag_p50_ms"], marker="o", color=colour, label=f"{agent} p50")
+            ax.plot(a["concurrency"], a["lag_p99_ms"], marker=".", ls=":", color=colour, label=f"{agent} p99")
+        ax.set_yscale("log")
+        _log_n(ax, g["concurrency"])
+        ax.set(xlabel="sessions asked (N)", ylabel="client lag per chunk (ms)", title=endpoint)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.tight_layout()
     return fig

@@ -35,9 +35,16 @@ def say(msg: str) -> None:
 AGENT_NOTEBOOKS = ("sweep", "gpu", "agent_loops")
 
 
+# Notebooks only a run with closed-loop load (`concurrency`) has: sessions at scale, its knees.
+LOAD_NOTEBOOKS = ("scale",)
+
+
 def notebooks_for(run_dir: Path) -> tuple[str, ...]:
     params = storage.read_json(run_dir / "manifest.json").get("parameters") or {}
-    return AGENT_NOTEBOOKS if params.get("workload") == "agent" else NOTEBOOKS
+    chosen = AGENT_NOTEBOOKS if params.get("workload") == "agent" else NOTEBOOKS
+    if params.get("concurrency") or "concurrency" in (params.get("matrix") or {}):
+        chosen = chosen + LOAD_NOTEBOOKS
+    return chosen
 
 
 def render(run_dir: str | Path, notebooks=None) -> int:
