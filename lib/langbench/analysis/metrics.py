@@ -73,9 +73,11 @@ def derive(df: pd.DataFrame) -> pd.DataFrame:
     df["throughput_tps"] = eval_count / (eval_ns / 1e9)
     df["client_decode_tps"] = (eval_count - 1) / (num("decode_ms") / 1e3)
     v1 = df["endpoint"].isin(OPENAI_ENDPOINTS) if "endpoint" in df else pd.Series(False, index=df.index)
-    # /v1 has no eval_duration: throughput on the client's clock over the usage's token count
-    df["throughput_tps"] = df["throughput_tps"].where(~v1, df["client_decode_tps"])
-    df["throughput_clock"] = np.where(v1, "client", "server")
+    # /v1 has no eval_duration, nor has a replay (its server's durations are not findings):
+    # throughput on the client's clock over the usage's token count
+    clientside = v1 | eval_ns.isna()
+    df["throughput_tps"] = df["throughput_tps"].where(~clientside, df["client_decode_tps"])
+    df["throughput_clock"] = np.where(clientside, "client", "server")
     df["load_ms"] = num("load_duration") / NS_PER_MS
     df["prompt_eval_ms"] = num("prompt_eval_duration") / NS_PER_MS
     df["server_ttft_ms"] = df["load_ms"].fillna(0) + df["prompt_eval_ms"]
@@ -139,8 +141,15 @@ def final_attempts(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_attempts(run_dir: str | Path) -> pd.DataFrame:
-    """Every record of a run directory, failed attempts that a retry replaced included."""
-    df = frame(storage.read_records(Path(run_dir) / "records.jsonl"))
+    """Every record of a run directory, failed attempts that a retry replaced included. A replay
+    run's server durations are the captured server's, not findings (DESIGN.md, "The replay
+    server"): they are read as absent, as /v1's are."""
+    records = storage.read_records(Path(run_dir) / "records.jsonl")
+    manifest = Path(run_dir) / "manifest.json"
+    if manifest.exists() and storage.read_json(manifest).get("replay"):
+        blank = dict.fromkeys(("total_duration", "load_duration", "prompt_eval_duration", "eval_duration"))
+        records = [{**r, **blank} for r in records]
+    df = frame(records)
     if not df.empty:
         df["order_key"] = range(len(df))
     return df

@@ -1,0 +1,54 @@
+"""Sessions at scale on the replay server (issue 41): a short sweep of every client at N = 1, 8 and
+64 on /api/chat and /v1/chat/completions, and its scale notebook with knees and CIs. What is
+asserted holds on any host: outcomes, counts, stamps on one clock, what the notebook shows."""
+
+from __future__ import annotations
+
+import collections
+import subprocess
+import sys
+
+import pytest
+
+from cli_runs import sweep_fixture
+from langbench import storage
+from langbench.analysis import scale
+from langbench.analysis.findings import Run
+
+pytestmark = pytest.mark.server
+CLIENTS = ("python", "python-tuned", "python-raw", "rust")
+
+
+@pytest.fixture(scope="module")
+def scaled(tmp_path_factory):
+    return sweep_fixture("tiny-scale.yaml", tmp_path_factory.mktemp("scale"), "scale")
+
+
+def test_every_client_holds_every_session_asked_on_both_endpoints(scaled):
+    records = [r for r in storage.read_jsonl(scaled / "records.jsonl") if r["phase"] == "measured"]
+    ok = collections.Counter((r["agent"], r["endpoint"], r["concurrency"]) for r in records if r["outcome"] == "ok")
+    for client in CLIENTS:
+        for endpoint in ("chat", "openai-chat"):
+            for n in (1, 8, 64):
+                assert ok[(client, endpoint, n)] == 4 * 2 * n, (client, endpoint, n)  # 4 batches x 2 repetitions
+    assert all(r["lag_ms"] is not None and r["lag_ms"]["first"] >= 0 for r in records)
+    b = scale.batches(Run.load(scaled))
+    assert not b["failed"].any()
+    at64 = b[b["concurrency"] == 64]
+    assert (at64["in_flight_max"] > 8).all()  # the sessions were in flight together, not one after another
+    assert (b["cpu_ms_per_token"] > 0).all()
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_the_scale_notebook_renders_the_knees_with_cis(scaled):
+    k = scale.knee_table(scale.batches(Run.load(scaled)))
+    assert set(k["agent"]) == set(CLIENTS) and set(k["endpoint"]) == {"chat", "openai-chat"}
+    assert k["knee"].str.match(r"N = \d+|none up to N = 64").all(), k["knee"].tolist()
+    done = subprocess.run([sys.executable, "-m", "langbench", "render", str(scaled)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    page = (scaled / "html" / "scale-nocode.html").read_text()
+    assert "knee at 1 %: sessions" in page and "Traceback" not in page
+    index = (scaled / "index.html").read_text()
+    assert "no server-side finding comes from this run" in index and "language matters less than expected" in index
