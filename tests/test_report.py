@@ -37,8 +37,9 @@ def rendered(tmp_path_factory):
 
 
 def test_every_notebook_in_notebooks_is_in_the_report_and_executed(rendered):
-    # every notebook but compare (two runs, not one: tests/test_compare.py renders it)
-    on_disk = {p.stem for p in paths.NOTEBOOKS.glob("*.ipynb")} - {"compare"}
+    # every notebook but compare (two runs, not one: tests/test_compare.py renders it) and peers
+    # (a peers run, not a sweep: tests/test_peers.py renders it)
+    on_disk = {p.stem for p in paths.NOTEBOOKS.glob("*.ipynb")} - {"compare", "peers"}
     assert on_disk == set(report.NOTEBOOKS)
     for name in on_disk:
         nb = nbformat.read(rendered / "notebooks" / f"{name}.ipynb", as_version=4)

@@ -23,6 +23,7 @@ TITLES = {
     "concurrency": "Concurrency: N streams and open-loop arrivals (TR110/TR113)",
     "agent_loops": "Agent loops: multi-turn tasks, the agent's own time per turn and per task",
     "servers": "Endpoints and servers: what /v1 costs per client, llama.cpp against Ollama",
+    "peers": "Peers: other benchmark tools beside langbench's clients, with definitions and known delays",
 }
 
 
@@ -104,6 +105,9 @@ def glance(run_dir: Path) -> dict:
 
 def write_index(run_dir: Path, results: dict) -> Path:
     manifest = storage.read_json(run_dir / "manifest.json")
+    if manifest.get("kind") == "peers":  # its own first screen (report/sections/peers.py)
+        from langbench.report.sections import peers
+        return peers.write_index(run_dir, results, TITLES)
     try:
         g = glance(run_dir)
     except Exception:
