@@ -1,0 +1,163 @@
+"""`python -m langbench peers` (issue 43): chimeraforge 0.76's bench beside langbench's null,
+Python and Rust clients on the embedded server, then against the scripted server's known delays,
+rendered into the peers notebook. What is asserted holds on any CPU: outcomes, counts,
+definitions, what a definition implies (chimeraforge's TTFT is the server's prompt evaluation),
+a loose ratio for throughput, and the known-delay errors; never an absolute speed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import lanes
+from langbench.analysis.peers import Peers, ci
+from langbench.run import peers as run_peers
+from langbench.vocab import ParamsError
+
+FIXTURE = Path(__file__).parent / "fixtures" / "peers.yaml"
+TOOLS = ["null", "python", "rust", "chimeraforge"]
+ROUNDS, RUNS, KNOWN_RUNS = 2, 2, 2
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+
+def _peers(folder: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    done = subprocess.run([sys.executable, "-m", "langbench", "peers", str(FIXTURE), "--run-id", "peers"],
+                          env={**os.environ, "LANGBENCH_OUTPUTS": str(folder)},
+                          capture_output=True, text=True, timeout=900)
+    (folder / "cli.stderr").write_text(done.stderr)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return folder / "peers"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    return lanes.once(tmp_path_factory, "peers", _peers)
+
+
+@pytest.fixture(scope="module")
+def peers(run) -> Peers:
+    return Peers.load(run)
+
+
+def test_every_tool_ran_every_round_on_the_server_and_against_known_delays(peers):
+    r = peers.runs.drop_duplicates(["server_role", "tool", "round", "run"])
+    for role, rounds, runs in (("server", ROUNDS, RUNS), ("known", 1, KNOWN_RUNS)):
+        measured = r[(r["server_role"] == role) & ~r["warmup"]]
+        counts = measured.groupby("tool").size().to_dict()
+        assert counts == {t: rounds * runs for t in TOOLS}, (role, counts)
+        assert set(measured["outcome"]) == {"ok"}, measured[measured["outcome"] != "ok"][["tool", "error"]]
+        warm = r[(r["server_role"] == role) & r["warmup"]].groupby("tool").size().to_dict()
+        assert warm == {t: rounds for t in TOOLS}, (role, warm)  # one warm-up per tool per round, kept
+
+
+def test_each_rounds_order_is_seeded_and_every_tool_runs_once_per_round(run):
+    procs = pd.read_json(run / "processes.jsonl", lines=True)
+    server = procs[procs["server_role"] == "server"]
+    for _, batch in server.groupby("round"):
+        assert sorted(batch["tool"]) == sorted(TOOLS)
+        assert sorted(batch["position"]) == list(range(len(TOOLS)))
+
+
+def test_every_number_carries_its_definition(peers):
+    r = peers.runs
+    assert r["definition"].notna().all() and (r["definition"].str.len() > 5).all()
+    assert set(r["side"]) == {"server", "client"}
+    cf = r[r["tool"] == "chimeraforge"]
+    assert set(cf["side"]) == {"server"} and set(cf["streamed"].astype(str)) == {"False"}
+    ours = r[r["tool"] != "chimeraforge"]
+    assert set(ours.loc[ours["metric"] == "ttft_ms", "side"]) == {"client"}
+    assert set(ours.loc[ours["metric"] == "ttft_ms", "point"]) == {"first chunk carrying a token"}
+
+
+def test_chimeraforges_ttft_is_the_servers_prompt_evaluation_and_every_client_waits_longer(peers):
+    m = peers.measured("server")
+    w = m.pivot_table(index=["tool", "round", "run"], columns="metric", values="value")
+    cf = w.loc["chimeraforge"]
+    assert (cf["ttft_ms"] == cf["prompt_eval_ms"]).all()  # its definition, read from its own output
+    for tool in ("null", "python", "rust"):  # a streamed client sees the first token after it was sampled
+        ours = w.loc[tool]
+        assert (ours["ttft_ms"] >= ours["prompt_eval_ms"]).all(), tool
+        assert (ours["server_ttft_ms"] >= ours["prompt_eval_ms"]).all(), tool
+
+
+def test_throughput_agrees_within_a_loose_ratio_every_tool_reads_the_servers_counters(peers):
+    null = peers.median("null", "throughput_tps")
+    for tool in TOOLS:
+        assert 0.5 < peers.median(tool, "throughput_tps") / null < 2.0, tool
+        assert peers.median(tool, "eval_count") == 6  # the same output length: num_predict reached everywhere
+
+
+def test_each_tools_error_against_known_delays(peers):
+    t = peers.known_delays().table
+    err = t.set_index(["tool", "metric"])["error"]
+    for tool in ("null", "python", "rust"):
+        assert 0 <= err[tool, "TTFT"] < 100, tool  # never before the injected 200 ms
+        assert abs(err[tool, "ITL"]) < 2, tool
+        assert err[tool, "end-to-end"] >= 0
+    assert err["chimeraforge", "TTFT"] == 0  # server-reported: the scripted server's own schedule
+    assert ("chimeraforge", "ITL") not in err.index  # it never streams: no ITL at all
+    assert "by construction" in peers.known_delays().sentence
+
+
+def test_the_comparison_explains_or_names_every_difference(peers):
+    t = peers.compare().table
+    assert set(t["tool"]) == {"python", "rust", "chimeraforge"} and (t["rounds"] == ROUNDS).all()
+    allowed = ("within noise", "explained: definition", "explained: named cost", "explained: the server's rate",
+               "unexplained")
+    assert set(t["verdict"]) <= set(allowed), t["verdict"]
+    assert t["explanation"].str.len().gt(10).all()
+    ttft = t[(t["tool"] == "chimeraforge") & (t["metric"] == "TTFT")].iloc[0]
+    assert ttft["tool_median"] < ttft["null_median"]  # its TTFT leaves out the load and the client's path
+    if ttft["verdict"].startswith("explained"):
+        assert "load_duration" in ttft["explanation"]
+
+
+def test_the_peers_notebook_and_the_index_render(run):
+    html = (run / "html" / "peers-nocode.html").read_text()
+    assert "Traceback" not in html and "Against known delays" in html and "TR112 v2" in html
+    index = (run / "index.html").read_text()
+    assert "agrees closest" in index and "Against known delays" in index
+    assert "contradicted" in index or "supported" in index or "cannot measure" in index
+
+
+def test_tr112_v2_claims_come_from_the_data_file_with_their_source(peers):
+    t = peers.tr112().table
+    assert list(t["claim"]) == ["throughput", "ttft", "consistency", "memory", "startup"]
+    assert t["v2"].str.contains("line").all()
+    assert "114.54" not in "".join(t["this run"])  # the report's numbers are data, this run's are measured
+    assert set(t["verdict on v2"]) <= {"supported", "contradicted", "cannot measure"}
+    assert "inside the server" in t.set_index("claim").loc["throughput", "mechanism"]
+
+
+def test_the_peer_venv_is_cached_by_version_and_pins(run):
+    started = time.monotonic()
+    python = run_peers.ensure_peer("chimeraforge")
+    assert time.monotonic() - started < 2  # a cache hit: nothing installed again
+    assert "chimeraforge-0.76.0" in str(python) and (python.parents[1] / ".installed").exists()
+    pins = subprocess.run([str(python), "-c", "import chimeraforge, click; print(chimeraforge.__version__)"],
+                          capture_output=True, text=True)
+    assert pins.stdout.strip() == "0.76.0", pins.stderr
+
+
+def test_a_file_without_num_predict_is_refused_naming_the_key(tmp_path):
+    bad = tmp_path / "p.yaml"
+    text = FIXTURE.read_text().replace("../../parameters/prompts/", str(FIXTURE.parents[2] / "parameters/prompts") + "/")
+    bad.write_text(text.replace("num_predict: 6, ", ""))
+    with pytest.raises(ParamsError, match="num_predict"):
+        run_peers.load(bad)
+    bad.write_text(text + "bogus: 1\n")
+    with pytest.raises(ParamsError, match="bogus"):
+        run_peers.load(bad)
+
+
+def test_a_t_interval_over_rounds():
+    m, lo, hi = ci([1.0, 3.0])
+    assert m == 2.0 and lo < 0 < hi  # two rounds that disagree: 0 inside
+    assert ci([5.0])[1] != ci([5.0])[1]  # one round: no interval (NaN)
