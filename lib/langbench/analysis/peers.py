@@ -319,15 +319,13 @@ class Peers:
                     "belongs to whichever session loaded it, not to the client; the client's own share is the "
                     "overhead over the null floor, a few ms here, far short of 834 ms.")
         if cid == "consistency":
-            pr = self.per_round()
             cv = {}
             for t in ("python", "rust"):
                 m = self.measured()
                 v = m[(m["tool"] == t) & (m["metric"] == "throughput_tps")]["value"].dropna()
                 cv[t] = 100 * v.std(ddof=1) / v.mean() if len(v) > 1 else float("nan")
-            del pr
             return (f"throughput CV Rust {cv['rust']:.2f} % vs Python {cv['python']:.2f} %",
-                    "cannot measure" if cv["rust"] != cv["rust"] else
+                    "cannot measure" if cv["rust"] != cv["rust"] or cv["python"] != cv["python"] else
                     ("supported" if cv["rust"] < cv["python"] / 1.46 else "contradicted"),
                     "a CV of eval_count / eval_duration is the server's variation; v2's own table (line 351) gives "
                     "Python 0.36 % against Rust 2.6 %, the reverse of its summary.")
