@@ -157,7 +157,38 @@ def test_a_file_without_num_predict_is_refused_naming_the_key(tmp_path):
         run_peers.load(bad)
 
 
+def test_a_claimed_difference_is_supported_contradicted_or_not_measurable():
+    from langbench.analysis.peers import _verdict
+    assert _verdict(2.0, 9.0, 5.0) == "supported"  # 0 excluded, the claim inside
+    assert _verdict(-1.0, 1.0, 5.0) == "contradicted"  # the claim (+5) outside: no such difference
+    assert _verdict(-9.0, 9.0, 5.0) == "cannot measure"  # both 0 and the claim inside: too noisy
+    assert _verdict(float("nan"), float("nan"), 5.0) == "cannot measure"
+
+
 def test_a_t_interval_over_rounds():
     m, lo, hi = ci([1.0, 3.0])
     assert m == 2.0 and lo < 0 < hi  # two rounds that disagree: 0 inside
     assert ci([5.0])[1] != ci([5.0])[1]  # one round: no interval (NaN)
+
+
+KEPT = Path(__file__).parents[1] / "results" / "peers-cpu"
+
+
+@pytest.mark.skipif(not KEPT.exists(), reason="no kept peers run")
+def test_the_kept_peers_run_renders_here_and_keeps_its_findings(tmp_path):
+    """results/peers-cpu (parameters/peers.yaml on the embedded server of a 2-core EPYC, other
+    builds running): data only, rendered here; what it found holds in its numbers."""
+    import shutil
+    run = tmp_path / KEPT.name
+    shutil.copytree(KEPT, run)
+    done = subprocess.run([sys.executable, "-m", "langbench", "render", str(run)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "agrees closest" in (run / "index.html").read_text()
+    p = Peers.load(run)
+    assert p.manifest["kind"] == "peers" and set(p.tools()) == set(TOOLS)
+    assert p.median("chimeraforge", "ttft_ms") < p.median("null", "server_ttft_ms")  # it drops load_duration
+    for tool in TOOLS:
+        assert 0.5 < p.median(tool, "throughput_tps") / p.median("null", "throughput_tps") < 2.0, tool
+    err = p.known_delays().table.set_index(["tool", "metric"])["error"]
+    assert all(0 <= err[t, "TTFT"] < 100 for t in ("null", "python", "rust"))
