@@ -176,8 +176,13 @@ KEPT = Path(__file__).parents[1] / "results" / "peers-cpu"
 
 @pytest.mark.skipif(not KEPT.exists(), reason="no kept peers run")
 def test_the_kept_peers_run_renders_here_and_keeps_its_findings(tmp_path):
-    """results/peers-cpu (parameters/peers.yaml on the embedded server of a 2-core EPYC, other
-    builds running): data only, rendered here; what it found holds in its numbers."""
+    """results/peers-cpu: parameters/peers.yaml (3 rounds of 4 runs, 32 tokens) on the embedded
+    server of a 2-core AMD EPYC while other engineers' builds and sweeps ran (load average 5.4-7.8):
+    data only, rendered here. What it found holds in its numbers: the Python agent called one
+    stream truncated (no done line, after 30 chunks) that the server logged as a whole 200, the
+    null client and the Rust agent none; chimeraforge's TTFT is its prompt_eval_duration; the
+    server's own rate moved more between batches than any tool differed, so no difference from
+    the null client is beyond the rounds' noise; the known-delay errors are the clients' own."""
     import shutil
     run = tmp_path / KEPT.name
     shutil.copytree(KEPT, run)
@@ -187,8 +192,14 @@ def test_the_kept_peers_run_renders_here_and_keeps_its_findings(tmp_path):
     assert "agrees closest" in (run / "index.html").read_text()
     p = Peers.load(run)
     assert p.manifest["kind"] == "peers" and set(p.tools()) == set(TOOLS)
-    assert p.median("chimeraforge", "ttft_ms") < p.median("null", "server_ttft_ms")  # it drops load_duration
-    for tool in TOOLS:
-        assert 0.5 < p.median(tool, "throughput_tps") / p.median("null", "throughput_tps") < 2.0, tool
+    o = p.outcomes().table.set_index("tool")
+    assert o.loc["python", "truncated"] == 1 and o[["error", "truncated"]].drop(index="python").sum().sum() == 0
+    bad = p.runs[(p.runs["outcome"] == "truncated")].drop_duplicates(["tool", "round", "run"])
+    assert list(bad["error"]) == ["no_done: stream ended without a done:true line"]
+    m = p.measured().pivot_table(index=["tool", "round", "run"], columns="metric", values="value")
+    assert (m.loc["chimeraforge", "ttft_ms"] == m.loc["chimeraforge", "prompt_eval_ms"]).all()
+    rates = p.per_round()["throughput_tps"]
+    assert rates.max() / rates.min() > 4  # the server's own rate, batch to batch, on a shared host
+    assert set(p.compare().table["verdict"]) == {"within noise"}
     err = p.known_delays().table.set_index(["tool", "metric"])["error"]
-    assert all(0 <= err[t, "TTFT"] < 100 for t in ("null", "python", "rust"))
+    assert all(0 <= err[t, "TTFT"] < 100 and abs(err[t, "ITL"]) < 2 for t in ("null", "python", "rust"))
