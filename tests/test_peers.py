@@ -203,3 +203,17 @@ def test_the_kept_peers_run_renders_here_and_keeps_its_findings(tmp_path):
     assert set(p.compare().table["verdict"]) == {"within noise"}
     err = p.known_delays().table.set_index(["tool", "metric"])["error"]
     assert all(0 <= err[t, "TTFT"] < 100 and abs(err[t, "ITL"]) < 2 for t in ("null", "python", "rust"))
+
+
+def test_the_kept_truncation_scan_found_no_stream_broken_by_either_line_splitter():
+    """results/truncation-scan (bench/truncation_scan.py --n 30 --num-predict 128, chimeraforge's
+    prompt unseeded, this 2-core EPYC under load): every stream ended with a done line on the wire,
+    and both the null client's splitting and httpx's (ollama-python's) read every one whole; no
+    answer held a character str.splitlines breaks at. So httpx's line splitting did not cause the
+    Python agent's truncated stream in results/peers-cpu, and the server's bytes were whole here."""
+    import json
+    rows = [json.loads(x) for x in (Path(__file__).parents[1] / "results" / "truncation-scan" / "streams.jsonl")
+            .read_text().splitlines()]
+    assert len(rows) == 30
+    assert all(r["server_done"] and r["newline_whole"] and r["httpx_whole"] for r in rows)
+    assert not any(r["splitters_in_answer"] for r in rows)
