@@ -86,6 +86,8 @@ DEFINITIONS = {
                             "definition": "total_duration"},
         "eval_count": {"side": "server", "streamed": True, "point": "-", "unit": "tokens",
                        "definition": "eval_count"},
+        "eval_ms": {"side": "server", "streamed": True, "point": "-", "unit": "ms",
+                    "definition": "eval_duration"},
     },
     "chimeraforge": {
         "throughput_tps": {"side": "server", "streamed": False, "point": "-", "unit": "tok/s",
@@ -99,6 +101,8 @@ DEFINITIONS = {
                            "definition": "its prompt_eval_duration_ms"},
         "eval_count": {"side": "server", "streamed": False, "point": "-", "unit": "tokens",
                        "definition": "its tokens_generated (eval_count)"},
+        "eval_ms": {"side": "server", "streamed": False, "point": "-", "unit": "ms",
+                    "definition": "its eval_duration_ms"},
     },
 }
 # Metrics a tool does not report: named in the report, never filled in.
@@ -376,7 +380,7 @@ def _client_rows(rec: dict) -> dict:
             "e2e_ms": rec.get("e2e_ms"),
             "server_ttft_ms": (load or 0) + prompt if prompt is not None else None,
             "prompt_eval_ms": prompt, "load_ms": load, "server_total_ms": ns("total_duration"),
-            "eval_count": rec.get("eval_count")}
+            "eval_count": rec.get("eval_count"), "eval_ms": ns("eval_duration")}
 
 
 def _peer_runs(raw: dict) -> list[tuple[bool, str, dict]]:
@@ -390,7 +394,8 @@ def _peer_runs(raw: dict) -> list[tuple[bool, str, dict]]:
             out.append((warm, "ok", {"throughput_tps": run.get("throughput_tps"), "ttft_ms": run.get("ttft_ms"),
                                      "e2e_ms": run.get("total_duration_ms"),
                                      "prompt_eval_ms": run.get("prompt_eval_duration_ms"),
-                                     "eval_count": run.get("tokens_generated")}))
+                                     "eval_count": run.get("tokens_generated"),
+                                     "eval_ms": run.get("eval_duration_ms")}))
         failed = call["requested"] - len(result.get("individual_runs", []))
         why = "; ".join(result.get("warnings", [])[:1]) or call.get("error") or ""
         out += [(warm, "error", {"error": why})] * failed
