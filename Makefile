@@ -11,6 +11,7 @@ RUN ?=
 A ?=
 B ?=
 RUN_ID ?=
+URL ?=
 CLUSTER ?=
 WORKERS ?=
 LAB_DIR ?= notebooks
@@ -69,6 +70,10 @@ report: setup
 	$(PY) -m langbench report $(PARAMS) $(if $(RUN_ID),--run-id $(RUN_ID)) $(if $(ALLOW_MIXED),--allow-mixed) \
 	  $(if $(CLUSTER),--cluster $(CLUSTER)) $(if $(WORKERS),--workers $(WORKERS))
 
+## peers: chimeraforge and langbench's clients on one server, then against known delays, rendered (PARAMS default parameters/peers.yaml; URL=… another server)
+peers: setup
+	$(PY) -m langbench peers $(if $(filter parameters/quick.yaml,$(PARAMS)),parameters/peers.yaml,$(PARAMS)) $(if $(URL),--url $(URL)) $(if $(RUN_ID),--run-id $(RUN_ID))
+
 ## render: re-render a stored run's notebooks and HTML from its records: make render RUN=outputs/<run>
 render: setup
 	@test -n "$(RUN)" || { echo "make render needs RUN=outputs/<run>" >&2; exit 2; }
@@ -114,4 +119,4 @@ clean:
 clean-cache:
 	rm -rf "$${XDG_CACHE_HOME:-$$HOME/.cache}/langbench"
 
-.PHONY: help setup report render compare test lab browser clean clean-cache
+.PHONY: help setup report peers render compare test lab browser clean clean-cache

@@ -88,6 +88,7 @@ def main() -> int:
     ap.add_argument("--client-cpu", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--levels", default="1,64,256,1024")
+    ap.add_argument("--time-scale", type=float, default=1.0, help="the lateness runs' time scale: 2 = 400 tok/s a stream")
     ap.add_argument("--binary", type=Path, help="this langbench-replay (default: make setup's, paths.replay_server_bin())")
     args = ap.parse_args()
     if args.binary:
@@ -109,7 +110,7 @@ def main() -> int:
             srv.stop()
         ceiling = (got["chunks_per_s"], st["chunks"], cpu, got["cpu"])
         for n in [int(x) for x in args.levels.split(",")]:
-            srv = Server(binary, prof, args.server_cpu, "--time-scale", "1")
+            srv = Server(binary, prof, args.server_cpu, "--time-scale", repr(args.time_scale))
             try:
                 srv.stats(reset=True)
                 cpu0, t0 = cpu_seconds(srv.proc.pid), time.monotonic()
@@ -125,7 +126,7 @@ def main() -> int:
           f"binary {binary}")
     print(f"ceiling (time scale 1e9, 64 streams x 2000 tokens): {ceiling[0]:,.0f} chunks/s received "
           f"({ceiling[1]:,} sent), server CPU {ceiling[2]:.0%}, load generator CPU {ceiling[3]:.0%}")
-    print("lateness at 200 tok/s per stream (time scale 1), server side = send - schedule; client lag = receive - stamp")
+    print(f"lateness at {200 * args.time_scale:g} tok/s per stream (time scale {args.time_scale:g}), server side = send - schedule; client lag = receive - stamp")
     print(f"{'streams':>8} {'chunks/s':>10} {'srv CPU':>8} {'gen CPU':>8} {'late p50 us':>12} {'late p99 us':>12} {'late max us':>12} "
           f"{'lag p50 us':>11} {'lag p99 us':>11} {'errors':>7}")
     for n, st, got, cpu in rows:

@@ -44,12 +44,19 @@ class ScriptedServer(LoopbackServer):
         script = self
 
         class Handler(NoDelayHandler):
+            def do_GET(self):  # what another tool asks before it measures (issue 43's peers)
+                script.answer_json(self, IDENTITY.get(self.path))
+
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path == "/api/show":  # chimeraforge's model check
+                    return script.answer_json(self, {"details": {"format": "scripted"}, "capabilities": ["completion"]})
                 script.paths.append(self.path)
                 script.bodies.append(json.loads(body))
                 chat = self.path == "/api/chat"
                 start = time.perf_counter()
+                if script.bodies[-1].get("stream") is False:  # the whole answer once, when the done line would go
+                    return script.answer_whole(self, start, chat)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-ndjson")
                 self.send_header("Transfer-Encoding", "chunked")
@@ -69,6 +76,33 @@ class ScriptedServer(LoopbackServer):
                 script.sent.append(times)
 
         super().__init__(Handler)
+
+    @staticmethod
+    def answer_json(handler, doc) -> None:
+        """A JSON answer (404 with Ollama's error body where `doc` is None)."""
+        data = json.dumps(doc if doc is not None else {"error": "not found"}).encode()
+        handler.send_response(200 if doc is not None else 404)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+        handler.wfile.flush()
+
+    def answer_whole(self, handler, start: float, chat: bool) -> None:
+        """`stream: false`: one JSON body, the answer text joined, written when the streamed done
+        line would have been (first_ms + n gaps after the request was read), with its durations."""
+        n = self.think + self.tokens
+        doc = self.chunk(n, True, chat)
+        text = "".join(f"t{k} " for k in range(self.think, n))
+        if chat:
+            doc["message"]["content"] = text
+        else:
+            doc["response"] = text
+        deadline = start + (self.first_ms + n * self.gap_ms) / 1e3
+        while (left := deadline - time.perf_counter()) > 0:
+            time.sleep(left)
+        self.answer_json(handler, doc)
+        self.sent.append([time.perf_counter()])
 
     def chunk(self, k: int, done: bool, chat: bool = False) -> dict:
         base = {"model": "scripted", "created_at": "2026-01-01T00:00:00Z"}
@@ -90,6 +124,11 @@ class ScriptedServer(LoopbackServer):
                 "load_duration": 0, "prompt_eval_count": 1,
                 "prompt_eval_duration": int(self.first_ms * ns), "eval_count": n,
                 "eval_duration": int(n * self.gap_ms * ns)}
+
+
+# GET answers that identify the scripted server as Ollama does, for tools that check first.
+IDENTITY = {"/": "Ollama is running", "/api/version": {"version": "0.0.0-scripted"},
+            "/api/tags": {"models": [{"name": "scripted", "model": "scripted"}]}}
 
 
 def _line(response: str, done: bool = False, **extra) -> bytes:
@@ -437,6 +476,7 @@ class AgentSSEServer(LoopbackServer):
         return [_event(d) for d in out] + [b"data: [DONE]\n\n"]
 
 
+<<<<<<< HEAD
 class StampedServer(LoopbackServer):
     """The replay server's stamps, scripted: every JSON chunk carries `t_sent_ns`, its send time on
     CLOCK_MONOTONIC (time.monotonic_ns(), taken just before the write; on /api also as a decimal
@@ -574,3 +614,20 @@ class StampedServer(LoopbackServer):
     def __exit__(self, *exc) -> None:
         self.done.set()
         super().__exit__(*exc)
+=======
+def serve(first_ms: float, gap_ms: float, tokens: int) -> None:
+    """`python tests/scripted.py --serve FIRST_MS GAP_MS TOKENS`: a ScriptedServer in a process of
+    its own (langbench peers runs every tool against it: issue 43, known delays); prints its URL,
+    then serves until stdin closes or it is killed."""
+    import sys
+    with ScriptedServer(first_ms, gap_ms, tokens) as srv:
+        print(srv.url, flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    import sys
+    if len(sys.argv) != 5 or sys.argv[1] != "--serve":
+        sys.exit("usage: python tests/scripted.py --serve FIRST_MS GAP_MS TOKENS")
+    serve(float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]))
+>>>>>>> wip-peers

@@ -37,9 +37,10 @@ def rendered(tmp_path_factory):
 
 
 def test_every_notebook_in_notebooks_is_in_the_report_and_executed(rendered):
-    # every notebook but compare (two runs, not one: tests/test_compare.py renders it)
-    # nor those only a run with closed-loop load has (tests/test_scale_report.py renders them)
-    on_disk = {p.stem for p in paths.NOTEBOOKS.glob("*.ipynb")} - {"compare", *report.LOAD_NOTEBOOKS}
+    # every notebook but compare (two runs, not one: tests/test_compare.py renders it), peers (a
+    # peers run, not a sweep: tests/test_peers.py renders it) and those only a run with
+    # closed-loop load has (tests/test_scale_report.py, tests/test_scale.py render them)
+    on_disk = {p.stem for p in paths.NOTEBOOKS.glob("*.ipynb")} - {"compare", "peers", *report.LOAD_NOTEBOOKS}
     assert on_disk == set(report.NOTEBOOKS)
     for name in on_disk:
         nb = nbformat.read(rendered / "notebooks" / f"{name}.ipynb", as_version=4)

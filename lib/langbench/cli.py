@@ -43,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
                             "scheduler address (tcp://host:8786); default: the parameter file's cluster:")
         p.add_argument("--workers", type=int, metavar="N",
                        help="with --cluster local: N workers, each with an embedded CPU server")
+    p = sub.add_parser("peers", help="other benchmark tools beside langbench's clients on one server (issue 43)")
+    p.add_argument("params", nargs="?", default="parameters/peers.yaml", help="peers parameter file")
+    p.add_argument("--url", help="the server to use instead of the file's (an Ollama URL)")
+    p.add_argument("--run-id", help="the run directory's name under outputs/ (default: <name>-<time>)")
+    p.add_argument("--no-render", action="store_true", help="run only; `render` the run directory later")
     p = sub.add_parser("render", help="execute and render the notebooks of a stored run")
     p.add_argument("run_dir", help="outputs/<run-id>")
     p = sub.add_parser("profile", help="a replay profile from a run swept with `capture: true` (server.kind: replay reads it)")
@@ -95,6 +100,14 @@ def _command(args: argparse.Namespace) -> int:
                         cluster=args.cluster, workers=args.workers)
         print(run_dir)
         return 0
+    if args.command == "peers":
+        from langbench.run.peers import run_peers
+        run_dir = run_peers(args.params, args.url, args.run_id)
+        print(run_dir)
+        if args.no_render:
+            return 0
+        from langbench.report import render as report
+        return report.render(run_dir)
     if args.command in ("bundle", "gpu-host"):
         from langbench.gpuhost import bundle
         try:

@@ -24,6 +24,7 @@ TITLES = {
     "agent_loops": "Agent loops: multi-turn tasks, the agent's own time per turn and per task",
     "servers": "Endpoints and servers: what /v1 costs per client, llama.cpp against Ollama",
     "scale": "Sessions at scale: each client's knee, lag per chunk, the SDK's share and the language's",
+    "peers": "Peers: other benchmark tools beside langbench's clients, with definitions and known delays",
 }
 
 
@@ -153,6 +154,9 @@ def replay_note(manifest: dict) -> str:
 
 def write_index(run_dir: Path, results: dict) -> Path:
     manifest = storage.read_json(run_dir / "manifest.json")
+    if manifest.get("kind") == "peers":  # its own first screen (report/sections/peers.py)
+        from langbench.report.sections import peers
+        return peers.write_index(run_dir, results, TITLES)
     try:
         g = glance(run_dir)
     except Exception:

@@ -39,7 +39,17 @@ AGENT_NOTEBOOKS = ("sweep", "gpu", "agent_loops")
 LOAD_NOTEBOOKS = ("scale",)
 
 
+# A peers run (python -m langbench peers: other tools beside langbench's clients) has one notebook.
+PEERS_NOTEBOOKS = ("peers",)
+
+
+def is_peers_run(run_dir: Path) -> bool:
+    return storage.read_json(run_dir / "manifest.json").get("kind") == "peers"
+
+
 def notebooks_for(run_dir: Path) -> tuple[str, ...]:
+    if is_peers_run(run_dir):
+        return PEERS_NOTEBOOKS
     params = storage.read_json(run_dir / "manifest.json").get("parameters") or {}
     chosen = AGENT_NOTEBOOKS if params.get("workload") == "agent" else NOTEBOOKS
     if params.get("concurrency") or "concurrency" in (params.get("matrix") or {}):
@@ -70,7 +80,8 @@ def jobs(n_notebooks: int) -> int:
 def _render(run_dir: Path, notebooks) -> int:
     html_dir = run_dir / "html"
     html_dir.mkdir(parents=True, exist_ok=True)
-    summary.write_summary(run_dir)
+    if not is_peers_run(run_dir):  # a peers run's table is its runs.csv
+        summary.write_summary(run_dir)
     # Lanes side by side, each a thread with one kernel (a process) that executes its notebooks
     # one after another, reset between them (notebooks.Kernel says why and what is reset); a
     # lane takes the next notebook not yet taken, and the index lists them in the report's
