@@ -188,3 +188,16 @@ def test_on_kept_gpu_runs_the_bound_holds_once_every_config_has_run(run, session
     late = [(t, bound) for t, bound in seen if t >= known_at]
     # the session's start is kept to the second: one second of slack, no more
     assert late and all(bound >= took - 1 for _, bound in late), (took, [x for x in late if x[1] < took - 1][:3])
+
+
+QUICK_CUT = FIXTURES / "runs" / "quick-cut-2026-12-07-epyc"  # README.md there says how it was made
+
+
+def test_on_a_recorded_cpu_sweep_the_first_line_and_every_bound_after_it_held():
+    """quick.yaml cut to 2 configs on the 2-core EPYC, busy with other tests: the replay computes
+    the very bound the first line printed, and no bound from then on was below what the sweep took."""
+    took, seen = bounds(QUICK_CUT, 0)
+    probe = storage.read_json(QUICK_CUT / "manifest.json")["sessions"][0]["decode_probe"]
+    assert seen[0][1] == pytest.approx(probe["bound_s"])  # the arithmetic is the sweep's own
+    assert probe["took_s"] <= probe["bound_s"] and took <= probe["bound_s"]
+    assert len(seen) == 21 and all(bound >= took - 1 for _, bound in seen), [x for x in seen if x[1] < took - 1]

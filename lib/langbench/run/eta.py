@@ -32,7 +32,7 @@ PROBE_PROMPT = "The history of the transistor"
 STARTUP_S = {"python": 0.85, "rust": 0.01, "null": 0.1}
 # Seconds a sweep took against estimate_s of its batches, before it has measured its own pace:
 # fresh-clone `make report` (quick.yaml) on 2-core machines of this kind took 1.20 (8 min 11 s
-# against 6.8 min, Xeon cooperlake), 1.19 (8 min 14 s against 6.9 min, EPYC) and 0.92 times it
+# against 6.8 min, Xeon cooperlake), 1.19 (8 min 14 s against 6.9 min, issue 44) and 0.92 times it
 # (6 min 50 s against 7.4 min, Xeon rocketlake): the Python agent takes CPU from a server that
 # decodes on both cores, and each run and batch costs more than its tokens. The first line
 # takes the highest; MARGIN covers the pace drifting from there (a build started beside the

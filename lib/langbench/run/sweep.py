@@ -76,7 +76,8 @@ class Sweep(batches.Book):
                 self.pace.took(batch, len(runs), ended - self.since)
             self.since = ended
             left = len(self.state.pending(batch, retries))
-            bar.set_postfix_str(f"{batch.batch_id}; {eta.left_text(self.bound_left())}", refresh=False)
+            bar.set_postfix_str("; ".join(filter(None, (batch.batch_id, eta.left_text(self.bound_left())))),
+                                refresh=False)
             bar.update(len(todo) - left)
             bad = [r for r in new if r["outcome"] != "ok"]
             if bad:  # one line per batch: the first failure stands for the others
@@ -307,8 +308,8 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
                 try:
                     def wave(todo: list[plan.Batch]) -> None:
                         for batch in todo:
-                            bar.set_postfix_str(f"{batch.batch_id}{rounds.open_note(manifest)}; "
-                                                f"{eta.left_text(sweep.bound_left())}")
+                            bar.set_postfix_str("; ".join(filter(None, (batch.batch_id + rounds.open_note(manifest),
+                                                                        eta.left_text(sweep.bound_left())))))
                             sweep.run_batch(batch, keepers[sweep.kind_of(batch, keepers)], bar)
                     rounds.run(params, run_dir, manifest, manifest_path, sweep.batches, wave, decide,
                                lambda s: tqdm.write(s, file=sys.stderr))
