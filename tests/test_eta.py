@@ -29,6 +29,15 @@ def test_the_eta_adds_generation_prompts_reloads_and_start_ups_of_what_is_left()
     assert "40.0 tok/s" in line and f"at most {want / 60:.1f} min" in line and "at most 50 runs" in line
 
 
+def test_the_first_line_says_when_other_model_servers_share_the_host():
+    """A bound from a probe taken beside another server holds only while that server does as it
+    did (on the busy EPYC the first line said 36.7 min and the pace that followed meant 2 hours)."""
+    rate = eta.DecodeRate(tokens_per_s=40.0, tokens=32, prompt_eval_ms=50.0, load_ms=1000.0)
+    assert "other model server" not in eta.describe(rate, 600.0, 50)
+    assert "2 other model servers run on this host: the bound holds only while" in eta.describe(rate, 600.0, 50, others=2)
+    assert eta.other_servers(None) >= 0  # counts this host's Ollama runners and llama-servers, none of them ours
+
+
 def test_no_num_predict_means_no_eta_and_says_so():
     rate = eta.DecodeRate(tokens_per_s=40.0, tokens=32, prompt_eval_ms=50.0, load_ms=1000.0)
     b = plan.build(params.load(FIXTURES / "tiny.yaml"))[0]

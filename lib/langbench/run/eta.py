@@ -184,12 +184,33 @@ class Pace:
         return total
 
 
+def other_servers(own_pid: int | None) -> int:
+    """Model servers on this host that are not the sweep's own (Ollama runners, llama-servers):
+    on these 2-core machines one beside the sweep's stalls it (docs/troubleshooting.md), so a
+    bound from a probe taken beside it holds only while it does as it did then."""
+    import psutil
+    own: set[int] = set()
+    if own_pid:
+        try:
+            me = psutil.Process(own_pid)
+            own = {me.pid, *(c.pid for c in me.children(recursive=True))}
+        except psutil.Error:
+            pass
+    count = 0
+    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+        cmd = " ".join(proc.info.get("cmdline") or [])
+        if proc.info["pid"] not in own and (proc.info.get("name") == "llama-server" or
+                                            (proc.info.get("name") == "ollama" and " runner" in cmd)):
+            count += 1
+    return count
+
+
 def describe(rate: DecodeRate | None, bound: float | None, runs_left: int, sequential: bool = False,
-             turns: int | None = None, constrained: bool = False) -> str:
+             turns: int | None = None, constrained: bool = False, others: int = 0) -> str:
     """The line the sweep prints before it starts: the rate and the bound on the time left
     (Pace.bound_s: an upper bound; `sequential`: the study may stop at an earlier round; `turns`:
     the runs are agent tasks of up to that many requests each; `constrained`: the rate was
-    measured under `format`)."""
+    measured under `format`; `others`: model servers beside the sweep's own, said so)."""
     if rate is None:
         return "sweep: the server's decode rate could not be measured; no ETA"
     head = (f"sweep: the server decodes {rate.tokens_per_s:.1f} tok/s{' under a JSON grammar' if constrained else ''} "
@@ -198,9 +219,11 @@ def describe(rate: DecodeRate | None, bound: float | None, runs_left: int, seque
         return f"{head}; no ETA: num_predict is not fixed"
     what = f"tasks of up to {turns} requests" if turns else "runs"
     stop = ", or fewer if the study stops early" if sequential else ""
+    beside = (f"; {others} other model server{'s' if others > 1 else ''} run{'' if others > 1 else 's'} on this "
+              "host: the bound holds only while they load it as they did now" if others else "")
     return (f"{head}; at most {runs_left} {what}{stop} ≈ at most {bound / 60:.1f} min "
             "(generation, prompts, reloads and agent start-ups at that rate, one request at a time, "
-            "× the pace such runs keep; the bar's bound learns this run's own)")
+            f"× the pace such runs keep; the bar's bound learns this run's own){beside}")
 
 
 def left_text(bound: float | None) -> str:

@@ -287,7 +287,10 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
                                        "format": "json" if constrained else None,
                                        "requests_per_run": turns or 1} if rate else None
             sequential = (params.raw.get("stop") or {}).get("rule") == "sequential"
-            tqdm.write(eta.describe(rate, bound, total - done, sequential, turns, constrained), file=sys.stderr)
+            others = eta.other_servers(srv.process.pid if srv.embedded and srv.process else None)
+            if session["decode_probe"] is not None:
+                session["decode_probe"]["other_servers"] = others
+            tqdm.write(eta.describe(rate, bound, total - done, sequential, turns, constrained, others), file=sys.stderr)
             sweep.since = first_line = time.monotonic()
             storage.write_json(manifest_path, manifest)
             keepers = {kind: Keeper(s, run_dir) for kind, s in servers.items()}
