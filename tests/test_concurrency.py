@@ -143,6 +143,9 @@ def test_the_concurrency_report_computes_scaling_fairness_and_renders(concurrenc
     assert report.render(concurrency_run, notebooks=("concurrency",)) == 0
     html = (concurrency_run / "html" / "concurrency-nocode.html").read_text()
     assert "Aggregate throughput" in html and "Jain" in html and "runner's log shows --parallel 3" in html
+    from pages import ids_shown  # the comparison table showed itl_p99_ms, agg_tps, ttft_p50_ms (issue 44)
+    assert ids_shown(concurrency_run / "html" / "concurrency-nocode.html") == []
+    assert "aggregate throughput (tok/s)" in html and "ITL p99 (ms)" in html
 
 
 def test_jain_index_and_scaling_efficiency_match_hand_worked_values():

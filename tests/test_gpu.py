@@ -235,7 +235,7 @@ def test_the_gpu_section_says_so_on_a_run_without_a_gpu(tiny_run):
 @pytest.mark.slow
 def test_the_kept_two_gpu_run_renders_its_report_here(tmp_path):
     """results/tr112-gpu-h200x2: the corrected TR112 on two H200s (one Dask worker and one
-    Ollama each), rendered on this CPU machine; its figures are the README's."""
+    Ollama each), rendered on this CPU machine; its figures are docs/gpu.md's."""
     import shutil
     import sys
 
@@ -275,12 +275,26 @@ def test_the_kept_two_gpu_run_renders_its_report_here(tmp_path):
     html = (run / "html" / "gpu-nocode.html").read_text()
     assert "synthetic weights with the shapes and quantization of gemma3:latest" in html
     assert "data:image/png;base64" in html
+    from pages import ids_shown  # every table of every page headed in words with units (issue 44)
+    assert {p.name: ids_shown(p) for p in [*(run / "html").glob("*-nocode.html"), run / "index.html"]
+            if ids_shown(p)} == {}
+    # the README's picture of the first screen is this render's (retaken where it is not current)
+    from devtools import CHROMIUM
+    from pages import FIRST_SCREEN, first_screen_source, png_text, take_first_screen
+    assert CHROMIUM, "Debian's chromium is missing: `make browser` (run by `make test`) installs it"
+    take_first_screen(CHROMIUM, run / "index.html", tmp_path)
+    text, size = png_text(FIRST_SCREEN)
+    assert size == (1366, 768) and text["source"] == first_screen_source(kept)
+    from PIL import Image
+    with Image.open(FIRST_SCREEN) as img:  # the verdict and the claim tables' header colours are on it
+        colours = {c for _, c in img.convert("RGB").getcolors(maxcolors=1 << 20)}
+    assert {(0x1f, 0x4e, 0x79), (0x5b, 0x2c, 0x6f)} <= colours
 
 
 def test_the_kept_one_gpu_control_and_cpu_probe_show_what_the_readme_says():
     """results/tr112-gpu-h200x2/one_gpu (the same design on one GPU) and offload_cpu_probe.jsonl:
     one GPU is not twice as slow, because the two-GPU run's pinned servers decoded partial
-    offloads at half speed; unpinned servers do not (README, "Two GPUs against one")."""
+    offloads at half speed; unpinned servers do not (docs/gpu.md, "Two GPUs against one")."""
     kept = paths.ROOT / "results" / "tr112-gpu-h200x2"
     two, one = findings.Run.load(kept), findings.Run.load(kept / "one_gpu")
     assert len(one.df) + len(one.floor) == len(two.df) + len(two.floor) == 180
@@ -314,7 +328,7 @@ def test_a_fixed_num_thread_goes_with_both_modes(tmp_path):
 def test_the_kept_agent_run_on_one_gpu_renders_its_agent_loops_here(tmp_path):
     """results/agent-gpu-h200 (parameters/agent-gpu.yaml, made with bench/gpu_study.sh on one
     H200): structured-action agent loops at 1 and 8 sessions, rendered on this CPU machine; its
-    task-level verdicts are the README's."""
+    task-level verdicts are docs/agents.md's."""
     import shutil
     import sys
 

@@ -19,6 +19,7 @@ from langbench.analysis import findings
 from langbench.report import notebooks
 from langbench.report import render as report
 from devtools import CHROMIUM, DevTools
+from pages import ids_shown, read_tables
 from synthetic import make_run
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -286,6 +287,35 @@ def test_a_run_that_stopped_early_says_how_far_it_got_and_why(tmp_path):
     first = findings.Run.load(run_dir).header().sentence
     assert first.startswith("Run stopped stopped early: 360 of 500 planned runs recorded")
     assert "because it was interrupted (signal 15)" in first and "None" not in first
+
+
+def test_no_rendered_page_shows_a_table_header_or_metric_as_an_id(rendered):
+    """Every table of every section and of the index is headed in words with units (TTFT (ms),
+    not ttft_ms); the tables are there to be read, so the check has something to check."""
+    pages = sorted((rendered / "html").glob("*-nocode.html")) + [rendered / "index.html"]
+    headers = [h for page in pages for t in read_tables(page.read_text()) for h in t["headers"]]
+    assert len(headers) > 100 and "TTFT (ms)" in " ".join(headers)
+    shown = {page.name: ids_shown(page) for page in pages}
+    assert {name: ids for name, ids in shown.items() if ids} == {}
+
+
+def test_the_ids_sections_name_their_columns_with_read_as_words_with_units():
+    """Ids as the sections write them: a metric and what of it (throughput_tps_ci_low), units
+    inside (over_floor_ms_api), ids as a metric column's cells (itl_p99_ms)."""
+    import pandas as pd
+    from langbench.report import tables
+    assert tables.header("throughput_tps_ci_low", "tps") == "throughput CI low (tok/s)"
+    assert tables.header("over_floor_ms_api", "ms") == "over the null client's floor /api (ms)"
+    assert tables.header("throughput_tps_llama_cpp", "tps") == "throughput llama.cpp (tok/s)"
+    assert tables.header("client_decode_tps_verdict", "text") == "client decode rate verdict"
+    assert tables.header("agg_tps", "tps") == "aggregate throughput (tok/s)"
+    assert tables.header("peak_rss_mib", "num") == "peak RSS (MiB)"
+    assert tables.header("num_ctx", "level") == "num_ctx"  # Ollama's option, as the file sets it
+    df = pd.DataFrame({"load_point": ["N=1", "N=1"], "metric": ["agg_tps", "itl_p99_ms"],
+                       "throughput_tps_ci_low": [1.0, 2.0]})
+    st = tables.style(df)
+    assert list(st.data.columns) == ["load point", "metric", "throughput CI low (tok/s)"]
+    assert list(st.data["metric"]) == ["aggregate throughput (tok/s)", "ITL p99 (ms)"]
 
 
 def test_one_formatter_per_column_kind_with_units_in_the_headers():

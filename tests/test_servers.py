@@ -65,6 +65,9 @@ def test_the_report_renders_and_its_first_screen_says_which_server_was_faster(se
     first = page.split("Which server was faster", 1)[1].split("</p>", 1)[0]
     assert "tok/s" in first and "[" in first and "nan" not in first, first
     assert (run / "html" / "servers-nocode.html").exists()
+    from pages import ids_shown  # headers like "throughput tok/s ci low" before (issue 44)
+    assert ids_shown(run / "html" / "servers-nocode.html") == ids_shown(run / "index.html") == []
+    assert "throughput llama.cpp (tok/s)" in page
 
 
 def test_llama_server_dies_with_a_killed_parent():

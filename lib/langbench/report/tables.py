@@ -31,8 +31,26 @@ NAMES = {"throughput_tps": "throughput", "ttft_ms": "TTFT", "itl_p99_ms": "ITL p
          "cv_pct": "CV", "cv_ci_low": "CV CI low", "cv_ci_high": "CV CI high", "mcnemar_p": "McNemar p",
          "mcnemar_p_holm": "McNemar p (Holm)", "fisher_p": "Fisher p", "chi2_yates_p": "χ² (Yates) p",
          "welch_p": "Welch p", "tost_p": "TOST p", "mw_p": "Mann–Whitney p", "p_above_aa": "p above A/A",
-         "aa_rate": "A/A rate", "config_id": "config", "agent": "agent", "tps": "tok/s"}
-UNITS = {"ms": "ms", "tps": "tok/s", "pct": "%", "s": "s", "bytes": "bytes", "mb": "MB", "w": "W", "j": "J"}
+         "aa_rate": "A/A rate", "config_id": "config", "agent": "agent", "tps": "tok/s",
+         "agg_tps": "aggregate throughput", "load_point": "load point", "batch_id": "batch", "task_id": "task",
+         "run_id": "run", "j_per_token": "energy per token (J)",
+         "j_per_token_above_idle": "energy per token above idle (J)", "temp_c": "temperature (°C)",
+         "partial_eta_sq": "partial η²", "sum_sq": "sum of squares", "odds_ratio": "odds ratio",
+         "sd_ratio": "SD ratio", "diff": "difference", "ci_low": "CI low", "ci_high": "CI high",
+         "n_a": "n (A)", "n_b": "n (B)", "mean_a": "mean (A)", "mean_b": "mean (B)",
+         "agent_ms": "agent's own time per turn", "task_agent_ms": "agent's own time per task",
+         "task_e2e_ms": "task end-to-end", "over_floor_ms": "over the null client's floor",
+         "client_decode_tps": "client decode rate"}
+# Words of column ids as people write them (header() builds a name from the id's words).
+WORDS = {"ttft": "TTFT", "itl": "ITL", "e2e": "end-to-end", "ci": "CI", "aa": "A/A", "cv": "CV", "cpu": "CPU",
+         "rss": "RSS", "gpu": "GPU", "sm": "SM", "agg": "aggregate", "api": "/api", "v1": "/v1", "sd": "SD",
+         "vram": "VRAM", "mcnemar": "McNemar", "holm": "(Holm)", "welch": "Welch", "tost": "TOST",
+         "fisher": "Fisher", "levene": "Levene", "wilcoxon": "Wilcoxon", "chi2": "χ²", "yates": "(Yates)",
+         "llama.cpp": "llama.cpp", "python": "Python", "rust": "Rust", "ollama": "Ollama", "diff": "difference",
+         "avg": "mean", "eval": "evaluation", "temp": "temperature", "brown": "Brown–", "forsythe": "Forsythe"}
+# Units as the last word of a column id, or anywhere before its qualifiers (throughput_tps_ci_low).
+UNIT_WORDS = {"ms": "ms", "tps": "tok/s", "pct": "%", "s": "s", "mib": "MiB", "w": "W", "mhz": "MHz", "us": "µs",
+              "j": "J"}
 KIND_OF_UNIT = {"ms": "ms", "tok/s": "tps", "%": "pct"}
 
 
@@ -57,6 +75,10 @@ def kind(name: str, values: pd.Series, unit: str | None = None) -> str:
     if n.endswith("_ms"):
         return "ms"
     if n.endswith("_tps") or "tok/s" in n:
+        return "tps"
+    if re.search(r"_ms_(ci_low|ci_high|diff|api|v1|llama_cpp|ollama)$", n):
+        return "ms"
+    if re.search(r"_tps_(ci_low|ci_high|diff|api|v1|llama_cpp|ollama)$", n):
         return "tps"
     if n.endswith("_pct") or n.endswith("rate") or n.startswith("cv"):
         return "pct"
@@ -87,16 +109,50 @@ HEADER_UNIT = {"ms": "ms", "tps": "tok/s", "pct": "%"}
 
 
 def header(name: str, k: str) -> str:
-    """A column's header for people: its name (TTFT, ITL, …) and its unit."""
+    """A column's header for people: its name (TTFT, ITL, …) and its unit; an id's words made
+    readable (throughput_tps_ci_low: "throughput CI low (tok/s)"), Ollama's option names kept."""
     n = str(name)
-    if n in LEVELS:
+    if n in LEVELS and n != "load_point":
         return n
-    base = NAMES.get(n)
-    if base is None:
-        base = re.sub(r"_(ms|tps|pct)$", "", n).replace("_", " ")
-        base = re.sub(r"\bttft\b", "TTFT", re.sub(r"\bitl\b", "ITL", re.sub(r"\btps\b", "tok/s", base)))
     unit = HEADER_UNIT.get(k)
-    return f"{base} ({unit})" if unit and f"({unit})" not in base else base
+    base = NAMES.get(n)
+    metric = next((m for m in sorted(NAMES, key=len, reverse=True) if n.startswith(m + "_") and "_" in m), None)
+    if base is None and metric:  # a metric's id and what of it: throughput_tps_ci_low, ttft_ms_v1
+        found = next((UNIT_WORDS[w] for w in metric.split("_")[1:] if w in UNIT_WORDS), None)
+        unit = None if k == "text" else unit or found
+        rest = n[len(metric) + 1:].replace("llama_cpp", "llama.cpp").split("_")
+        base = " ".join([NAMES[metric], *(WORDS.get(w, w) for w in rest)])
+    if base is None:
+        words = n.replace("llama_cpp", "llama.cpp").split("_")
+        if words[-1] == "id" and len(words) > 1:
+            words = words[:-1]
+        found = None
+        for i, w in enumerate(words):  # the unit: the id's first unit word after its first word
+            if i and w in UNIT_WORDS and words[i - 1] != "per":
+                found = UNIT_WORDS[w]
+                words = words[:i] + words[i + 1:]
+                break
+        unit = None if k == "text" else unit or found
+        base = " ".join(WORDS.get(w, w) for w in words).replace("Brown– Forsythe", "Brown–Forsythe")
+    if unit and f"({unit})" not in base:
+        return f"{base} ({unit})"
+    return base
+
+
+ID = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)+")
+
+
+def name_of(value) -> object:
+    """A metric's id as a cell shows it ("itl_p99_ms" → "ITL p99 (ms)"); anything else as it is."""
+    if not isinstance(value, str) or not ID.fullmatch(value):
+        return value
+    n = value
+    k = "ms" if re.search(r"_ms(_|$)", n) else "tps" if re.search(r"_tps(_|$)", n) else \
+        "pct" if re.search(r"_pct(_|$)", n) else "num"
+    return header(n, k)
+
+
+ID_COLUMNS = ("metric", "value", "measure")  # columns whose cells name a metric by its id
 
 
 def _numeric(df: pd.DataFrame) -> pd.DataFrame:
@@ -126,6 +182,9 @@ def style(df: pd.DataFrame, unit: str | None = None, caption: str | None = None)
     `unit` defaults to df.attrs["unit"] (findings.by_agent sets it)."""
     unit = unit or df.attrs.get("unit")
     df = _numeric(df.reset_index(drop=True).drop(columns=[c for c in df.columns if str(c).startswith("_")]))
+    for c in df.columns:
+        if str(c) in ID_COLUMNS and not pd.api.types.is_numeric_dtype(df[c]):
+            df[c] = df[c].map(name_of)
     kinds = {c: kind(c, df[c], unit) for c in df.columns}
     headers = {c: header(c, k) for c, k in kinds.items()}
     shown = df.rename(columns=headers)

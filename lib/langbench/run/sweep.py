@@ -17,6 +17,7 @@ import datetime as dt
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from tqdm import tqdm  # not tqdm.auto: it warns in a kernel without ipywidgets
@@ -39,6 +40,14 @@ class Sweep(batches.Book):
         super().__init__(params, run_dir, clamp)
         self.sampler: telemetry.Sampler | None = None  # NVML, on a GPU host
         self.offload: Offload | None = None
+        self.pace: eta.Pace | None = None  # the bound on the time left, learning as batches end
+        self.since = time.monotonic()  # when the last attempt ended (or the first line was printed)
+
+    def bound_left(self) -> float | None:
+        """At most how many seconds the runs not yet done take (None: no rate, or no num_predict)."""
+        if self.pace is None:
+            return None
+        return self.pace.bound_s([(b, len(self.state.pending(b, self.params.retries))) for b in self.batches])
 
     # --- running -------------------------------------------------------------------------
     def run_batch(self, batch: plan.Batch, keeper: Keeper, bar: tqdm) -> None:
@@ -62,7 +71,13 @@ class Sweep(batches.Book):
                 "server_kind": keeper.srv.kind, "server_url": host,
                 **contention}])
             self.check_reloads(new)
+            ended = time.monotonic()  # every second since the attempt before: the runner's own work too
+            if self.pace is not None:
+                self.pace.took(batch, len(runs), ended - self.since)
+            self.since = ended
             left = len(self.state.pending(batch, retries))
+            bar.set_postfix_str("; ".join(filter(None, (batch.batch_id, eta.left_text(self.bound_left())))),
+                                refresh=False)
             bar.update(len(todo) - left)
             bad = [r for r in new if r["outcome"] != "ok"]
             if bad:  # one line per batch: the first failure stands for the others
@@ -268,10 +283,17 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
                     if srv.api == "ollama" else None)  # it times /api/generate
             left = [(b, len(sweep.state.pending(b, params.retries))) for b in sweep.batches]
             estimate = eta.estimate_s(left, rate, turns or 1, plan.cold_tokens(params)) if rate else None
-            session["decode_probe"] = {**rate.as_dict(), "eta_s": estimate, "format": "json" if constrained else None,
+            sweep.pace = eta.Pace(rate, turns or 1, plan.cold_tokens(params)) if rate else None
+            bound = sweep.bound_left()
+            session["decode_probe"] = {**rate.as_dict(), "eta_s": estimate, "bound_s": bound,
+                                       "format": "json" if constrained else None,
                                        "requests_per_run": turns or 1} if rate else None
             sequential = (params.raw.get("stop") or {}).get("rule") == "sequential"
-            tqdm.write(eta.describe(rate, estimate, total - done, sequential, turns, constrained), file=sys.stderr)
+            others = eta.other_servers(srv.process.pid if srv.embedded and srv.process else None)
+            if session["decode_probe"] is not None:
+                session["decode_probe"]["other_servers"] = others
+            tqdm.write(eta.describe(rate, bound, total - done, sequential, turns, constrained, others), file=sys.stderr)
+            sweep.since = first_line = time.monotonic()
             storage.write_json(manifest_path, manifest)
             keepers = {kind: Keeper(s, run_dir) for kind, s in servers.items()}
             keeper = keepers.get("ollama") or next(iter(keepers.values()))
@@ -283,15 +305,24 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
                 manifest["gpu_idle"] = sweep.sampler.idle_baseline()
             manifest["telemetry"] = ({"hz": telemetry.HZ, "energy_counter": sweep.sampler.has_energy}
                                      if sweep.sampler else None)
+            # tqdm's own ETA (the average pace of the runs so far) is no bound: the bar shows the
+            # sweep's, which learns the pace of this run's batches (eta.Pace)
             with tqdm(total=total, initial=done, unit="run", desc=f"sweep {run_dir.name}",
-                      disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
+                      disable=not progress, file=sys.stderr, dynamic_ncols=True,
+                      bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]") as bar:
                 try:
                     def wave(todo: list[plan.Batch]) -> None:
                         for batch in todo:
-                            bar.set_postfix_str(batch.batch_id + rounds.open_note(manifest))
+                            bar.set_postfix_str("; ".join(filter(None, (batch.batch_id + rounds.open_note(manifest),
+                                                                        eta.left_text(sweep.bound_left())))))
                             sweep.run_batch(batch, keepers[sweep.kind_of(batch, keepers)], bar)
                     rounds.run(params, run_dir, manifest, manifest_path, sweep.batches, wave, decide,
                                lambda s: tqdm.write(s, file=sys.stderr))
+                    if session["decode_probe"] is not None:  # what the first line promised, against what it took
+                        session["decode_probe"]["took_s"] = took = time.monotonic() - first_line
+                        if bound is not None:
+                            tqdm.write(f"sweep: took {took / 60:.1f} min; the first line said at most "
+                                       f"{bound / 60:.1f} min", file=sys.stderr)
                     if keeper.srv.kind == "ollama":  # a replay server has no model loaded: nothing to say
                         manifest["loaded_models"] = provenance.loaded_models(keeper.srv.url)
                     if keeper.srv.embedded and keeper.srv.kind == "ollama":
