@@ -76,10 +76,13 @@ def with_lag(df: pd.DataFrame) -> pd.DataFrame:
     """The records with their `lag_ms` dict as columns lag_first_ms … lag_max_ms (NaN where a
     record has none: a real server stamps no chunk) and added_share = lag_max_ms / e2e_ms."""
     df = df.copy()
-    lag = df["lag_ms"] if "lag_ms" in df else pd.Series(None, index=df.index, dtype=object)
-    for key, col in LAG_FIELDS.items():
-        df[col] = pd.to_numeric([(v or {}).get(key) if isinstance(v, dict) else np.nan for v in lag],
-                                errors="coerce")
+    if "lag_ms" in df:  # a frame made from raw records (metrics.frame flattens it already)
+        lag = df["lag_ms"]
+        for key, col in LAG_FIELDS.items():
+            df[col] = pd.to_numeric([(v or {}).get(key) if isinstance(v, dict) else np.nan for v in lag],
+                                    errors="coerce")
+    for col in LAG_FIELDS.values():
+        df[col] = pd.to_numeric(df[col], errors="coerce") if col in df else np.nan
     e2e = pd.to_numeric(df["e2e_ms"], errors="coerce")
     df["added_share"] = df["lag_max_ms"] / e2e.where(e2e > 0)
     return df
