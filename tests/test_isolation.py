@@ -121,3 +121,10 @@ def test_what_make_tests_lanes_share_is_made_once_and_both_lanes_get_it(tmp_path
     assert len((tmp_path / "made").read_text().split()) == 1
     got = {(tmp_path / f"got{i}").read_text() for i in range(2)}
     assert len(got) == 1 and Path(got.pop()).is_dir()
+
+
+def test_pinned_gives_a_one_thread_server_one_cpu_of_two_and_the_agents_the_other():
+    plan = isolation.plan("pinned", cpus={0, 1}, server_threads=1)
+    assert plan["applied"] and plan["server_cpus"] == [0] and plan["agent_cpus"] == [1]
+    assert not isolation.plan("pinned", cpus={0, 1})["applied"]  # Ollama computes on several threads
+    assert not isolation.plan("pinned", cpus={3}, server_threads=1)["applied"]  # one CPU: nothing to split

@@ -90,7 +90,7 @@ class Timing:
         self.finish_reason = self.usage = self.error = None
         self.t_first = self.t_first_answer = self.t_last = None
         self.new_connection, self.connect_started, self.connect_ms = False, None, None
-        self.calls: dict[int, dict] = {}  # streamed tool calls by index: name, id, arguments so far
+        self.streamed: dict[int, dict] = {}  # streamed tool calls by index: name, id, arguments so far
         self.sent: bytes | None = None
         self.t0_unix = time.time()
         t0_ns = time.monotonic_ns()  # CLOCK_MONOTONIC, as perf_counter is on Linux: the stamps' clock
@@ -122,7 +122,7 @@ class Timing:
             else:
                 text, thinking, calls = choice.text, None, ()
             for call in calls:  # streamed in pieces by index: the name first, then the arguments
-                slot = self.calls.setdefault(call.index or 0, {"id": None, "name": "", "arguments": ""})
+                slot = self.streamed.setdefault(call.index or 0, {"id": None, "name": "", "arguments": ""})
                 slot["id"] = call.id or slot["id"]
                 if call.function is not None:
                     slot["name"] += call.function.name or ""
@@ -157,7 +157,7 @@ class Timing:
         """The streamed calls as the agent loop reads them: {"id", "function": {name, arguments}},
         arguments parsed from their JSON text (left as text when it is not JSON)."""
         out = []
-        for _, c in sorted(self.calls.items()):
+        for _, c in sorted(self.streamed.items()):
             try:
                 args = json.loads(c["arguments"]) if c["arguments"] else {}
             except ValueError:

@@ -51,7 +51,7 @@ class Exchange:
         self.n_thinking = self.n_answer = self.n_chars = self.n_thinking_chars = 0
         self.parts: list[str] = []
         self.tool_calls: list = []
-        self.calls: dict[int, dict] = {}  # /v1: streamed tool calls by index
+        self.streamed: dict[int, dict] = {}  # /v1: streamed tool calls by index
         self.finish = self.usage = None  # /v1: the finish_reason, the (last) usage
         self.t0_unix = None
         self.t0 = t0_ns / 1e9
@@ -164,7 +164,7 @@ def take_event(x: Exchange, event: bytes, now_ns: int, chat: bool) -> None:
         thinking = (delta.get("reasoning_content") or delta.get("reasoning") or "") if chat else ""
         calls = (delta.get("tool_calls") or []) if chat else []
         for call in calls:  # streamed in pieces by index: the name first, then the arguments
-            slot = x.calls.setdefault(call.get("index") or 0, {"id": None, "name": "", "arguments": ""})
+            slot = x.streamed.setdefault(call.get("index") or 0, {"id": None, "name": "", "arguments": ""})
             slot["id"] = call.get("id") or slot["id"]
             fn = call.get("function") or {}
             slot["name"] += fn.get("name") or ""
@@ -182,7 +182,7 @@ def take_event(x: Exchange, event: bytes, now_ns: int, chat: bool) -> None:
 def end_sse(x: Exchange) -> None:
     """At a /v1 body's end: the streamed calls assembled, the outcome settled (an event left
     open when the body ends is dropped, as the SSE spec says)."""
-    for _, c in sorted(x.calls.items()):
+    for _, c in sorted(x.streamed.items()):
         try:
             args = json.loads(c["arguments"]) if c["arguments"] else {}
         except ValueError:
