@@ -476,7 +476,6 @@ class AgentSSEServer(LoopbackServer):
         return [_event(d) for d in out] + [b"data: [DONE]\n\n"]
 
 
-<<<<<<< HEAD
 class StampedServer(LoopbackServer):
     """The replay server's stamps, scripted: every JSON chunk carries `t_sent_ns`, its send time on
     CLOCK_MONOTONIC (time.monotonic_ns(), taken just before the write; on /api also as a decimal
@@ -614,7 +613,8 @@ class StampedServer(LoopbackServer):
     def __exit__(self, *exc) -> None:
         self.done.set()
         super().__exit__(*exc)
-=======
+
+
 def serve(first_ms: float, gap_ms: float, tokens: int) -> None:
     """`python tests/scripted.py --serve FIRST_MS GAP_MS TOKENS`: a ScriptedServer in a process of
     its own (langbench peers runs every tool against it: issue 43, known delays); prints its URL,
@@ -630,4 +630,3 @@ if __name__ == "__main__":
     if len(sys.argv) != 5 or sys.argv[1] != "--serve":
         sys.exit("usage: python tests/scripted.py --serve FIRST_MS GAP_MS TOKENS")
     serve(float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]))
->>>>>>> wip-peers

@@ -47,8 +47,6 @@ BAD = {
                        fixed={"num_predict": 4, "seed": 7, "raw": True}), "fixed.raw", "openai-completions"),
     "think_factor": (dict(matrix={"endpoint": ["chat", "openai-chat"], "think": [True, False]}),
                      "matrix.think", "openai-chat"),
-    "concurrency": (dict(matrix={"temperature": [0.6]}, endpoint="openai-chat", concurrency=[1, 2]),
-                    "concurrency", "openai-chat"),
     "api_on_llama_cpp": (dict(server={"host": "embedded", "kind": ["ollama", "llama-cpp"]}),
                          "matrix.endpoint[0]", "chat"),
     "api_on_openai_server": (dict(server={"host": "http://127.0.0.1:9", "api": "openai"}, matrix={"temperature": [0.6]},
@@ -114,3 +112,10 @@ def test_server_kinds_are_refused_on_a_dask_cluster(tmp_path):
     with pytest.raises(params.ParamsError, match="server.kind"):
         sweep.run_sweep(path, "never", outputs=tmp_path / "out", cluster="local")
     assert not (tmp_path / "out" / "never").exists()
+
+
+def test_v1_takes_sessions_at_scale(tmp_path):
+    """Issue 41: concurrency on /v1 is no longer refused (every Python client and the Rust agent
+    run N sessions on it)."""
+    p = load(tmp_path, doc(matrix={"temperature": [0.6]}, endpoint="openai-chat", concurrency=[1, 64]))
+    assert p.raw["concurrency"] == [1, 64]

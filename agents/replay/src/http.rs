@@ -116,7 +116,6 @@ fn limit(body: &Value, proto: Proto) -> Option<u64> {
 }
 
 pub async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    let arrival = mono_ns();
     let (proto, path) = match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/") => return Ok(full(StatusCode::OK, "text/plain; charset=utf-8", "Ollama is running")),
         (&Method::GET, "/health") => return Ok(json_resp(StatusCode::OK, "{\"status\":\"ok\"}".into())),
@@ -147,6 +146,10 @@ pub async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible
         Ok(b) => b.to_bytes(),
         Err(e) => return Ok(error(StatusCode::BAD_REQUEST, &format!("replay: cannot read the body: {e}"))),
     };
+    // The schedule starts once the whole request is here, as a real server's work does: a client
+    // that sends its headers and, CPU-starved, its body seconds later (an SDK at a thousand
+    // sessions) must not read as the server's lateness.
+    let arrival = mono_ns();
     let body: Value = match serde_json::from_slice(&bytes) {
         Ok(v @ Value::Object(_)) => v,
         Ok(_) => return Ok(error(StatusCode::BAD_REQUEST, "replay: the body is not a JSON object")),
@@ -261,6 +264,9 @@ fn start(proto: Proto, path: &'static str, body: &Value, forced: Option<Fault>, 
         acc_content: Vec::new(),
         acc_think: Vec::new(),
         acc_calls: Vec::new(),
+        registered: 0,
+        t_prev: 0,
+        held: false,
         plan: pl.items,
     };
     let ctype = match (proto, streaming) {

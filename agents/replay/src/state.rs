@@ -28,6 +28,8 @@ pub struct Counters {
     pub in_flight: u64,
     pub streams: u64,
     pub hist: Hist,
+    /// Chunks sent behind schedule because the client was not reading (backpressure): apart.
+    pub held: Hist,
     pub faults: [u64; 6],
     pub seen: HashSet<u64>,
     pub lateness: Option<std::io::BufWriter<std::fs::File>>,
@@ -71,14 +73,16 @@ pub fn stats_json(reset: bool) -> String {
     with(|c| {
         let faults: Vec<String> = FAULTS.iter().map(|f: &Fault| format!("\"{}\":{}", f.name(), c.faults[f.index()])).collect();
         let out = format!(
-            "{{\"streams\":{},\"in_flight\":{},\"chunks\":{},\"late_us\":{{\"p50\":{},\"p99\":{},\"max\":{}}},\"faults\":{{{}}},\"time_scale\":{},\"load\":\"{}\",\"seed\":{}}}",
+            "{{\"streams\":{},\"in_flight\":{},\"chunks\":{},\"late_us\":{{\"p50\":{},\"p99\":{},\"max\":{}}},\"held_chunks\":{},\"faults\":{{{}}},\"time_scale\":{},\"load\":\"{}\",\"seed\":{}}}",
             c.streams, c.in_flight, c.hist.total, us(c.hist.quantile(0.5)), us(c.hist.quantile(0.99)), us(c.hist.max),
+            c.held.total,
             faults.join(","), serde_json::to_string(&cfg.time_scale).unwrap(),
             if cfg.load == Load::Ideal { "ideal" } else { "profile" }, cfg.seed
         );
         if reset {
             c.streams = 0;
             c.hist = Hist::default();
+            c.held = Hist::default();
             c.faults = [0; 6];
         }
         out

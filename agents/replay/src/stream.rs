@@ -61,6 +61,12 @@ pub struct Stream {
     pub first_token_ns: u64,
     pub buf: BytesMut,
     pub late: Vec<u32>,
+    /// The deadline this stream last asked the scheduler to wake it at (0: none pending).
+    pub registered: u64,
+    /// When the last chunk was handed to hyper, and whether the stream is behind its schedule
+    /// because its client is not reading (hyper did not ask for the next chunk in time).
+    pub t_prev: u64,
+    pub held: bool,
     pub ended: bool,
     pub complete: bool,
     pub acc_content: Vec<u8>,
@@ -386,7 +392,16 @@ impl http_body::Body for Stream {
             let now = mono_ns();
             if now < deadline {
                 sched::register(&mut s.handle, deadline, cx.waker());
+                s.registered = deadline;
+                s.held = false;  // on schedule again
                 return Poll::Pending;
+            }
+            // Asked for this chunk only after it was due, though the last one went out before: hyper
+            // did not ask (the client is not reading, its socket is full). The delay, and every chunk
+            // until the stream is on schedule again, is the client's backpressure, not the server's
+            // lateness.
+            if s.registered != deadline && s.t_prev != 0 && s.t_prev < deadline {
+                s.held = true;
             }
             if let Some(f) = s.fault {
                 if !s.fault_fired && s.idx == s.fault_at {
@@ -420,8 +435,13 @@ impl http_body::Body for Stream {
             s.buf.reserve(512 + c.text.len() + c.calls_v1.len() + s.acc_content.len() + s.acc_think.len() + s.acc_calls.len());
             if let Some(stamp) = s.write_chunk(c) {
                 let late = stamp.saturating_sub(deadline);
-                s.late.push(late.min(u32::MAX as u64) as u32);
-                state::with(|st| st.hist.add(late));
+                s.t_prev = stamp;
+                if s.held {
+                    state::with(|st| st.held.add(late));
+                } else {
+                    s.late.push(late.min(u32::MAX as u64) as u32);
+                    state::with(|st| st.hist.add(late));
+                }
                 return s.frame();
             }
         }
