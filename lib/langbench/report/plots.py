@@ -183,13 +183,18 @@ def _log_n(ax, ns) -> None:
     ax.set_xticks(ns, labels=[str(n) for n in ns])
 
 
+def _endpoint_panels(c: pd.DataFrame):
+    """One panel per endpoint of a scale table: (figure, axes, [(ax, endpoint, its rows by N)])."""
+    endpoints = sorted(c["endpoint"].unique())
+    fig, axes = plt.subplots(1, len(endpoints), figsize=(4.6 * len(endpoints), 3.6), squeeze=False)
+    return fig, axes, [(ax, e, c[c["endpoint"] == e].sort_values("concurrency")) for ax, e in zip(axes[0], endpoints)]
+
+
 def scale_throughput(c: pd.DataFrame):
     """Sessions at scale: tok/s received (mean over batches, 95 % CI bars) against tok/s
     offered, per client, one panel per endpoint; the dashed line is received = offered."""
-    endpoints = sorted(c["endpoint"].unique())
-    fig, axes = plt.subplots(1, len(endpoints), figsize=(4.6 * len(endpoints), 3.6), squeeze=False)
-    for ax, endpoint in zip(axes[0], endpoints):
-        g = c[c["endpoint"] == endpoint].sort_values("concurrency")
+    fig, axes, panels = _endpoint_panels(c)
+    for ax, endpoint, g in panels:
         for agent, a in g.groupby("agent"):
             colour = CLIENT_COLOURS.get(agent)
             ax.plot(a["concurrency"], a["tps_received"], marker="o", color=colour, label=agent)
@@ -209,10 +214,8 @@ def scale_throughput(c: pd.DataFrame):
 def scale_lag(c: pd.DataFrame):
     """Sessions at scale: the client's lag behind the server's send stamp per chunk, p50 (solid)
     and p99 (dotted), against N, per client, one panel per endpoint."""
-    endpoints = sorted(c["endpoint"].unique())
-    fig, axes = plt.subplots(1, len(endpoints), figsize=(4.6 * len(endpoints), 3.6), squeeze=False)
-    for ax, endpoint in zip(axes[0], endpoints):
-        g = c[c["endpoint"] == endpoint].sort_values("concurrency")
+    fig, axes, panels = _endpoint_panels(c)
+    for ax, endpoint, g in panels:
         for agent, a in g.groupby("agent"):
             colour = CLIENT_COLOURS.get(agent)
             ax.plot(a["concurrency"], a["lag_p50_ms"], marker="o", color=colour, label=f"{agent} p50")
