@@ -151,6 +151,8 @@ BAD_STOP = {
     "min_above_max": ({"rule": "sequential", "min_batches": 4, "max_batches": 3}, "stop.min_batches"),
     "min_too_small": ({"rule": "sequential", "min_batches": 1, "max_batches": 3}, "stop.min_batches"),
     "fixed_with_max": ({"rule": "fixed", "max_batches": 3}, "stop.max_batches"),
+    "knee_with_max": ({"rule": "knee", "max_batches": 3}, "stop.max_batches"),
+    "knee_without_a_ladder": ({"rule": "knee"}, "concurrency"),
     "batches_differ": ({"rule": "sequential", "max_batches": 3, "_batches": 2}, "batches"),
 }
 
@@ -171,3 +173,34 @@ def test_a_bad_stop_exits_2_naming_the_key(case, tmp_path):
     assert done.returncode == 2, done.stderr
     assert key in done.stderr, done.stderr
     assert not (tmp_path / "outputs" / "x").exists()
+
+
+def test_the_knee_rule_climbs_the_ladder_and_thins_only_clients_whose_knees_are_decided(tmp_path):
+    p = params_mod.load(FIXTURES / "tiny-scale.yaml")
+    assert p.stop == {"rule": "knee"}
+    batches = plan.build(p)
+    waves = rounds.waves(p, batches)
+    assert [rounds.level_of(w[0]) for _, w in waves] == [1, 8, 64]  # ascending, every round of a level together
+    assert all(len({rounds.level_of(b) for b in w}) == 1 for _, w in waves)
+    assert sum(len(w) for _, w in waves) == len(batches)
+    looked, ran, gone = [], [], []
+
+    def decide_knees(run_dir, n):  # python's knees on /api decided below 64, nobody else's
+        looked.append(n)
+        return {"python chat": {"1 %": 8, "5 %": 8}} if n == 64 else {}
+
+    manifest, path = {}, tmp_path / "manifest.json"
+    rounds.run(p, tmp_path, manifest, path, batches, ran.extend, None, decide_knees=decide_knees, skip=gone.extend)
+    assert looked == [8, 64]  # before every level past the first
+    assert {b.batch_id for b in gone} == set(manifest["stopping"]["skipped"])
+    # python on /api at 64 keeps one batch per cell (4 before: 2 rounds x 2 modes), everyone else all
+    at64 = [b for b in ran if rounds.level_of(b) == 64]
+    py = [b for b in at64 if b.agent == "python" and plan.endpoint_of(p, b.config) == "chat"]
+    assert len(py) == len({b.config_id for b in py}) >= 1
+    assert all(b.agent == "python" and plan.endpoint_of(p, b.config) == "chat" and rounds.level_of(b) == 64
+               for b in gone) and len(gone) == 3 * len(py)
+    assert len(ran) + len(gone) == len(batches)
+    assert rounds.skipped_runs(manifest, batches) == sum(len(b.runs) for b in gone)
+    assert [x["n"] for x in manifest["stopping"]["looks"]] == [8, 64]
+    with pytest.raises(ParamsError, match="decide_knees"):
+        rounds.check(p, None, None)

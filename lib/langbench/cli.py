@@ -148,6 +148,7 @@ def sweep(params_file: str | Path, run_id: str | None = None, outputs: Path | No
     a plain callable. Returns the run directory."""
     from langbench.run.sweep import run_sweep
     kw.setdefault("decide", _decide)
+    kw.setdefault("decide_knees", _decide_knees)
     run_dir = run_sweep(params_file, run_id, **kw) if outputs is None else \
         run_sweep(params_file, run_id, outputs=outputs, **kw)
     from langbench.analysis import summary  # pandas and scipy load only once there is a run to read:
@@ -159,6 +160,12 @@ def _decide(run_dir: str | Path, round_: int) -> dict:
     """analysis.stopping.decide, imported at the first look of a sequential sweep."""
     from langbench.analysis import stopping
     return stopping.decide(run_dir, round_)
+
+
+def _decide_knees(run_dir: str | Path, n: int) -> dict:
+    """analysis.scale.decided_below, before each load level of a knee-rule sweep."""
+    from langbench.analysis import scale
+    return scale.decided_below(run_dir, n)
 
 
 def run_into(params_file: str | Path, run_dir: str | Path = "") -> str:

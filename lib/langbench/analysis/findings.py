@@ -183,8 +183,12 @@ class Run:
                     f"(ended {m['ended_at']}); the sequential rule stopped it after round {st['round']} "
                     f"of at most {st['max_batches']}: every headline verdict was decided.")
         if m.get("complete") is not False and m.get("ended_at"):
+            ladder = ""
+            if st.get("rule") == "knee" and st.get("skipped"):
+                ladder = (f"; the knee rule skipped {len(st['skipped']):,} batches of clients past their decided "
+                          "knees, keeping one batch per load point (their curves, without CIs there)")
             return (f"Run {m['run_id']} finished: {done:,}{of} runs recorded, {failed:,} failed "
-                    f"(ended {m['ended_at']}).")
+                    f"(ended {m['ended_at']}){ladder}.")
         why = last.get("stopped_by") or ("its last session has no end time: the runner was killed "
                                         "(SIGKILL, power loss) or is still running"
                                         if not last.get("ended_at") else "the sweep did not reach its end")

@@ -245,6 +245,34 @@ def knees(c: pd.DataFrame, thresholds=THRESHOLDS) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def decided_below(run_dir, n: int, thresholds=THRESHOLDS) -> dict[str, dict[str, int]]:
+    """The knee rule's look before load level `n` (run/rounds.py): the clients ("<agent>
+    <endpoint>") whose knee at every threshold is decided by the batches of the levels below n,
+    with those knees ({"1 %": N, "5 %": N}). A knee is decided where its N's added-share CI lower
+    bound is above the threshold and every level below it has a CI (knees: the smallest such N)."""
+    from langbench.analysis import findings
+    try:
+        run = findings.Run.load(run_dir)
+    except ValueError:  # no records yet
+        return {}
+    b = batches(run)
+    if b.empty:
+        return {}
+    b = b[pd.to_numeric(b["concurrency"], errors="coerce") < n]
+    c = cells(b, decided_only=True)
+    out = {}
+    for (endpoint, agent), k in knees(c, thresholds).groupby(["endpoint", "agent"]):
+        g = c[(c["endpoint"] == endpoint) & (c["agent"] == agent)]
+        if k["knee_n"].isna().any():
+            continue
+        top = k["knee_n"].max()
+        if g[g["concurrency"] <= top]["added_share_ci_low"].isna().any():
+            continue  # a level at or below the knee without a CI: the knee may lie lower
+        out[f"{agent} {endpoint}"] = {f"{t:.0%}".replace("%", " %"): int(x)
+                                      for t, x in zip(k["threshold"], k["knee_n"])}
+    return out
+
+
 def knee_table(b: pd.DataFrame, thresholds=THRESHOLDS) -> pd.DataFrame:
     """knees over the batches that decide (not failed, not flagged), with a row for every
     client × endpoint that ran: one whose batches all failed or were all flagged says so."""

@@ -29,7 +29,7 @@ PROBE_PROMPT = "The history of the transistor"
 # of `make report` on the 2-core Intel Xeon (python 0.90 and 0.82 s in two runs, Rust 0.01, the
 # null client 0.07-0.10; python imports its client stack). An estimate: the sweep's progress bar
 # measures the real thing.
-STARTUP_S = {"python": 0.85, "rust": 0.01, "null": 0.1}
+STARTUP_S = {"python": 0.85, "python-tuned": 0.85, "python-raw": 0.15, "rust": 0.01, "null": 0.1}
 # Seconds a sweep took against estimate_s of its batches, before it has measured its own pace:
 # fresh-clone `make report` (quick.yaml) on 2-core machines of this kind took 1.20 (8 min 11 s
 # against 6.8 min, Xeon cooperlake), 1.19 (8 min 14 s against 6.9 min, issue 44) and 0.92 times it
@@ -85,18 +85,23 @@ def probe(url: str, model: str, tokens: int = PROBE_TOKENS, timeout_s: float = 3
 
 
 def batch_s(b, n_left: int, rate: DecodeRate, requests_per_run: int = 1,
-            cold_tokens: int | None = None) -> float | None:
-    """Seconds `n_left` runs of batch `b` take at `rate`, one request at a time: requests_per_run ×
-    (num_predict / rate + prompt evaluation) a run, plus the agent's start-up and the model's
+            cold_tokens: int | None = None, side_by_side: bool = False) -> float | None:
+    """Seconds `n_left` runs of batch `b` take at `rate`: requests_per_run × (num_predict (or /v1's
+    max_tokens) / rate + prompt evaluation) a run, the batch's `streams` sessions side by side
+    one after another, or side by side (`side_by_side`: a replay server, whose streams keep their
+    captured timing whatever the load; the pace learns what the client really keeps), plus the
+    agent's start-up and the model's
     load where the batch reloads it; the cold run generates `cold_tokens` where set and still to
     do (every run of the batch left). None where the batch sets no num_predict."""
     if not n_left:
         return 0.0
-    n = (b.options or {}).get("num_predict")
+    options = b.options or {}
+    n = options.get("num_predict", options.get("max_tokens"))  # /v1 sends it as max_tokens
     if not isinstance(n, int) or n < 0:
         return None
     per_run = requests_per_run * (n / rate.tokens_per_s + rate.prompt_eval_ms / 1e3)
-    total = n_left * per_run + STARTUP_S.get(b.agent, 0.5)
+    rounds = -(-n_left // max(1, b.streams or 1)) if side_by_side else n_left
+    total = rounds * per_run + STARTUP_S.get(b.agent, 0.5)
     if cold_tokens is not None and n_left == len(b.runs) and cold_tokens < n:
         total -= requests_per_run * (n - cold_tokens) / rate.tokens_per_s
     if b.reload_expected:
@@ -104,7 +109,8 @@ def batch_s(b, n_left: int, rate: DecodeRate, requests_per_run: int = 1,
     return total
 
 
-def estimate_s(left, rate: DecodeRate, requests_per_run: int = 1, cold_tokens: int | None = None) -> float | None:
+def estimate_s(left, rate: DecodeRate, requests_per_run: int = 1, cold_tokens: int | None = None,
+               side_by_side: bool = False) -> float | None:
     """Seconds the runs not yet done will take at `rate`, one request at a time: Σ batch_s over
     the batches with a run left. None where such a batch sets no num_predict (an unbounded
     generation has no ETA).
@@ -117,7 +123,7 @@ def estimate_s(left, rate: DecodeRate, requests_per_run: int = 1, cold_tokens: i
     """
     total = 0.0
     for b, n_left in left:
-        s = batch_s(b, n_left, rate, requests_per_run, cold_tokens)
+        s = batch_s(b, n_left, rate, requests_per_run, cold_tokens, side_by_side)
         if s is None:
             return None
         total += s
@@ -145,14 +151,15 @@ class Pace:
     run yet is given the slowest pace any batch kept."""
 
     def __init__(self, rate: DecodeRate, requests_per_run: int = 1, cold_tokens: int | None = None,
-                 first: float = FIRST_PACE, margin: float = MARGIN):
+                 first: float = FIRST_PACE, margin: float = MARGIN, side_by_side: bool = False):
         self.rate, self.requests_per_run, self.cold_tokens = rate, requests_per_run, cold_tokens
+        self.side_by_side = side_by_side
         self.first, self.margin = first, margin
         self.taken: dict[tuple, list[tuple[float, float]]] = defaultdict(list)  # shape → (estimate, seconds)
 
     def took(self, batch, runs: int, seconds: float) -> None:
         """An attempt of `batch` ran `runs` runs (every run of it: the cold one too) in `seconds`."""
-        est = batch_s(batch, runs, self.rate, self.requests_per_run, self.cold_tokens)
+        est = batch_s(batch, runs, self.rate, self.requests_per_run, self.cold_tokens, self.side_by_side)
         if est and est > 0 and seconds >= 0:
             self.taken[shape(batch)].append((est, seconds))
 
@@ -177,7 +184,7 @@ class Pace:
         estimate_s; None where a batch sets no num_predict."""
         total = 0.0
         for b, n_left in left:
-            s = batch_s(b, n_left, self.rate, self.requests_per_run, self.cold_tokens)
+            s = batch_s(b, n_left, self.rate, self.requests_per_run, self.cold_tokens, self.side_by_side)
             if s is None:
                 return None
             total += s * self.factor(b) if s else 0.0

@@ -369,12 +369,15 @@ def check_stop(path: Path, doc: dict) -> None:
     stop = doc.get("stop")
     if not stop:
         return
-    if stop["rule"] == "fixed":
+    if stop["rule"] in ("fixed", "knee"):
         extra = sorted(set(stop) & {"min_batches", "max_batches"})
         if extra:
             raise ParamsError(f"{path}: stop.{extra[0]}: only a sequential rule takes it "
-                              f"(stop: {{rule: sequential, min_batches: 2, max_batches: N}}); the fixed "
-                              "rule runs every round of `batches`")
+                              f"(stop: {{rule: sequential, min_batches: 2, max_batches: N}}); the {stop['rule']} "
+                              "rule runs the rounds of `batches`")
+        if stop["rule"] == "knee" and len(set(doc.get("concurrency") or ())) < 2:
+            raise ParamsError(f"{path}: stop.rule: knee climbs a load ladder: give `concurrency` two levels "
+                              "or more (e.g. [1, 8, 64])")
         return
     if "max_batches" not in stop:
         raise ParamsError(f"{path}: stop.max_batches: a sequential rule needs its last round "

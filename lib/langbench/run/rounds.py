@@ -7,6 +7,14 @@ round) -> {"stop": bool, "open": [verdicts still open], "verdicts": [...]}` whet
 headline verdict is decided. The runner knows no statistics: `decide` is handed in from above
 (langbench.cli, where the runner and the analysis meet), so run/ imports nothing of analysis/.
 
+The knee rule (`stop: {rule: knee}`, a scale study's load ladder) runs the load levels in
+ascending order, every round of one level before the next, and before each level past the first
+asks `decide_knees(run_dir, n) -> {"<agent> <endpoint>": {threshold: knee N}}` which clients have
+every knee decided below N (analysis/scale.py: a CI over the batches of the levels below). Past
+its knees a client runs one batch per cell, enough for its curve (lag, tok/s, CPU per token),
+and its other batches there are skipped: they would only narrow CIs that no knee needs. The
+manifest's "stopping" keeps each look and the skipped batches.
+
 The manifest's "stopping" keeps the last look (its round, whether it stopped, the open
 verdicts, every verdict's decisions with the round it was decided in) and one line per look;
 a resumed run re-looks at the rounds it finished and goes on from there, and a run that
@@ -24,14 +32,54 @@ from langbench.run.batches import now
 from langbench.vocab import ParamsError
 
 Decide = Callable[[Path, int], dict]
+DecideKnees = Callable[[Path, int], dict]
 
 
 def sequential(params) -> bool:
     return (params.raw.get("stop") or {}).get("rule") == "sequential"
 
 
-def check(params, decide: Decide | None) -> None:
-    """A sequential file needs a decision to stop on: raised before anything is written."""
+def knee_rule(params) -> bool:
+    return (params.raw.get("stop") or {}).get("rule") == "knee"
+
+
+def skipped(manifest: dict) -> set[str]:
+    """The batches the knee rule skipped (empty for every other rule)."""
+    return set((manifest.get("stopping") or {}).get("skipped") or ())
+
+
+def skipped_runs(manifest: dict, batches: list[plan.Batch]) -> int:
+    gone = skipped(manifest)
+    return sum(len(b.runs) for b in batches if b.batch_id in gone)
+
+
+def level_of(batch: plan.Batch) -> int:
+    return int(batch.streams or 1)
+
+
+def thin(params, wave: list[plan.Batch], decided: dict) -> tuple[list[plan.Batch], list[plan.Batch]]:
+    """(kept, skipped) of one load level's batches under the knee rule: a client whose every
+    knee on the batch's endpoint is decided (`decided`'s "<agent> <endpoint>" keys) keeps its
+    first batch of each cell, in run order; every other client keeps them all."""
+    kept, gone, seen = [], [], set()
+    for b in wave:
+        who = f"{b.agent} {plan.endpoint_of(params, b.config)}"
+        cell = (who, b.config_id)
+        if who in decided and cell in seen:
+            gone.append(b)
+        else:
+            kept.append(b)
+            seen.add(cell)
+    return kept, gone
+
+
+def check(params, decide: Decide | None, decide_knees: DecideKnees | None = None) -> None:
+    """A sequential file needs a decision to stop on, a knee file the knees: raised before
+    anything is written."""
+    if knee_rule(params) and decide_knees is None:
+        raise ParamsError(f"{params.path}: stop.rule: knee needs the knees decided before each load level, "
+                          "which `python -m langbench sweep` (langbench.cli.sweep) hands the runner; "
+                          "run_sweep was called without `decide_knees`")
     if sequential(params) and decide is None:
         raise ParamsError(f"{params.path}: stop.rule: sequential needs the decision after each round, which "
                           "`python -m langbench sweep` (langbench.cli.sweep) hands the runner; "
@@ -45,7 +93,11 @@ def stopped(manifest: dict) -> bool:
 
 def waves(params, batches: list[plan.Batch]) -> list[tuple[int | None, list[plan.Batch]]]:
     """(round, its batches) in run order under the sequential rule; one wave of every batch
-    (round None) under the fixed one."""
+    (round None) under the fixed one; under the knee rule one wave per load level, ascending
+    (round None: the rule looks before a level, not after a round)."""
+    if knee_rule(params):
+        levels = sorted({level_of(b) for b in batches})
+        return [(None, [b for b in batches if level_of(b) == n]) for n in levels]
     if not sequential(params):
         return [(None, list(batches))]
     return [(plan.round_of(wave[0].batch_id), wave) for wave in plan.rounds(batches)]
@@ -78,14 +130,49 @@ def open_note(manifest: dict) -> str:
     state = manifest.get("stopping")
     if not state:
         return ""
+    if state.get("rule") == "knee":
+        decided = sorted((state.get("looks") or [{}])[-1].get("decided") or ())
+        return f" · knees decided: {', '.join(decided)}" if decided else ""
     return f" · open: {', '.join(state['open'])}" if state["open"] else " · all verdicts decided"
+
+
+def look_knees(params, run_dir: Path, manifest: dict, manifest_path: Path, wave: list[plan.Batch],
+               first: bool, decide_knees: DecideKnees | None) -> list[plan.Batch]:
+    """Before a load level of the knee rule: which clients' knees are decided below it, kept
+    in the manifest with the batches it skips (written); returns the batches to run."""
+    state = manifest.setdefault("stopping", {"rule": "knee", "looks": [], "skipped": []})
+    n = level_of(wave[0])
+    done = skipped(manifest)
+    if first or decide_knees is None:
+        return [b for b in wave if b.batch_id not in done]
+    decided = decide_knees(run_dir, n)
+    kept, gone = thin(params, wave, decided)
+    state["looks"] = [x for x in state.get("looks", []) if x["n"] != n] + [
+        {"n": n, "at": now(), "decided": decided, "skipped": len(gone)}]
+    state["skipped"] = sorted(done | {b.batch_id for b in gone})
+    storage.write_json(manifest_path, manifest)
+    return [b for b in kept if b.batch_id not in done]
 
 
 def run(params, run_dir: Path, manifest: dict, manifest_path: Path, batches: list[plan.Batch],
         run_wave: Callable[[list[plan.Batch]], None], decide: Decide | None,
-        say: Callable[[str], None] = lambda s: None) -> None:
+        say: Callable[[str], None] = lambda s: None, decide_knees: DecideKnees | None = None,
+        skip: Callable[[list[plan.Batch]], None] = lambda gone: None) -> None:
     """Run `batches` wave by wave with run_wave, looking after each round of a sequential
-    plan and stopping once every headline verdict is decided (or after the last round)."""
+    plan and stopping once every headline verdict is decided (or after the last round); under
+    the knee rule, looking before each load level and handing what it skips to `skip`."""
+    if knee_rule(params):
+        for k, (_, wave) in enumerate(waves(params, batches)):
+            todo = look_knees(params, run_dir, manifest, manifest_path, wave, k == 0, decide_knees)
+            gone = [b for b in wave if b.batch_id in skipped(manifest)]
+            if gone:
+                skip(gone)
+                look = (manifest["stopping"]["looks"] or [{}])[-1]
+                say(f"sweep: N = {level_of(wave[0])}: knees decided below it for "
+                    f"{', '.join(sorted(look.get('decided') or {})) or 'no client'}; "
+                    f"{len(gone)} of their batches skipped (one batch per cell is kept)")
+            run_wave(todo)
+        return
     for round_, wave in waves(params, batches):
         if round_ is not None and stopped(manifest) and round_ > manifest["stopping"]["round"]:
             break

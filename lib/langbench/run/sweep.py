@@ -42,12 +42,14 @@ class Sweep(batches.Book):
         self.offload: Offload | None = None
         self.pace: eta.Pace | None = None  # the bound on the time left, learning as batches end
         self.since = time.monotonic()  # when the last attempt ended (or the first line was printed)
+        self.skipped: set[str] = set()  # batches the knee rule skipped: nothing left to run of them
 
     def bound_left(self) -> float | None:
         """At most how many seconds the runs not yet done take (None: no rate, or no num_predict)."""
         if self.pace is None:
             return None
-        return self.pace.bound_s([(b, len(self.state.pending(b, self.params.retries))) for b in self.batches])
+        return self.pace.bound_s([(b, len(self.state.pending(b, self.params.retries))) for b in self.batches
+                                  if b.batch_id not in self.skipped])
 
     # --- running -------------------------------------------------------------------------
     def run_batch(self, batch: plan.Batch, keeper: Keeper, bar: tqdm) -> None:
@@ -181,19 +183,24 @@ def prepare(params_path: str | Path, run_id: str | None = None,
 def run_sweep(params_path: str | Path, run_id: str | None = None,
               outputs: Path = paths.OUTPUTS, progress: bool = True,
               allow_mixed: bool = False, cluster: str | None = None, workers: int | None = None,
-              decide: rounds.Decide | None = None) -> Path:
+              decide: rounds.Decide | None = None, decide_knees: rounds.DecideKnees | None = None) -> Path:
     """Run or resume a sweep into outputs/<run_id>; returns the run directory. `cluster`
     (else the parameter file's `cluster:`): `local` or a Dask scheduler address, to run the
     batches on dask.distributed workers (langbench.run.cluster); `workers`: N CPU workers of
     `--cluster local`. `decide(run_dir, round) -> {"stop", "open", "verdicts"}`: the decision
     after each round of a sequential file (`stop: {rule: sequential}`; run/rounds.py), handed in
-    by the CLI. Raises ParamsError / RunDirError (bad input), ServerError."""
+    by the CLI; `decide_knees(run_dir, n)`: the knees decided below load level n, before each
+    level of a knee file (`stop: {rule: knee}`), handed in by the CLI too. Raises ParamsError /
+    RunDirError (bad input), ServerError."""
     params, run_dir = prepare(params_path, run_id, outputs, allow_mixed)
-    rounds.check(params, decide)
+    rounds.check(params, decide, decide_knees)
     cluster = cluster or params.raw.get("cluster")
     if cluster and (params.server.get("kind", "ollama") != "ollama" or params.server.get("api", "ollama") != "ollama"):
         raise ParamsError(f"{params.path}: server: a Dask worker owns one Ollama server; server.kind and "
                           "server.api: openai run on the one-server runner (leave out --cluster and cluster:)")
+    if cluster and rounds.knee_rule(params):
+        raise ParamsError(f"{params.path}: stop.rule: knee climbs the load levels on the one-server runner "
+                          "(leave out --cluster and cluster:)")
     if workers is not None and cluster != "local":
         raise ParamsError(f"--workers {workers} starts a local Dask cluster: add --cluster local")
     if workers is not None and workers < 1:
@@ -201,7 +208,7 @@ def run_sweep(params_path: str | Path, run_id: str | None = None,
     fresh = not run_dir.exists()
     try:
         with storage.locked(run_dir, "sweep"):
-            return _run(params, run_dir, progress, allow_mixed, cluster, workers, decide)
+            return _run(params, run_dir, progress, allow_mixed, cluster, workers, decide, decide_knees)
     except (server.ServerError, storage.RunDirError, ParamsError):
         if fresh:  # nothing was measured: leave no half-made run behind
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -209,7 +216,8 @@ def run_sweep(params_path: str | Path, run_id: str | None = None,
 
 
 def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
-         cluster: str | None = None, workers: int | None = None, decide: rounds.Decide | None = None) -> Path:
+         cluster: str | None = None, workers: int | None = None, decide: rounds.Decide | None = None,
+         decide_knees: rounds.DecideKnees | None = None) -> Path:
     manifest_path = run_dir / "manifest.json"
     manifest = storage.read_json(manifest_path) if manifest_path.exists() else {
         "schema_version": 1, "run_id": run_dir.name, "parameters_file": str(params.path),
@@ -220,7 +228,8 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
     sweep = Sweep(params, run_dir)
     sweep.jobs_dir.mkdir(parents=True, exist_ok=True)
     sweep.load_state()
-    total, done = sweep.planned_runs(), sweep.finished_runs()
+    sweep.skipped = rounds.skipped(manifest)
+    total, done = sweep.planned_runs(), sweep.finished_runs() + rounds.skipped_runs(manifest, sweep.batches)
     if rounds.stopped(manifest):  # a sequential run that stopped: every verdict was decided
         pass
     elif done < total and cluster:
@@ -282,8 +291,9 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
             rate = (eta.probe(srv.url, params.model, fmt="json" if constrained else None)
                     if srv.api == "ollama" else None)  # it times /api/generate
             left = [(b, len(sweep.state.pending(b, params.retries))) for b in sweep.batches]
-            estimate = eta.estimate_s(left, rate, turns or 1, plan.cold_tokens(params)) if rate else None
-            sweep.pace = eta.Pace(rate, turns or 1, plan.cold_tokens(params)) if rate else None
+            side = srv.kind == "replay"  # its sessions keep their captured timing side by side
+            estimate = eta.estimate_s(left, rate, turns or 1, plan.cold_tokens(params), side) if rate else None
+            sweep.pace = eta.Pace(rate, turns or 1, plan.cold_tokens(params), side_by_side=side) if rate else None
             bound = sweep.bound_left()
             session["decode_probe"] = {**rate.as_dict(), "eta_s": estimate, "bound_s": bound,
                                        "format": "json" if constrained else None,
@@ -316,8 +326,12 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
                             bar.set_postfix_str("; ".join(filter(None, (batch.batch_id + rounds.open_note(manifest),
                                                                         eta.left_text(sweep.bound_left())))))
                             sweep.run_batch(batch, keepers[sweep.kind_of(batch, keepers)], bar)
+                    def skip(gone: list[plan.Batch]) -> None:  # the knee rule's: counted as done
+                        fresh = [b for b in gone if b.batch_id not in sweep.skipped]
+                        sweep.skipped |= {b.batch_id for b in gone}
+                        bar.update(sum(len(sweep.state.pending(b, params.retries)) for b in fresh))
                     rounds.run(params, run_dir, manifest, manifest_path, sweep.batches, wave, decide,
-                               lambda s: tqdm.write(s, file=sys.stderr))
+                               lambda s: tqdm.write(s, file=sys.stderr), decide_knees, skip)
                     if session["decode_probe"] is not None:  # what the first line promised, against what it took
                         session["decode_probe"]["took_s"] = took = time.monotonic() - first_line
                         if bound is not None:
@@ -355,7 +369,8 @@ def runner_parallel(log_path: Path | None) -> int | None:
 def finish(sweep: Sweep, manifest: dict, manifest_path: Path) -> None:
     manifest.update(
         ended_at=_now(),
-        complete=sweep.finished_runs() == sweep.planned_runs() or rounds.stopped(manifest),
+        complete=(sweep.finished_runs() + rounds.skipped_runs(manifest, sweep.batches) == sweep.planned_runs()
+                  or rounds.stopped(manifest)),
         counts={"planned_runs": sweep.planned_runs(),
                 "records": len(sweep.state.keys),
                 **batches.failure_counts(storage.read_jsonl(sweep.records_path)),
