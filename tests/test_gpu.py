@@ -162,6 +162,35 @@ def test_a_small_synthetic_model_reads_back_with_the_real_vocabulary(tmp_path):
     assert not emb[1].any() and not emb[106].any() and emb[2].any()
 
 
+def test_llama_cpps_model_is_the_two_block_shape_without_any_vision_tensor():
+    """llama-server refused the file with its vision tower: "wrong number of tensors; expected
+    51, got 28" (issue 42). The text-only list is those 28, the SMALL file's less its v.* and mm.*."""
+    text = gguf_synth.tensor_specs(gguf_synth.TEXT, vision=False)
+    names = [name for name, _, _ in text]
+    assert len(text) == 28 and len(set(names)) == 28
+    assert not [n for n in names if n.startswith(("v.", "mm."))]
+    with_vision = [s for s in gguf_synth.tensor_specs(gguf_synth.SMALL)]
+    assert len(with_vision) == 51 and text == [s for s in with_vision if not s[0].startswith(("v.", "mm."))]
+    assert gguf_synth.TEXT.blocks == 2 and gguf_synth.TEXT.embedding == gguf_synth.FULL.embedding
+    assert sum(n.endswith("attn_q.weight") for n in names) == 2 and names[-1] == "output_norm.weight"
+
+
+def test_the_text_only_file_holds_no_vision_tensor_or_key_and_names_itself(tmp_path):
+    """Written with a tiny shape (1.5 MB, not the 122 MB of TEXT): the writer's text-only path."""
+    import gguf
+    tiny = gguf_synth.Shape(embedding=256, blocks=2, ffn=256, heads=1, kv_heads=1, head_dim=256,
+                            vocab=4096, vision_blocks=0)
+    out = tmp_path / "text.gguf"
+    written = gguf_synth.write_text_model(out, paths.gguf_path(), tiny)
+    r = gguf.GGUFReader(str(out))
+    assert written["tensors"] == len(r.tensors) == 28
+    assert not [t.name for t in r.tensors if t.name.startswith(("v.", "mm."))]
+    assert not [k for k in r.fields if ".vision." in k or ".mm." in k]
+    assert r.fields["gemma3.block_count"].contents() == 2
+    assert r.fields["general.description"].contents() == gguf_synth.TEXT_MODEL_NOTE
+    assert len(r.fields["tokenizer.ggml.tokens"].contents()) == 4096
+
+
 # --- the bundle ---------------------------------------------------------------------------------
 
 def test_the_portable_ollama_is_built_for_x86_64_v3_stripped_with_its_version(tmp_path, monkeypatch):
