@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from langbench import paths, storage
+from langbench import paths, storage, vocab
 from langbench.analysis import findings, metrics
 from langbench.gpuhost import bundle as gpu, gguf_synth
 from langbench.run import server, telemetry
@@ -189,6 +189,74 @@ def test_the_text_only_file_holds_no_vision_tensor_or_key_and_names_itself(tmp_p
     assert r.fields["gemma3.block_count"].contents() == 2
     assert r.fields["general.description"].contents() == gguf_synth.TEXT_MODEL_NOTE
     assert len(r.fields["tokenizer.ggml.tokens"].contents()) == 4096
+
+
+# --- llama-server on the GPU (issue 42) ---------------------------------------------------------
+
+H100_LOG = """ggml_cuda_init: found 1 CUDA devices (Total VRAM: 81089 MiB):
+  Device 0: NVIDIA H100 80GB HBM3, compute capability 9.0, VMM: yes, VRAM: 81089 MiB
+load_tensors: offloading 2 repeating layers to GPU
+load_tensors: offloaded 3/3 layers to GPU
+"""
+
+
+def test_a_cuda_llama_server_gets_every_layer_on_the_gpu_and_the_runs_slots(tmp_path):
+    kind = server.KINDS["llama-cpp"]
+    args = dict(binary=tmp_path / "llama-server", gguf=tmp_path / "m.gguf", port=8080, threads=8, slots=64)
+    gpu, cpu = kind.command(**args, cuda=True), kind.command(**args, cuda=False)
+    assert gpu[gpu.index("-ngl") + 1] == "99" and "-ngl" not in cpu  # the CPU command is as it was
+    for command in (gpu, cpu):
+        assert command[command.index("--parallel") + 1] == "64"
+        assert command[command.index("-c") + 1] == str(64 * 4096)  # 4096 tokens a slot
+        assert command[command.index("--threads") + 1] == "8"
+
+
+def test_a_pinned_server_gets_no_more_threads_than_its_cpus():
+    assert server.compute_threads([0]) == 1
+    assert server.compute_threads(None) == server.physical_cores() >= server.compute_threads([0, 1])
+
+
+def test_the_llama_server_log_says_where_the_layers_went():
+    facts = server.llama_log_facts(H100_LOG + H100_LOG)  # a second load prints it all again
+    assert facts == {"layers_gpu": 3, "layers_total": 3,
+                     "cuda_devices": [{"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}]}
+    assert server.llama_log_facts("load_tensors: CPU model buffer size = 120 MiB\n") == {
+        "layers_gpu": None, "layers_total": None, "cuda_devices": []}
+
+
+def test_a_run_on_the_text_model_starts_llama_server_on_the_file_gpu_host_wrote(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    kind = server.KINDS["llama-cpp"]
+    with pytest.raises(server.ServerError, match="gpu-host BUNDLE --server llama-cpp"):
+        kind.gguf(vocab.SYNTHETIC_TEXT_MODEL)
+    written = paths.synthetic_gguf(vocab.SYNTHETIC_TEXT_MODEL)
+    written.parent.mkdir(parents=True)
+    written.write_bytes(b"GGUF")
+    assert kind.gguf(vocab.SYNTHETIC_TEXT_MODEL) == written and written.name.endswith(".gguf")
+    assert kind.gguf("gemma3:270m") == kind.gguf() != written  # any other name: the embedded model
+    assert kind.build() == {}
+    built = paths.llama_server_cache_bin().parent.parent / "built.json"
+    built.parent.mkdir(parents=True)
+    built.write_text(json.dumps({"cuda_arch": "90", "seconds": 193.0}))
+    assert kind.build()["cuda_arch"] == "90"
+
+
+def test_the_manifest_keeps_the_llama_server_build_slots_and_offload(tmp_path, monkeypatch):
+    from langbench.run import sweep
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    built = paths.llama_server_cache_bin().parent.parent / "built.json"
+    built.parent.mkdir(parents=True)
+    built.write_text(json.dumps({"cuda_arch": "90", "llama_cpp_commit": "0c1e57098", "cmake_tuning": "…",
+                                 "cmake": {"GGML_CUDA": "ON", "CMAKE_CUDA_ARCHITECTURES": "90"}}))
+    log = tmp_path / "llama-cpp.log"
+    log.write_text(H100_LOG)
+    srv = server.Server(url="http://127.0.0.1:1", embedded=True, log_path=log, kind="llama-cpp", slots=64,
+                        model=vocab.SYNTHETIC_TEXT_MODEL)
+    facts = sweep.llama_cpp_facts(srv)
+    assert facts["slots"] == 64 and facts["offload"]["layers_gpu"] == facts["offload"]["layers_total"] == 3
+    assert facts["build"]["cuda_arch"] == "90" and facts["build"]["llama_cpp_commit"] == "0c1e57098"
+    assert "cmake_tuning" not in facts["build"]  # the CMake text is in built.json, not in every manifest
+    assert sweep.SLOTS_SOURCE["llama-cpp"].startswith("--parallel")
 
 
 # --- the bundle ---------------------------------------------------------------------------------
