@@ -259,6 +259,121 @@ def test_the_manifest_keeps_the_llama_server_build_slots_and_offload(tmp_path, m
     assert sweep.SLOTS_SOURCE["llama-cpp"].startswith("--parallel")
 
 
+# --- gpu-host --server llama-cpp: the build's command line, without cmake ----------------------
+
+def test_the_gpu_build_is_the_cpu_build_plus_cuda_for_the_hosts_architecture_only(tmp_path):
+    from langbench.run import provision
+    src, build, tuning = tmp_path / "src", tmp_path / "build", tmp_path / "tuning.cmake"
+    options, (configure, compile_) = gpu.llama_cpp_commands(src, build, tuning, "90", jobs=16)
+    cpu, _ = gpu.llama_cpp_commands(src, build, tuning, None, jobs=16)
+    assert cpu == provision.llama_server_options()  # the project's CPU options, as make setup builds
+    assert {k: v for k, v in options.items() if k not in cpu} == {
+        "GGML_CUDA": "ON", "CMAKE_CUDA_ARCHITECTURES": "90", "GGML_CUDA_FA_ALL_QUANTS": "OFF",
+        "GGML_CUDA_FA_QUANTS": "f16-f16"}
+    assert all(options[k] == v for k, v in cpu.items())
+    assert configure[:5] == ["cmake", "-S", str(src), "-B", str(build)]
+    for flag in ("-DGGML_CUDA=ON", "-DCMAKE_CUDA_ARCHITECTURES=90", "-DGGML_CUDA_FA_QUANTS=f16-f16",
+                 "-DLLAMA_BUILD_UI=OFF", "-DBUILD_SHARED_LIBS=OFF", f"-DCMAKE_PROJECT_TOP_LEVEL_INCLUDES={tuning}"):
+        assert flag in configure, flag
+    assert compile_ == ["cmake", "--build", str(build), "--target", "llama-server", "-j", "16"]
+    with_nvcc, _ = gpu.llama_cpp_commands(src, build, tuning, "90", nvcc="/usr/local/cuda/bin/nvcc")
+    assert with_nvcc["CMAKE_CUDA_COMPILER"] == "/usr/local/cuda/bin/nvcc"
+
+
+def _llama_bundle(folder: Path) -> Path:
+    """A stand-in bundle: llama.cpp's sources reduced to one file, and bundle.json."""
+    import io
+    import tarfile
+    folder.mkdir()
+    with tarfile.open(folder / "llama-cpp-src.tar.xz", "w:xz") as tar:
+        data = b"project(llama.cpp)\n"
+        info = tarfile.TarInfo("llama.cpp/CMakeLists.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    (folder / "bundle.json").write_text(json.dumps({"llama_cpp": {"package": "llama-cpp-python==0.3.36",
+                                                                  "commit": "0c1e57098"}}))
+    return folder
+
+
+def test_gpu_host_builds_llama_server_where_server_kind_llama_cpp_finds_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    b, work = _llama_bundle(tmp_path / "b"), tmp_path / "work"
+    work.mkdir()
+    ran = []
+
+    def fake_cmake(cmd, log):  # the configure, then the build writes the binary
+        ran.append(cmd)
+        if "--build" in cmd:
+            binary = Path(cmd[cmd.index("--build") + 1]) / "bin" / "llama-server"
+            binary.parent.mkdir(parents=True)
+            binary.write_text("built")
+        return 0
+
+    monkeypatch.setattr(gpu, "_logged", fake_cmake)
+    monkeypatch.setattr(gpu, "nvcc_for_cmake", lambda: None)
+    monkeypatch.setattr(gpu, "_run", lambda cmd, what, **kw: subprocess.CompletedProcess(
+        cmd, 0, "nvcc: NVIDIA (R) Cuda compiler driver\nCuda compilation tools, release 13.0, V13.0.88\n", ""))
+    target = gpu.build_llama_server(b, work, "90", jobs=16)
+    assert target == paths.llama_server_cache_bin() and target.read_text() == "built"
+    assert [c[:2] for c in ran] == [["cmake", "-S"], ["cmake", "--build"]]
+    assert "-DCMAKE_CUDA_ARCHITECTURES=90" in ran[0] and ran[0][2] == str(work / "llama-src" / "llama.cpp")
+    built = server.KINDS["llama-cpp"].build()
+    assert built["cuda_arch"] == "90" and built["llama_cpp_commit"] == "0c1e57098" and built["from"] == "gpu bundle"
+    assert built["nvcc"] == "Cuda compilation tools, release 13.0, V13.0.88"
+    assert built["cmake"]["GGML_CUDA_FA_QUANTS"] == "f16-f16"
+    assert gpu.build_llama_server(b, work, "90") == target and len(ran) == 2  # a second call reuses it
+
+
+def test_gpu_host_server_llama_cpp_skips_ollamas_cuda_backend(tmp_path, monkeypatch):
+    from langbench import cli
+    called = {}
+    monkeypatch.setattr(gpu, "compute_capability", lambda: "90")
+    monkeypatch.setattr(gpu, "layout_clients", lambda b: called.setdefault("clients", b))
+    monkeypatch.setattr(gpu, "build_llama_server", lambda b, w, arch, jobs=None: called.setdefault("arch", (arch, jobs)))
+    monkeypatch.setattr(gpu, "write_text_model", lambda b: {"path": "m.gguf"})
+    monkeypatch.setattr(gpu, "check_llama_server", lambda w, want_cuda: {"layers_gpu": 3, "layers_total": 3})
+    for untouched in ("build_cuda_backend", "layout", "prepare_host"):
+        monkeypatch.setattr(gpu, untouched, lambda *a, **k: pytest.fail(f"{untouched} ran in llama-cpp mode"))
+    code = cli.main(["gpu-host", str(tmp_path / "b"), "--work", str(tmp_path / "w"), "--server", "llama-cpp",
+                     "--jobs", "16"])
+    assert code == 0 and called["arch"] == ("90", 16) and called["clients"] == tmp_path / "b"
+
+
+def test_a_bundle_made_from_other_agent_sources_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    b = _llama_bundle(tmp_path / "b")
+    (b / "bundle.json").write_text(json.dumps({"rust_source_digest": "000000000000"}))
+    with pytest.raises(gpu.GpuError, match="built from other sources"):
+        gpu.layout_clients(b)
+    (b / "bundle.json").write_text(json.dumps({"rust_source_digest": paths.rust_source_digest()}))
+    (b / "bin").mkdir()
+    (b / "bin" / "langbench-replay").write_text("replay")
+    assert gpu.layout_clients(b) == [paths.replay_server_bin()] and paths.replay_server_bin().read_text() == "replay"
+
+
+def test_the_bundle_carries_every_package_the_python_clients_import():
+    """The clients' own venv (make setup: AGENT_PACKAGES ollama openai aiohttp uvloop at the pins)
+    holds exactly what python, python-tuned and python-raw import: the bundle carries each."""
+    import re
+    site = next((paths.AGENT_VENV / "lib").glob("python3*/site-packages"), None)
+    if site is None:
+        pytest.skip("no .venv-agent: make setup makes it")
+    norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()  # noqa: E731
+    installed = {norm(d.name.split("-")[0]) for d in site.glob("*.dist-info")} - {"pip", "setuptools"}
+    assert installed <= {norm(w) for w in gpu.WHEELS}, installed - {norm(w) for w in gpu.WHEELS}
+    for name in gpu.WHEELS:
+        gpu._pinned(name)  # each at its constraints.txt pin
+
+
+def test_the_bundles_llama_cpp_leaves_out_only_what_building_llama_server_never_reads():
+    assert gpu.leaves_out("models/ggml-vocab-gemma-4.gguf") and gpu.leaves_out("ggml/src/ggml-vulkan/x.cpp")
+    assert gpu.leaves_out("tools/ui/src/app.ts") and gpu.leaves_out(".git")
+    for kept in ("CMakeLists.txt", "ggml/src/ggml-cuda/fattn.cu", "ggml/src/ggml-cpu/ggml-cpu.c",
+                 "tools/server/server.cpp", "tools/ui/CMakeLists.txt", "tools/mtmd/CMakeLists.txt",
+                 "scripts/ui-assets.cmake", "vendor/nlohmann/json.hpp", "common/arg.cpp", "src/llama.cpp"):
+        assert not gpu.leaves_out(kept), kept
+
+
 # --- the bundle ---------------------------------------------------------------------------------
 
 def test_the_portable_ollama_is_built_for_x86_64_v3_stripped_with_its_version(tmp_path, monkeypatch):
@@ -308,10 +423,43 @@ def test_the_bundle_holds_what_a_gpu_host_needs_within_64_mib(tmp_path):
         names = tar.getnames()
     assert "CMakeLists.txt" in names and any(n.endswith("ggml-cuda/CMakeLists.txt") for n in names)
     wheels = " ".join(doc["wheels"])
-    for name in ("ollama-0.6.3", "pydantic_core", "cp312", "jsonschema", "gguf-0.17.1"):
+    for name in ("ollama-0.6.3", "pydantic_core", "cp312", "jsonschema", "gguf-0.17.1",
+                 "openai-3.51.0", "aiohttp-3.14.5-cp312", "uvloop-0.23.0-cp312", "jiter-0.19.0-cp312"):
         assert name in wheels, name
     agent = subprocess.run([str(b / "bin" / "langbench-agent"), "--help"], capture_output=True, text=True)
     assert agent.returncode == 0 and "--jobs" in agent.stdout
+    replay = subprocess.run([str(b / "bin" / "langbench-replay"), "--help"], capture_output=True, text=True)
+    assert replay.returncode == 0 and "--profile" in replay.stdout
+    assert doc["rust_source_digest"] == paths.rust_source_digest()
+    assert doc["llama_cpp"]["package"] == "llama-cpp-python==0.3.36" and doc["llama_cpp"]["commit"] == "0c1e57098"
+    # what is kept of llama.cpp configures llama-server with the project's options, every input there
+    from langbench.run import provision
+    with tarfile.open(b / "llama-cpp-src.tar.xz") as tar:
+        tar.extractall(tmp_path / "src", filter="data")
+    tuning = tmp_path / "tuning.cmake"
+    tuning.write_text(provision.CMAKE_TUNING)
+    configure, _ = provision.llama_server_commands(tmp_path / "src" / "llama.cpp", tmp_path / "build",
+                                                   provision.llama_server_options(), tuning, tool=provision.ninja())
+    done = subprocess.run(configure, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    if provision.ninja():  # a dry run names any source file left out
+        dry = subprocess.run([provision.ninja(), "-C", str(tmp_path / "build"), "-n", "llama-server"],
+                             capture_output=True, text=True, timeout=300)
+        assert dry.returncode == 0 and "llama-server" in dry.stdout, dry.stdout[-2000:] + dry.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_llama_cpp_bundle_leaves_ollama_out_and_fits_one_device_call(tmp_path):
+    """`bundle gpu --server llama-cpp`: no ollama and no ggml, so that it travels with the
+    checkout within a device call's 64 MiB (the tracked files are about 7 MiB)."""
+    done = subprocess.run([str(paths.ROOT / ".venv/bin/python"), "-m", "langbench", "bundle", "gpu",
+                           "--out", str(tmp_path / "b"), "--server", "llama-cpp"],
+                          capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    doc = json.loads((tmp_path / "b" / "bundle.json").read_text())
+    assert doc["servers"] == ["llama-cpp"] and "bin/ollama" not in doc["files"] and "ggml-src.tar.xz" not in doc["files"]
+    assert {"llama-cpp-src.tar.xz", "bin/langbench-agent", "bin/langbench-replay", "gemma3-vocab.gguf"} <= set(doc["files"])
+    assert doc["bytes"] <= 40 * 2**20, doc["bytes"]
 
 
 # --- the report section without a GPU ------------------------------------------------------------
