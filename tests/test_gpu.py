@@ -569,6 +569,47 @@ def test_a_fixed_num_thread_goes_with_both_modes(tmp_path):
         assert b.options["num_thread"] == p.fixed["num_thread"], b.batch_id
 
 
+GPU_SCALE = ("scale-gpu.yaml", "scale-gpu-agent.yaml")
+
+
+@pytest.mark.parametrize("name", GPU_SCALE)
+def test_the_gpu_scale_files_run_every_client_on_llama_server_with_three_units_a_cell(name):
+    """Issue 42's design: llama-server on the GPU, the text-only model, /v1/chat/completions,
+    four clients each pinned apart from the server, N = 1 … 64, captured; every client × N cell
+    gets at least the 3 batch units the knees' CIs need (batches × modes: scale.py pools modes)."""
+    from collections import Counter
+    from langbench.run import params, plan
+    p = params.load(paths.PARAMETERS / name)
+    assert p.server == {"host": "embedded", "kind": "llama-cpp"} and p.model == vocab.SYNTHETIC_TEXT_MODEL
+    assert params.endpoints(p.raw) == ["openai-chat"] and p.capture is True and p.isolation == "pinned"
+    assert sorted(p.agents) == sorted(("python", "python-tuned", "python-raw", "rust"))
+    assert p.concurrency == [1, 4, 16, 64] and plan.slots(p) == 64  # --parallel: the highest N
+    assert p.raw.get("workload", "single") == ("agent" if "agent" in name else "single")
+    batches = plan.build(p)
+    units = Counter((b.agent, b.config["concurrency"]) for b in batches)
+    assert len(units) == 4 * 4 and min(units.values()) >= 3
+    assert len(batches) <= 64  # one agent process each: what a lent GPU's minutes allow (bench/gpu_scale.sh)
+
+
+@pytest.mark.parametrize("name", GPU_SCALE)
+def test_the_replay_twin_is_the_same_design_on_the_replay_server(name, tmp_path):
+    """bench/replay_twin.py: the real file's batches, runs and requests, on the replay server
+    of a profile at the captured pace (the shipped CPU profile stands in for the GPU capture's)."""
+    import sys
+    from langbench.run import params, plan
+    out = tmp_path / "deeper" / "twin.yaml"  # written elsewhere: its prompt files still resolve
+    done = subprocess.run([sys.executable, str(paths.ROOT / "bench" / "replay_twin.py"), str(paths.PARAMETERS / name),
+                           str(paths.PARAMETERS / "profiles" / "embedded-gemma3-270m.json"), str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    real, twin = params.load(paths.PARAMETERS / name), params.load(out)
+    assert twin.server["kind"] == "replay" and twin.server["time_scale"] == 1 and twin.server["load"] == "profile"
+    assert "capture" not in twin.raw and twin.name == f"{real.name}-replay"
+    assert twin.prompts == real.prompts and twin.tasks == real.tasks
+    assert [(b.batch_id, b.agent, b.options, [r.run_id for r in b.runs]) for b in plan.build(twin)] == \
+        [(b.batch_id, b.agent, b.options, [r.run_id for r in b.runs]) for b in plan.build(real)]
+
+
 @pytest.mark.slow
 def test_the_kept_agent_run_on_one_gpu_renders_its_agent_loops_here(tmp_path):
     """results/agent-gpu-h200 (parameters/agent-gpu.yaml, made with bench/gpu_study.sh on one
