@@ -462,6 +462,54 @@ def test_a_llama_cpp_bundle_leaves_ollama_out_and_fits_one_device_call(tmp_path)
     assert doc["bytes"] <= 40 * 2**20, doc["bytes"]
 
 
+# --- bench/gpu_scale.sh: the one device call, its steps stubbed ------------------------------------
+
+FAKE_PYTHON = """#!/bin/bash
+case "$*" in
+  *"-m pip install"*) mkdir -p "$(sed 's/.*--target \\([^ ]*\\).*/\\1/' <<<"$*")";;
+  *gpu-host*) echo "gpu: ready ($*)";;
+  *"-m langbench sweep"*) id=$(sed 's/.*--run-id \\([^ ]*\\).*/\\1/' <<<"$*"); mkdir -p outputs/$id/jobs
+     echo '{}' > outputs/$id/records.jsonl; [[ "$*" == *replay* ]] || echo '{}' > outputs/$id/capture.jsonl;;
+  *"-m langbench profile"*) echo '{}' > "${@: -1}/profile.json";;
+  *replay_twin.py*) echo "name: twin" > "${@: -1}";;
+esac
+"""
+
+
+def test_gpu_scale_sh_runs_build_sweeps_profiles_and_twins_in_order_and_packs_data_only(tmp_path):
+    """The script's own logic on stand-ins for python3 and nvidia-smi: every step timed, the
+    real runs before their replay twins, each run packed without jobs/, within 8 files."""
+    import os
+    import shutil
+    import tarfile
+    repo, fake = tmp_path / "repo", tmp_path / "bin"
+    (repo / "bench").mkdir(parents=True)
+    shutil.copy2(paths.ROOT / "bench" / "gpu_scale.sh", repo / "bench")
+    fake.mkdir()
+    (fake / "python3").write_text(FAKE_PYTHON)
+    (fake / "nvidia-smi").write_text("#!/bin/bash\necho 'NVIDIA H100 80GB HBM3'\n")
+    for f in fake.iterdir():
+        f.chmod(0o755)
+    (tmp_path / "bundle" / "wheels").mkdir(parents=True)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "WORK": str(tmp_path / "work"), "BUDGET": "400"}
+    done = subprocess.run(["bash", str(repo / "bench" / "gpu_scale.sh"), str(tmp_path / "bundle"), str(tmp_path / "out")],
+                          env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    runs = ["scale-gpu-h100", "scale-gpu-agent-h100", "scale-gpu-replay-h100", "scale-gpu-agent-replay-h100"]
+    out = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert out == sorted([f"{r}.tar.xz" for r in runs] + ["gpu-host.log.xz", "timings.txt"]) and len(out) <= 8
+    steps = [line.split("  ")[0] for line in (tmp_path / "out" / "timings.txt").read_text().splitlines()[1:]]
+    assert steps == ["wheels", "gpu-host (build, model, check)", "sweep scale-gpu-h100", "sweep scale-gpu-agent-h100",
+                     "profile scale-gpu-h100", "twin scale-gpu", "sweep scale-gpu-replay-h100",
+                     "profile scale-gpu-agent-h100", "twin scale-gpu-agent", "sweep scale-gpu-agent-replay-h100",
+                     "pack", "total"]
+    with tarfile.open(tmp_path / "out" / "scale-gpu-h100.tar.xz") as tar:
+        names = tar.getnames()
+    assert "scale-gpu-h100/capture.jsonl" in names and "scale-gpu-h100/profile.json" in names
+    assert not [n for n in names if "/jobs" in n]
+    assert "--server llama-cpp" in done.stdout
+
+
 # --- the report section without a GPU ------------------------------------------------------------
 
 def test_the_gpu_section_says_so_on_a_run_without_a_gpu(tiny_run):
