@@ -5,6 +5,8 @@
 #   CLUSTER=local (one Dask worker and one embedded Ollama per GPU; CUDA_VISIBLE_DEVICES=0 for one), RUN_ID=… to name or resume
 #   a run, SWEEP_TIMEOUT=seconds to stop the sweep (resumably) and pack what it has,
 #   DEADLINE=epoch seconds to stop it by then, LENGTH_PROBE=1 to add bench/length_probe.py's file to a finished run.
+#   GPU_HOST_ARGS="--server llama-cpp" builds llama-server with CUDA instead of Ollama's backend (issue 42);
+#   bench/gpu_scale.sh runs the scale study on it, its profiles and replay twins in one call.
 # Installs the bundle's wheels, builds the CUDA backend, writes and registers the synthetic
 # gemma3:latest-shaped model, checks the server offloads to the GPU, runs the sweep, and packs
 # the run (no jobs/, no HTML) into OUTDIR/run.tar.xz, also when the sweep stops early.

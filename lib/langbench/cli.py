@@ -65,9 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ollama", metavar="PATH", help="pack this ollama binary instead of building the "
                    "portable one (needs --ollama-cflags: what it was built with; the tests use it)")
     p.add_argument("--ollama-cflags", metavar="FLAGS", help="the CGO flags the --ollama binary was built with")
+    p.add_argument("--server", choices=["both", "ollama", "llama-cpp"], default="both",
+                   help="whose sources it carries: both (default), or one (llama-cpp leaves out Ollama's "
+                        "binary and ggml, 31 MB, so that bundle and checkout fit one device call)")
     p = sub.add_parser("gpu-host", help="on a GPU host: CUDA backend, layout, synthetic model, check")
     p.add_argument("bundle", help="the folder `bundle gpu` made")
     p.add_argument("--work", default="/tmp/langbench-gpu", help="where to build and lay out")
+    p.add_argument("--server", choices=["ollama", "llama-cpp"], default="ollama",
+                   help="ollama (default): its CUDA backend and the gemma3:latest-shaped model; llama-cpp: "
+                        "llama-server built with CUDA for this GPU and the text-only 2-block model "
+                        "(server.kind: llama-cpp), Ollama untouched")
+    p.add_argument("--jobs", type=int, metavar="N", help="parallel compile jobs (default: every CPU)")
     p.add_argument("--small", action="store_true", help="a 2-block model (tests)")
     p.add_argument("--no-cuda", action="store_true", help="skip the CUDA backend (a CPU host)")
     args = parser.parse_args(argv)
@@ -112,7 +120,10 @@ def _command(args: argparse.Namespace) -> int:
         from langbench.gpuhost import bundle
         try:
             if args.command == "bundle":
-                bundle.bundle(Path(args.out), Path(args.ollama) if args.ollama else None, args.ollama_cflags)
+                servers = bundle.SERVERS if args.server == "both" else (args.server,)
+                bundle.bundle(Path(args.out), Path(args.ollama) if args.ollama else None, args.ollama_cflags, servers)
+            elif args.server == "llama-cpp":
+                bundle.prepare_llama_cpp_host(Path(args.bundle), Path(args.work), not args.no_cuda, args.jobs)
             else:
                 bundle.prepare_host(Path(args.bundle), Path(args.work), args.small, not args.no_cuda)
         except bundle.GpuError as e:

@@ -144,6 +144,12 @@ def gguf_path() -> Path:
     return cache_dir() / "models" / f"{GGUF_PACKAGE}-{GGUF_PACKAGE_VERSION}" / GGUF_FILE
 
 
+def synthetic_gguf(model: str) -> Path:
+    """Where a synthetic model that llama-server loads by name lies (gpu-host --server llama-cpp
+    writes the text-only one there; server.kind llama-cpp starts on it when a run names it)."""
+    return cache_dir() / "models" / "synthetic" / (re.sub(r"[^A-Za-z0-9._-]+", "-", model) + ".gguf")
+
+
 def embedded_store() -> Path:
     """The embedded server's own model store (OLLAMA_MODELS), keyed by Ollama version; the
     environment's LANGBENCH_OLLAMA_MODELS puts it elsewhere (each lane of `make test` has its own)."""

@@ -6,6 +6,11 @@ report of a run on it says so (MODEL_NOTE).
 
     write_gemma3_4b_shape(out, vocab)          # 883 tensors, 3.32 GB of tensor data
     write_gemma3_4b_shape(out, vocab, small=True)  # 2 blocks, vocab cut: for tests
+    write_text_model(out, vocab)               # TEXT: 2 blocks, no vision tower, 28 tensors (llama.cpp)
+
+llama.cpp's llama-server loads a text model and its vision tower from two files: given one with
+the `v.*` and `mm.*` tensors it refuses it ("wrong number of tensors; expected 51, got 28", seen
+on an H100, issue 42), so its model is written text-only (no vision tensors, no vision keys).
 
 Pitfalls met on an H100 (../shared/gpu/README.md) and handled here: with random weights the
 tied, √2560-scaled embedding makes the model repeat its input token until Ollama aborts the
@@ -20,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from langbench.vocab import MODEL_NOTE  # what the model says of itself, and every report of a run on it
+from langbench.vocab import MODEL_NOTE, TEXT_MODEL_NOTE  # what a model says of itself, and every report of a run on it
 
 Q4_K_BYTES, Q6_K_BYTES, QK = 144, 210, 256  # bytes per 256-value block
 EOS, END_OF_TURN = 1, 106
@@ -44,6 +49,10 @@ class Shape:
 
 FULL = Shape()
 SMALL = Shape(blocks=2, vocab=4096, vision_blocks=1)
+# llama-server's model on a GPU (vocab.SYNTHETIC_TEXT_MODEL): SMALL without its vision tower, the
+# shape of the issue 42 run that streamed 2.4k tok/s into one session on an H100. The vocabulary
+# cut to 4,096 keeps the server's sampling (per slot, on the CPU) from bounding its rate at 64 slots.
+TEXT = Shape(blocks=2, vocab=4096, vision_blocks=0)
 
 
 def _uses_more_bits(i: int, n: int) -> bool:
@@ -51,8 +60,9 @@ def _uses_more_bits(i: int, n: int) -> bool:
     return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
 
 
-def tensor_specs(shape: Shape = FULL) -> list[tuple[str, tuple[int, ...], str]]:
-    """(name, numpy shape = reversed ggml ne, kind) of gemma3:latest, in file order."""
+def tensor_specs(shape: Shape = FULL, vision: bool = True) -> list[tuple[str, tuple[int, ...], str]]:
+    """(name, numpy shape = reversed ggml ne, kind) of gemma3:latest, in file order; without
+    `vision`, the text model alone (no `v.*` or `mm.*` tensor: llama.cpp's file)."""
     e, hd = shape.embedding, shape.head_dim
     specs = [("token_embd.weight", (shape.vocab, e), "q6k")]
     for i in range(shape.blocks):
@@ -68,6 +78,8 @@ def tensor_specs(shape: Shape = FULL) -> list[tuple[str, tuple[int, ...], str]]:
                   (p + "ffn_down.weight", (e, shape.ffn), "q6k" if big else "q4k"),
                   (p + "post_ffw_norm.weight", (e,), "one")]
     specs.append(("output_norm.weight", (e,), "one"))
+    if not vision:
+        return specs
     ve, vf = shape.vision_embedding, shape.vision_ffn
     specs += [("v.patch_embedding.weight", (ve, 3, shape.patch, shape.patch), "f16"),
               ("v.patch_embedding.bias", (ve,), "zero"),
@@ -199,11 +211,23 @@ def _add_vocab(w, vocab: dict) -> None:
 def write_gemma3_4b_shape(out: Path, vocab_source: Path, small: bool = False, seed: int = 0) -> dict:
     """Write the model; returns {"tensors", "data_bytes"}. The vocabulary is cut to the
     shape's size when small (tests)."""
+    return write_model(out, vocab_source, SMALL if small else FULL, vision=True, seed=seed)
+
+
+def write_text_model(out: Path, vocab_source: Path, shape: Shape = TEXT, seed: int = 0) -> dict:
+    """The text-only model llama-server loads (vocab.SYNTHETIC_TEXT_MODEL): `shape`'s blocks
+    without the vision tower's tensors and keys; returns {"tensors", "data_bytes"}."""
+    return write_model(out, vocab_source, shape, vision=False, seed=seed, note=TEXT_MODEL_NOTE)
+
+
+def write_model(out: Path, vocab_source: Path, shape: Shape, vision: bool = True, seed: int = 0,
+                note: str = MODEL_NOTE) -> dict:
+    """Write a gemma3-shaped GGUF of `shape` (its vision tower too where `vision`); the Gemma 3
+    vocabulary is cut to the shape's size. Returns {"tensors", "data_bytes"}."""
     import gguf
     from gguf import GGMLQuantizationType as T
-    shape = SMALL if small else FULL
     vocab = read_vocab(vocab_source)
-    if small:
+    if len(vocab["tokens"]) > shape.vocab:
         vocab = {k: v[:shape.vocab] for k, v in vocab.items()}
     if len(vocab["tokens"]) != shape.vocab:
         raise ValueError(f"{vocab_source}: {len(vocab['tokens'])} tokens, a Gemma 3 vocabulary has {shape.vocab}")
@@ -224,19 +248,20 @@ def write_gemma3_4b_shape(out: Path, vocab_source: Path, small: bool = False, se
     w.add_float32("gemma3.attention.layer_norm_rms_epsilon", 1e-6)
     w.add_float32("gemma3.rope.local.freq_base", 10000.0)
     w.add_float32("gemma3.rope.global.freq_base", 1e6)
-    u("gemma3.mm.tokens_per_image", 256)
-    u("gemma3.vision.block_count", shape.vision_blocks)
-    u("gemma3.vision.embedding_length", shape.vision_embedding)
-    u("gemma3.vision.feed_forward_length", shape.vision_ffn)
-    u("gemma3.vision.image_size", shape.image_size)
-    u("gemma3.vision.patch_size", shape.patch)
-    u("gemma3.vision.num_channels", 3)
-    u("gemma3.vision.attention.head_count", 16)
-    w.add_float32("gemma3.vision.attention.layer_norm_epsilon", 1e-6)
-    w.add_string("general.description", MODEL_NOTE)
+    if vision:
+        u("gemma3.mm.tokens_per_image", 256)
+        u("gemma3.vision.block_count", shape.vision_blocks)
+        u("gemma3.vision.embedding_length", shape.vision_embedding)
+        u("gemma3.vision.feed_forward_length", shape.vision_ffn)
+        u("gemma3.vision.image_size", shape.image_size)
+        u("gemma3.vision.patch_size", shape.patch)
+        u("gemma3.vision.num_channels", 3)
+        u("gemma3.vision.attention.head_count", 16)
+        w.add_float32("gemma3.vision.attention.layer_norm_epsilon", 1e-6)
+    w.add_string("general.description", note)
     _add_vocab(w, vocab)
 
-    specs = tensor_specs(shape)
+    specs = tensor_specs(shape, vision)
     quant = {"q4k": (T.Q4_K, Q4_K_BYTES), "q6k": (T.Q6_K, Q6_K_BYTES)}
     for name, dims, kind in specs:  # declare every tensor, then stream the data one by one
         if kind in quant:

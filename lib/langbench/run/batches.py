@@ -95,7 +95,8 @@ class Keeper:
         kind = self.srv.kind
         log = self.srv.log_path or self.run_dir / ("ollama.log" if kind == "ollama" else f"{kind}.log")
         extra = {"setting": self.srv.setting} if self.srv.setting else {}
-        self.srv = server.KINDS[kind].start(log_path=log, env=self.srv.env, cpus=self.srv.cpus, **extra)
+        self.srv = server.KINDS[kind].start(log_path=log, env=self.srv.env, cpus=self.srv.cpus,
+                                            slots=self.srv.slots, model=self.srv.model, **extra)
         self.restarts += 1
         tqdm.write(f"sweep: the embedded {kind} server had died; restarted at {self.srv.url}\n{tail}",
                    file=sys.stderr)

@@ -206,8 +206,7 @@ def ensure_llama_server() -> Path:
     built there with cmake from the llama.cpp that PyPI's llama-cpp-python sdist vendors.
 
     GGML_NATIVE=OFF with the SIMD options this CPU has (paths.ggml_cmake_options: never AMX),
-    static, no web UI (it would be downloaded at build time), no OpenSSL, no tests or examples:
-    one self-contained binary. CMAKE_TUNING says what else is set and why."""
+    and LLAMA_SERVER_OPTIONS: one self-contained binary. CMAKE_TUNING says what else is set and why."""
     target = paths.llama_server_cache_bin()
     if target.exists():
         say(f"llama-server: {target}")
@@ -221,6 +220,69 @@ def ensure_llama_server() -> Path:
             say(f"llama-server: {target}")
             return target
         return _build_llama_server(target, log_path)
+
+
+# The llama-server build's CMake options besides ggml's CPU ones (paths.ggml_cmake_options): static,
+# no web UI (it would be downloaded at build time), no OpenSSL, no tests or examples.
+LLAMA_SERVER_OPTIONS = {"CMAKE_BUILD_TYPE": "Release", "BUILD_SHARED_LIBS": "OFF",
+                        "LLAMA_BUILD_TESTS": "OFF", "LLAMA_BUILD_EXAMPLES": "OFF",
+                        "LLAMA_BUILD_TOOLS": "ON", "LLAMA_BUILD_SERVER": "ON", "LLAMA_BUILD_APP": "OFF",
+                        "LLAMA_BUILD_UI": "OFF", "LLAMA_USE_PREBUILT_UI": "OFF", "LLAMA_OPENSSL": "OFF",
+                        "GGML_CCACHE": "OFF"}
+# On a GPU host (gpuhost.bundle, issue 42): ggml's CUDA backend for that one architecture, and
+# flash attention's kernels for f16 K/V only (the only cache type langbench runs; the other pairs
+# are most of the CUDA compile). Measured on an H100: 193 s with -j16.
+LLAMA_SERVER_CUDA_OPTIONS = {"GGML_CUDA": "ON", "GGML_CUDA_FA_ALL_QUANTS": "OFF", "GGML_CUDA_FA_QUANTS": "f16-f16"}
+
+
+def llama_server_options(cuda_arch: str | None = None, flags: set[str] | None = None) -> dict[str, str]:
+    """Every CMake option of a llama-server build: LLAMA_SERVER_OPTIONS, ggml's options for this
+    CPU (`flags`: another's), and with `cuda_arch` ("90" on an H100 or H200) the CUDA backend for
+    that architecture only."""
+    options = {**LLAMA_SERVER_OPTIONS, **paths.ggml_cmake_options(flags)}
+    if cuda_arch:
+        options.update(LLAMA_SERVER_CUDA_OPTIONS, CMAKE_CUDA_ARCHITECTURES=cuda_arch)
+    return options
+
+
+def llama_server_commands(source: Path, build: Path, options: dict[str, str], tuning: Path,
+                          jobs: int | None = None, tool: str | None = None) -> list[list[str]]:
+    """cmake's configure and build of the `llama-server` target alone: `tool` the Ninja binary
+    (None: CMake's default generator), `tuning` the file CMAKE_TUNING is written to."""
+    # Ninja, where there is one: the Makefiles' target-by-target order compiled
+    # server-context (one 50 s unit) only after every library it links was archived, one
+    # core idle meanwhile; Ninja compiles any object once its inputs exist, the deepest
+    # chain of the graph first (ninja >= 1.12, its critical-path scheduler, ninja-build/ninja
+    # PR 2177). Same compile commands; the binary came out the same size (not compared byte by byte).
+    generator = ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={tool}"] if tool else []
+    return [["cmake", "-S", str(source), "-B", str(build), *generator,
+             *(f"-D{k}={v}" for k, v in options.items()), f"-DCMAKE_PROJECT_TOP_LEVEL_INCLUDES={tuning}"],
+            ["cmake", "--build", str(build), "--target", "llama-server", "-j", str(jobs or os.cpu_count() or 2)]]
+
+
+LLAMA_CPP_PREFIX = "vendor/llama.cpp/"  # where the sdist keeps the llama.cpp it vendors
+
+
+def llama_cpp_members(sdist: tarfile.TarFile) -> list[tuple[tarfile.TarInfo, str]]:
+    """The sdist's vendored llama.cpp: (member, path inside llama.cpp/) for each of its entries."""
+    out = []
+    for m in sdist.getmembers():
+        _, _, rest = m.name.partition("/")
+        if rest.startswith(LLAMA_CPP_PREFIX) and rest != LLAMA_CPP_PREFIX:
+            out.append((m, rest[len(LLAMA_CPP_PREFIX):]))
+    return out
+
+
+def download_llama_cpp_sdist(folder: Path, log=None) -> Path:
+    """PyPI's llama-cpp-python sdist (paths.LLAMA_CPP_PACKAGE_VERSION) into `folder`."""
+    spec = f"{paths.LLAMA_CPP_PACKAGE}=={paths.LLAMA_CPP_PACKAGE_VERSION}"
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+           "--no-deps", "--no-binary", ":all:", spec, "-d", str(folder)]
+    done = subprocess.run(cmd, stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT, text=log is None)
+    if done.returncode != 0:
+        raise RuntimeError(f"pip download {spec} failed (exit {done.returncode})"
+                           + (f": {done.stdout[-2000:]}" if log is None else ""))
+    return next(Path(folder).glob("*.tar.gz"))
 
 
 def _build_llama_server(target: Path, log_path: Path) -> Path:
@@ -238,34 +300,21 @@ def _build_llama_server(target: Path, log_path: Path) -> Path:
                 tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
                 raise RuntimeError(f"llama-server build failed at `{cmd[0]} {cmd[1]}` "
                                    f"(log {log_path}):\n{tail}")
-        step(sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-             "--no-deps", "--no-binary", ":all:", spec, "-d", tmp)
-        sdist = next(Path(tmp).glob("*.tar.gz"))
-        prefix = f"{sdist.name.removesuffix('.tar.gz')}/vendor/llama.cpp/"
+        log.write(f"$ pip download {spec}\n")
+        log.flush()
+        sdist = download_llama_cpp_sdist(Path(tmp), log)
+        source = Path(tmp) / "llama.cpp"
         with tarfile.open(sdist) as tar:
-            members = [m for m in tar.getmembers() if m.name.startswith(prefix)]
-            tar.extractall(tmp, members=members, filter="data")
-        source = Path(tmp) / prefix
-        options = {"CMAKE_BUILD_TYPE": "Release", "BUILD_SHARED_LIBS": "OFF",
-                   "LLAMA_BUILD_TESTS": "OFF", "LLAMA_BUILD_EXAMPLES": "OFF",
-                   "LLAMA_BUILD_TOOLS": "ON", "LLAMA_BUILD_SERVER": "ON", "LLAMA_BUILD_APP": "OFF",
-                   "LLAMA_BUILD_UI": "OFF", "LLAMA_USE_PREBUILT_UI": "OFF", "LLAMA_OPENSSL": "OFF",
-                   "GGML_CCACHE": "OFF", **paths.ggml_cmake_options()}
+            for member, rel in llama_cpp_members(tar):
+                member.name = f"llama.cpp/{rel}"
+                tar.extract(member, tmp, filter="data")
+        options = llama_server_options()
         build = Path(tmp) / "build"
         tuning = Path(tmp) / "langbench-tuning.cmake"
         tuning.write_text(CMAKE_TUNING)
-        # Ninja, where there is one: the Makefiles' target-by-target order compiled
-        # server-context (one 50 s unit) only after every library it links was archived, one
-        # core idle meanwhile; Ninja compiles any object once its inputs exist, the deepest
-        # chain of the graph first (ninja >= 1.12, its critical-path scheduler, ninja-build/ninja
-        # PR 2177). Same compile commands; the binary came out the same size (not compared byte by byte).
         tool = ninja()
-        generator = ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={tool}"] if tool else []
-        step("cmake", "-S", str(source), "-B", str(build), *generator,
-             *(f"-D{k}={v}" for k, v in options.items()),
-             f"-DCMAKE_PROJECT_TOP_LEVEL_INCLUDES={tuning}")
-        step("cmake", "--build", str(build), "--target", "llama-server",
-             "-j", str(os.cpu_count() or 2))
+        for cmd in llama_server_commands(source, build, options, tuning, tool=tool):
+            step(*cmd)
         partial = target.with_suffix(f".tmp{os.getpid()}")
         shutil.copy2(build / "bin" / "llama-server", partial)
         partial.replace(target)

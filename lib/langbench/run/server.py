@@ -36,7 +36,7 @@ from pathlib import Path
 
 import httpx
 
-from langbench import paths, storage
+from langbench import paths, storage, vocab
 
 # How long starting llama-server waits for a build of it that another process holds (make test
 # builds it at idle priority beside the tests: provision.start_llama_server_build), seconds.
@@ -59,6 +59,8 @@ class Server:
     threads: int | None = None  # compute threads it was started with (llama-cpp: --threads)
     command: list[str] | None = None  # how an embedded server other than Ollama was started
     setting: dict | None = None  # replay: the server block it was started from (a restart reuses it)
+    slots: int = 1  # the parallel request slots it was started with (a restart reuses them)
+    model: str | None = None  # llama-cpp: the model it was started on (a restart reuses it)
 
     @property
     def api(self) -> str:
@@ -230,6 +232,13 @@ def physical_cores() -> int:
     return max(1, min(cores, len(os.sched_getaffinity(0))))
 
 
+def compute_threads(cpus: list[int] | None = None) -> int:
+    """A server's compute threads: physical_cores(), and no more than the CPUs it is pinned to
+    (`isolation: pinned` gives a server half the host's CPUs: as many threads as the whole host
+    has cores would be two spinning threads per CPU)."""
+    return min(physical_cores(), len(cpus)) if cpus else physical_cores()
+
+
 def _get_json(url: str, timeout: float = 2.0):
     """The JSON a GET answers with status 200, else None."""
     try:
@@ -270,8 +279,10 @@ class OllamaKind:
         return server_version(url) is not None
 
     def start(self, log_path: Path | None = None, env: dict | None = None, cpus: list[int] | None = None,
-              port: int | None = None, slots: int = 1) -> Server:
-        return start_embedded(port=port, log_path=log_path, env=env, cpus=cpus)
+              port: int | None = None, slots: int = 1, model: str | None = None) -> Server:
+        srv = start_embedded(port=port, log_path=log_path, env=env, cpus=cpus)
+        srv.slots = slots  # OLLAMA_NUM_PARALLEL in env: it holds every model it is asked for
+        return srv
 
     def ensure_model(self, server: Server, model: str) -> None:
         ensure_model(server, model)
@@ -280,24 +291,56 @@ class OllamaKind:
 class LlamaCppKind:
     """llama.cpp's `llama-server` (make setup builds it), on the same GGUF as the embedded
     Ollama, with the settings that make it Ollama's like: Ollama's default compute threads
-    (physical_cores), its default context (4096) and batch (512), flash attention off (Ollama
-    0.11.4's default), `slots` parallel slots, and a chat template that sends the last message's
-    text as is, as the embedded model's `{{ .Prompt }}` does."""
+    (physical_cores, and never more than the CPUs it is pinned to), its default context (4096)
+    and batch (512), flash attention off (Ollama 0.11.4's default), `slots` parallel slots, and a
+    chat template that sends the last message's text as is, as the embedded model's
+    `{{ .Prompt }}` does.
+
+    A run that names a synthetic model written for llama-server (vocab.SYNTHETIC_TEXT_MODEL,
+    at paths.synthetic_gguf: `gpu-host --server llama-cpp` writes it) starts on that file. A
+    llama-server built with CUDA (its built.json names the architecture: `gpu-host --server
+    llama-cpp` builds it there) gets every layer on the GPU (-ngl 99), as Ollama's num_gpu 99."""
     name, api = "llama-cpp", "openai"
     CONTEXT, BATCH = 4096, 512
     TEMPLATE = "{{ messages[-1]['content'] }}"
+    GPU_LAYERS = 99  # more than any model here has: every layer
 
     def alive(self, url: str) -> bool:
         doc = _get_json(f"{url}/health", timeout=1.0)
         return isinstance(doc, dict) and doc.get("status") == "ok"
 
-    def gguf(self) -> Path:
-        """The embedded Ollama's blob of the model (the same bytes), else the assembled file."""
+    def gguf(self, model: str | None = None) -> Path:
+        """The file `model` names where langbench wrote one (paths.synthetic_gguf), else the
+        embedded Ollama's blob of the default model (the same bytes), else the assembled file."""
+        if model:
+            written = paths.synthetic_gguf(model)
+            if written.exists():
+                return written
+            if model in vocab.MODEL_NOTES and model != vocab.SYNTHETIC_MODEL:
+                raise ServerError(f"the model file of {model} is missing at {written}: on a GPU host, "
+                                  "`python -m langbench gpu-host BUNDLE --server llama-cpp` writes it")
         blob = paths.embedded_store() / "blobs" / f"sha256-{paths.GGUF_SHA256}"
         return blob if blob.exists() else paths.gguf_path()
 
+    @staticmethod
+    def build() -> dict:
+        """What the cached llama-server's build wrote of itself (built.json beside its folder:
+        options, seconds; on a GPU host the CUDA architecture and the nvcc), {} where none."""
+        try:
+            doc = json.loads((paths.llama_server_cache_bin().parent.parent / "built.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
+    def command(self, binary: Path, gguf: Path, port: int, threads: int, slots: int, cuda: bool) -> list[str]:
+        command = [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+                   "--threads", str(threads), "--threads-batch", str(threads), "-c", str(self.CONTEXT * slots),
+                   "-b", str(self.BATCH), "-ub", str(self.BATCH), "--parallel", str(slots), "-fa", "off",
+                   "--no-webui", "--jinja", "--chat-template", self.TEMPLATE]
+        return command + (["-ngl", str(self.GPU_LAYERS)] if cuda else [])
+
     def start(self, log_path: Path | None = None, env: dict | None = None, cpus: list[int] | None = None,
-              port: int | None = None, slots: int = 1, timeout: float = 60.0) -> Server:
+              port: int | None = None, slots: int = 1, model: str | None = None, timeout: float = 60.0) -> Server:
         binary = paths.llama_server_cache_bin()
         if not binary.exists():  # being built by another process (make test builds it beside the tests)?
             try:
@@ -307,25 +350,35 @@ class LlamaCppKind:
         if not binary.exists():
             raise ServerError(f"llama-server not found at {binary}: run `make setup` (it builds it from the "
                               f"llama.cpp in PyPI's {paths.LLAMA_CPP_PACKAGE} {paths.LLAMA_CPP_PACKAGE_VERSION} sdist)")
-        gguf = self.gguf()
+        gguf = self.gguf(model)
         if not gguf.exists():
             raise ServerError(f"the model file {gguf} is missing: run `make setup`")
         port = port or free_port()
-        threads = physical_cores()
-        command = [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-                   "--threads", str(threads), "--threads-batch", str(threads), "-c", str(self.CONTEXT * slots),
-                   "-b", str(self.BATCH), "-ub", str(self.BATCH), "--parallel", str(slots), "-fa", "off",
-                   "--no-webui", "--jinja", "--chat-template", self.TEMPLATE]
+        threads = compute_threads(cpus)
+        command = self.command(binary, gguf, port, threads, slots, cuda=bool(self.build().get("cuda_arch")))
         if log_path is None:
             log_path = Path(tempfile.mkdtemp(prefix="langbench-llama-")) / "llama-server.log"
         proc = _spawn(command, dict(os.environ), log_path, cpus)
         srv = Server(url=f"http://127.0.0.1:{port}", embedded=True, log_path=log_path, process=proc,
-                     env=dict(env or {}), cpus=cpus, kind=self.name, threads=threads, command=command)
+                     env=dict(env or {}), cpus=cpus, kind=self.name, threads=threads, command=command,
+                     slots=slots, model=model)
         _wait_ready(srv, timeout, "llama-server", "/health")
         return srv
 
     def ensure_model(self, server: Server, model: str) -> None:
         """It serves the one GGUF it was started with, whatever name a request gives."""
+
+
+def llama_log_facts(log_text: str) -> dict:
+    """What a llama-server log says of where the model ran: the CUDA devices ggml found
+    ("Device 0: NVIDIA H100 80GB HBM3, compute capability 9.0, …") and the layers offloaded to
+    them (the last load's "offloaded 3/3 layers to GPU"; None where the log has no such line)."""
+    layers = re.findall(r"offloaded (\d+)/(\d+) layers to GPU", log_text)
+    devices = re.findall(r"Device \d+: (.+?), compute capability (\d+\.\d+)", log_text)
+    seen = list(dict.fromkeys(devices))  # each load prints them again
+    return {"layers_gpu": int(layers[-1][0]) if layers else None,
+            "layers_total": int(layers[-1][1]) if layers else None,
+            "cuda_devices": [{"name": n, "compute_capability": c} for n, c in seen]}
 
 
 class OpenAIKind:
@@ -373,7 +426,8 @@ class ReplayKind:
         return command
 
     def start(self, log_path: Path | None = None, env: dict | None = None, cpus: list[int] | None = None,
-              port: int | None = None, slots: int = 1, setting: dict | None = None, timeout: float = 30.0) -> Server:
+              port: int | None = None, slots: int = 1, setting: dict | None = None, model: str | None = None,
+              timeout: float = 30.0) -> Server:
         if not setting or not setting.get("profile"):
             raise ServerError("the replay server needs server.profile: the profile it replays")
         if log_path is None:
@@ -383,7 +437,7 @@ class ReplayKind:
         proc = _spawn(command, dict(os.environ), log_path, cpus)
         srv = Server(url=f"http://127.0.0.1:{port}", embedded=True, log_path=log_path, process=proc,
                      env=dict(env or {}), cpus=cpus, kind=self.name, threads=1, command=command,
-                     setting=dict(setting))
+                     setting=dict(setting), slots=slots)
         _wait_ready(srv, timeout, "the replay server", "/health")
         return srv
 
@@ -458,7 +512,7 @@ def serving(setting: dict, model: str, log_dir: Path, env: dict | None = None,
             for kind in kinds:
                 log = log_dir / ("ollama.log" if kind == "ollama" else f"{kind}.log")
                 extra = {"setting": setting} if kind == "replay" else {}
-                srv = KINDS[kind].start(log_path=log, env=env, cpus=cpus, slots=slots, **extra)
+                srv = KINDS[kind].start(log_path=log, env=env, cpus=cpus, slots=slots, model=model, **extra)
                 stack.callback(lambda s=srv: stop(s))
                 out[kind] = srv
         for srv in out.values():

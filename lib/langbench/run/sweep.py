@@ -107,11 +107,16 @@ class Sweep(batches.Book):
 
 def model_of(srv: server.Server, model: str) -> dict:
     """The model's details: Ollama's /api/show; a llama-server serves the embedded GGUF (its
-    sha256 is known); any other server, what its /v1/models says of it."""
+    sha256 is known) or a synthetic one langbench wrote (its sha256 read here); any other
+    server, what its /v1/models says of it."""
     if srv.api == "ollama":
         return provenance.model_details(srv.url, model)
     if srv.kind == "llama-cpp":
-        return {"name": model, "gguf_sha256": paths.GGUF_SHA256, "gguf": str(server.KINDS["llama-cpp"].gguf()),
+        from langbench.run import provision
+        gguf = server.KINDS["llama-cpp"].gguf(srv.model)
+        written = gguf == paths.synthetic_gguf(srv.model or "")
+        return {"name": model, "gguf_sha256": provision.sha256_file(gguf) if written else paths.GGUF_SHA256,
+                "gguf": str(gguf), "gguf_bytes": gguf.stat().st_size if gguf.exists() else None,
                 "quantization_level": "Q4_K_M", "parameter_size": None, "served_by": "llama-server"}
     listed = [m for m in (server.describe(srv.url).get("/v1/models") or {}).get("data", []) if m.get("id") == model]
     return {"name": model, "gguf_sha256": None, "v1_model": listed[0] if listed else None}
@@ -135,7 +140,17 @@ def server_facts(srv: server.Server, before: dict | None = None) -> dict:
         if srv.kind == "llama-cpp":  # its own version says b0-unknown: the sdist holds no git
             facts["source"] = (f"the llama.cpp vendored in PyPI's {paths.LLAMA_CPP_PACKAGE} "
                                f"{paths.LLAMA_CPP_PACKAGE_VERSION} sdist")
+            facts.update(llama_cpp_facts(srv))
     return facts
+
+
+def llama_cpp_facts(srv: server.Server) -> dict:
+    """A llama-server's build (what its built.json says: the CMake options, the CUDA architecture
+    and the llama.cpp commit where it was built on a GPU host), its parallel slots, and where its
+    layers went (its log: the CUDA devices, layers offloaded; no GPU: none)."""
+    build = {k: v for k, v in server.KINDS["llama-cpp"].build().items() if k != "cmake_tuning"}
+    log = srv.log_path.read_text(errors="replace") if srv.log_path and srv.log_path.exists() else ""
+    return {"build": build, "slots": srv.slots, "offload": server.llama_log_facts(log)}
 
 
 def session_provenance(params: Params, srv: server.Server, model: dict, host: dict) -> dict:
@@ -253,8 +268,8 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
                         "server only; an external server runs where it was started"}
             sweep.agent_cpus = cpus["agent_cpus"] if cpus["applied"] else None
             model, host = model_of(srv, params.model), provenance.host_info()
-            if params.model == vocab.SYNTHETIC_MODEL:
-                model["note"] = vocab.MODEL_NOTE
+            if params.model in vocab.MODEL_NOTES:
+                model["note"] = vocab.MODEL_NOTES[params.model]
             now = session_provenance(params, srv, model, host)
             first = first_provenance(manifest)
             diffs = provenance_differences(first, now, manifest.get("parameters_digest_aliases", ())) \
@@ -279,7 +294,7 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
                 agents={a: agents.command(a) for a in params.agents},
                 num_batch_clamp=clamp_note(sweep), isolation=cpus,
                 server_slots={"num_parallel": slots, "embedded": srv.embedded,
-                              "source": "OLLAMA_NUM_PARALLEL of the embedded server" if srv.embedded else
+                              "source": SLOTS_SOURCE.get(srv.kind, "the embedded server's slots") if srv.embedded else
                               "the parameter file (server.num_parallel): an external server, not verified"})
             if srv.kind == "replay":  # a replay run names what it replays, on its first screen too
                 manifest["replay"] = replay.manifest_entry(params)
@@ -356,6 +371,12 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
                     storage.write_json(manifest_path, manifest)
     finish(sweep, manifest, manifest_path)
     return run_dir
+
+
+# Where an embedded server's parallel slots come from (plan.slots: the highest concurrency).
+SLOTS_SOURCE = {"ollama": "OLLAMA_NUM_PARALLEL of the embedded server",
+                "llama-cpp": "--parallel of the embedded llama-server (its context: 4096 tokens a slot)",
+                "replay": "not a setting of the replay server (every stream has its own schedule)"}
 
 
 def runner_parallel(log_path: Path | None) -> int | None:
