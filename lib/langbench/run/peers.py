@@ -28,6 +28,7 @@ first token or first chunk).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import random
@@ -318,8 +319,10 @@ def v1_fields(options: dict, url: str, model: str) -> dict:
     return fields
 
 
+@functools.cache
 def tokenizer() -> Path:
-    """The tokenizer directory a peer that needs one is given: the embedded GGUF's vocabulary."""
+    """The tokenizer directory a peer that needs one is given: the embedded GGUF's vocabulary
+    (found once per process: ensure_gguf checks the file's sha256)."""
     return gguf_tokenizer.ensure_tokenizer(provision.ensure_gguf())
 
 
