@@ -70,7 +70,7 @@ report: setup
 	$(PY) -m langbench report $(PARAMS) $(if $(RUN_ID),--run-id $(RUN_ID)) $(if $(ALLOW_MIXED),--allow-mixed) \
 	  $(if $(CLUSTER),--cluster $(CLUSTER)) $(if $(WORKERS),--workers $(WORKERS))
 
-## peers: chimeraforge and langbench's clients on one server, then against known delays, rendered (PARAMS default parameters/peers.yaml; URL=… another server)
+## peers: chimeraforge, AIPerf and langbench's clients on one server, then against known delays, rendered (PARAMS default parameters/peers.yaml; URL=… another server)
 peers: setup
 	$(PY) -m langbench peers $(if $(filter parameters/quick.yaml,$(PARAMS)),parameters/peers.yaml,$(PARAMS)) $(if $(URL),--url $(URL)) $(if $(RUN_ID),--run-id $(RUN_ID))
 

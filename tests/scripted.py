@@ -4,7 +4,9 @@ constructs the real server can't produce).
 
 ScriptedServer answers /api/generate and /api/chat with the same NDJSON stream: `think`
 thinking chunks, then `tokens` answer chunks, one `gap_ms` apart after a first chunk `first_ms`
-after the request has been read, then the `done` line one gap later; each chunk is sent at an
+after the request has been read, then the `done` line one gap later; /v1/completions gets the
+same chunks on the same schedule as Ollama's Server-Sent Events (for the peers' load generator,
+which speaks only OpenAI's API; no thinking there). Each chunk is sent at an
 absolute deadline (so that a late wake-up does not shift the ones after it) on a socket with
 Nagle off. The `done` line carries server durations that say the whole `first_ms` was prompt
 evaluation, so a client's overhead over this server is its TTFT − first_ms.
@@ -54,18 +56,23 @@ class ScriptedServer(LoopbackServer):
                 script.paths.append(self.path)
                 script.bodies.append(json.loads(body))
                 chat = self.path == "/api/chat"
+                sse = self.path == "/v1/completions"
                 start = time.perf_counter()
                 if script.bodies[-1].get("stream") is False:  # the whole answer once, when the done line would go
+                    if sse:
+                        return script.answer_json(self, None)
                     return script.answer_whole(self, start, chat)
                 self.send_response(200)
-                self.send_header("Content-Type", "application/x-ndjson")
+                self.send_header("Content-Type", "text/event-stream" if sse else "application/x-ndjson")
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
                 self.wfile.flush()
                 times = []
                 n = script.think + script.tokens
+                usage = bool((script.bodies[-1].get("stream_options") or {}).get("include_usage"))
                 for k in range(n + 1):
-                    line = json.dumps(script.chunk(k, k == n, chat), separators=(",", ":")).encode() + b"\n"  # as Go writes it
+                    line = (script.event(k, k == n, usage) if sse else  # as Ollama's /v1 writes it
+                            json.dumps(script.chunk(k, k == n, chat), separators=(",", ":")).encode() + b"\n")
                     deadline = start + (script.first_ms + k * script.gap_ms) / 1e3
                     while (left := deadline - time.perf_counter()) > 0:
                         time.sleep(left)  # no spin: on 2 cores it would take the client's CPU
@@ -104,6 +111,27 @@ class ScriptedServer(LoopbackServer):
         self.answer_json(handler, doc)
         self.sent.append([time.perf_counter()])
 
+    def event(self, k: int, done: bool, usage: bool) -> bytes:
+        """Chunk k on /v1/completions as Ollama 0.11.4 writes it (openai.go CompleteWriter): one
+        `data:` event per generate line, each with zero usage where the request asked for usage;
+        after the done line's event, the usage event (no choices) and `[DONE]`, in one write."""
+        doc = self.chunk(k, done)
+        reason = doc.get("done_reason")
+        event = {"id": "cmpl-scripted", "object": "text_completion", "created": 1767225600,
+                 "choices": [{"text": doc["response"], "index": 0, "finish_reason": reason}],
+                 "model": "scripted", "system_fingerprint": "fp_ollama"}
+        zero = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        data = b"data: %s\n\n" % json.dumps({**event, **({"usage": zero} if usage else {})},
+                                            separators=(",", ":")).encode()
+        if done:
+            if usage:
+                counts = {"prompt_tokens": doc["prompt_eval_count"], "completion_tokens": doc["eval_count"],
+                          "total_tokens": doc["prompt_eval_count"] + doc["eval_count"]}
+                data += b"data: %s\n\n" % json.dumps({**event, "choices": [], "usage": counts},
+                                                     separators=(",", ":")).encode()
+            data += b"data: [DONE]\n\n"
+        return data
+
     def chunk(self, k: int, done: bool, chat: bool = False) -> dict:
         base = {"model": "scripted", "created_at": "2026-01-01T00:00:00Z"}
         thinking = k < self.think and not done
@@ -128,7 +156,9 @@ class ScriptedServer(LoopbackServer):
 
 # GET answers that identify the scripted server as Ollama does, for tools that check first.
 IDENTITY = {"/": "Ollama is running", "/api/version": {"version": "0.0.0-scripted"},
-            "/api/tags": {"models": [{"name": "scripted", "model": "scripted"}]}}
+            "/api/tags": {"models": [{"name": "scripted", "model": "scripted"}]},
+            "/v1/models": {"object": "list", "data": [{"id": "scripted", "object": "model", "created": 1767225600,
+                                                       "owned_by": "library"}]}}
 
 
 def _line(response: str, done: bool = False, **extra) -> bytes:

@@ -1,11 +1,14 @@
-"""`python -m langbench peers` (issue 43): chimeraforge 0.76's bench beside langbench's null,
-Python and Rust clients on the embedded server, then against the scripted server's known delays,
-rendered into the peers notebook. What is asserted holds on any CPU: outcomes, counts,
-definitions, what a definition implies (chimeraforge's TTFT is the server's prompt evaluation),
-a loose ratio for throughput, and the known-delay errors; never an absolute speed."""
+"""`python -m langbench peers` (issue 43): chimeraforge 0.76's bench and AIPerf 0.13's profile
+beside langbench's null, Python and Rust clients on the embedded server, then against the
+scripted server's known delays, rendered into the peers notebook; and AIPerf alone on scripted
+servers (no Ollama). What is asserted holds on any CPU: outcomes, counts, definitions, what a
+definition implies (chimeraforge's TTFT is the server's prompt evaluation; AIPerf's end-to-end
+ends at the last token), a loose ratio for throughput, and the known-delay errors; never an
+absolute speed."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,7 +24,9 @@ from langbench.run import peers as run_peers
 from langbench.vocab import ParamsError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "peers.yaml"
-TOOLS = ["null", "python", "rust", "chimeraforge"]
+ALONE = Path(__file__).parent / "fixtures" / "peers-aiperf.yaml"
+TOOLS = ["null", "python", "rust", "chimeraforge", "aiperf"]
+CLIENT_TOOLS = ["null", "python", "rust"]
 ROUNDS, RUNS, KNOWN_RUNS = 2, 2, 2
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -71,9 +76,14 @@ def test_every_number_carries_its_definition(peers):
     assert set(r["side"]) == {"server", "client"}
     cf = r[r["tool"] == "chimeraforge"]
     assert set(cf["side"]) == {"server"} and set(cf["streamed"].astype(str)) == {"False"}
-    ours = r[r["tool"] != "chimeraforge"]
+    ours = r[r["tool"].isin(CLIENT_TOOLS)]
     assert set(ours.loc[ours["metric"] == "ttft_ms", "side"]) == {"client"}
     assert set(ours.loc[ours["metric"] == "ttft_ms", "point"]) == {"first chunk carrying a token"}
+    ap = r[(r["tool"] == "aiperf")].set_index("metric")
+    assert set(ap.loc["ttft_ms", "side"]) == {"client"} and set(ap.loc["ttft_ms", "point"]) == {
+        "first SSE event carrying text"}
+    assert set(ap.loc["throughput_tps", "side"]) == {"client"}  # /v1 returns no eval_duration
+    assert set(ap.loc["eval_count", "side"]) == {"server"}  # its token counts are the server's usage
 
 
 def test_chimeraforges_ttft_is_the_servers_prompt_evaluation_and_every_client_waits_longer(peers):
@@ -92,7 +102,11 @@ def test_throughput_agrees_within_a_loose_ratio_every_tool_reads_the_servers_cou
     exactly; across tools the medians agree only loosely, because on a shared 2-core host the
     server's own rate moved up to 10x from one batch to the next (seen with other builds running)."""
     w = peers.measured().pivot_table(index=["tool", "round", "run"], columns="metric", values="value")
-    assert ((w["throughput_tps"] - w["eval_count"] / (w["eval_ms"] / 1e3)).abs() < 1e-6 * w["throughput_tps"]).all()
+    counters = w.drop(index="aiperf", level="tool")  # AIPerf's is its own clock's decode rate: /v1 has no durations
+    assert ((counters["throughput_tps"] - counters["eval_count"] / (counters["eval_ms"] / 1e3)).abs()
+            < 1e-6 * counters["throughput_tps"]).all()
+    ap = w.loc["aiperf"]
+    assert ((ap["throughput_tps"] - 1e3 / ap["itl_ms"]).abs() < 1e-6 * ap["throughput_tps"]).all()
     null = peers.median("null", "throughput_tps")
     for tool in TOOLS:
         assert 0.2 < peers.median(tool, "throughput_tps") / null < 5.0, tool
@@ -108,12 +122,13 @@ def test_each_tools_error_against_known_delays(peers):
         assert err[tool, "end-to-end"] >= 0
     assert err["chimeraforge", "TTFT"] == 0  # server-reported: the scripted server's own schedule
     assert ("chimeraforge", "ITL") not in err.index  # it never streams: no ITL at all
+    _aiperf_known_errors_are_its_clocks(peers)
     assert "by construction" in peers.known_delays().sentence
 
 
 def test_the_comparison_explains_or_names_every_difference(peers):
     t = peers.compare().table
-    assert set(t["tool"]) == {"python", "rust", "chimeraforge"} and (t["rounds"] == ROUNDS).all()
+    assert set(t["tool"]) == {"python", "rust", "chimeraforge", "aiperf"} and (t["rounds"] == ROUNDS).all()
     allowed = ("within noise", "explained: definition", "explained: named cost", "explained: the server's rate",
                "unexplained")
     assert set(t["verdict"]) <= set(allowed), t["verdict"]
@@ -152,6 +167,30 @@ def test_the_peer_venv_is_cached_by_version_and_pins(run):
     pins = subprocess.run([str(python), "-c", "import chimeraforge, click; print(chimeraforge.__version__)"],
                           capture_output=True, text=True)
     assert pins.stdout.strip() == "0.76.0", pins.stderr
+    started = time.monotonic()
+    python = run_peers.ensure_peer("aiperf")
+    assert time.monotonic() - started < 2 and "aiperf-0.13.0" in str(python)
+    pins = subprocess.run([str(python), "-c", "import importlib.metadata as m; print(m.version('aiperf'))"],
+                          capture_output=True, text=True)
+    assert pins.stdout.strip() == "0.13.0", pins.stderr
+
+
+def test_aiperf_sent_the_files_options_as_v1_fields_and_got_the_runners_context(run):
+    """AIPerf posts /v1/completions: num_predict as max_tokens, the seed, and temperature and
+    top_p at the model's defaults (/v1 would set 1.0 where /api leaves them to the model); num_ctx,
+    which /v1 cannot carry, was the embedded server's default context, and /api/ps after its
+    batches says its requests ran with it (no reload between tools)."""
+    import json
+    sent = json.loads((run / "peers" / "server-r0-aiperf" / "aiperf" / "inputs.json").read_text())
+    payload = sent["data"][0]["payloads"][0]
+    assert payload["max_tokens"] == 6 and payload["seed"] == 43
+    assert payload["temperature"] == 0.8 and payload["top_p"] == 0.9 and payload["stream"] is True
+    assert payload["prompt"] == (FIXTURE.parents[2] / "parameters/prompts/chimeraforge_medium.txt").read_text()
+    procs = pd.read_json(run / "processes.jsonl", lines=True)
+    ap = procs[(procs["tool"] == "aiperf") & (procs["server_role"] == "server")]
+    assert list(ap["server_context_length"]) == [2048] * ROUNDS
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["server_env"] == {"OLLAMA_CONTEXT_LENGTH": "2048"}
 
 
 def test_a_file_without_num_predict_is_refused_naming_the_key(tmp_path):
@@ -225,3 +264,82 @@ def test_the_kept_truncation_scan_found_no_stream_broken_by_either_line_splitter
     assert len(rows) == 30
     assert all(r["server_done"] and r["newline_whole"] and r["httpx_whole"] for r in rows)
     assert not any(r["splitters_in_answer"] for r in rows)
+
+
+def _aiperf_known_errors_are_its_clocks(peers: Peers) -> None:
+    """AIPerf against the scripted server (first token 200 ms, then one every 20 ms): its TTFT
+    never before the truth and within 100 ms of it, its ITL within 2 ms, its decode rate within
+    5 % of 50 tok/s, and its end-to-end against the last token's time (its request_latency ends
+    at the last SSE event with text, one gap before the done event)."""
+    t = peers.known_delays().table.set_index(["tool", "metric"])
+    err, truth = t["error"], t["truth"]
+    assert 0 <= err["aiperf", "TTFT"] < 100
+    assert abs(err["aiperf", "ITL"]) < 2
+    assert abs(t.loc[("aiperf", "throughput"), "error_pct"]) < 5
+    k = peers.manifest["known_delays"]
+    assert truth["aiperf", "end-to-end"] == k["first_ms"] + (k["tokens"] - 1) * k["gap_ms"]
+    assert 0 <= err["aiperf", "end-to-end"] < 100
+    assert peers.median("aiperf", "eval_count", "known") == k["tokens"]  # the server's usage, read back
+
+
+@pytest.fixture(scope="module")
+def alone(tmp_path_factory) -> Peers:
+    """AIPerf alone: `python -m langbench peers` with no langbench client, its server session on
+    an in-process ScriptedServer given as --url, then the known-delay session run_peers starts."""
+    from scripted import ScriptedServer
+    folder = tmp_path_factory.mktemp("peers-aiperf")
+    with ScriptedServer(first_ms=50, gap_ms=10, tokens=6) as srv:
+        done = subprocess.run([sys.executable, "-m", "langbench", "peers", str(ALONE), "--url", srv.url,
+                               "--run-id", "alone", "--no-render"],
+                              env={**os.environ, "LANGBENCH_OUTPUTS": str(folder)},
+                              capture_output=True, text=True, timeout=600)
+        bodies = list(srv.bodies)
+    assert done.returncode == 0, done.stderr[-4000:]
+    p = Peers.load(folder / "alone")
+    p.bodies = bodies
+    return p
+
+
+def test_aiperf_alone_against_known_delays_gives_its_clocks_error(alone):
+    r = alone.runs.drop_duplicates(["server_role", "tool", "round", "run"])
+    for role, runs in (("server", 2), ("known", 3)):
+        one = r[r["server_role"] == role]
+        assert len(one[~one["warmup"]]) == runs and len(one[one["warmup"]]) == 1, role
+        assert set(one["outcome"]) == {"ok"}, one[one["outcome"] != "ok"][["error"]]
+    _aiperf_known_errors_are_its_clocks(alone)
+
+
+def test_aiperf_posts_v1_completions_with_the_files_options_and_the_models_defaults(alone):
+    """What reached the server: /v1/completions, streamed with usage, max_tokens from num_predict,
+    the seed, and temperature 0.8 and top_p 0.9 (Ollama's own defaults, where the model sets none:
+    /v1 would send 1.0); one warm-up and two runs, one at a time."""
+    assert len(alone.bodies) == 3
+    for body in alone.bodies:
+        assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+        assert (body["max_tokens"], body["seed"], body["temperature"], body["top_p"]) == (6, 43, 0.8, 0.9)
+        assert body["model"] == "scripted" and body["prompt"].startswith("You are a helpful assistant.")
+    assert alone.manifest["server_env"] is None  # no num_ctx in the file: the server is left as it is
+
+
+def test_the_tokenizer_made_from_the_gguf_counts_the_prompt_as_the_server_did():
+    """AIPerf needs a tokenizer; the one made from the embedded GGUF's vocabulary (BPE merges
+    ranked by the pieces' scores) counts chimeraforge's prompt as Ollama did in results/peers-cpu:
+    35 tokens, BOS included, where the server evaluated the whole prompt."""
+    from langbench.run import gguf_tokenizer, provision
+    directory = gguf_tokenizer.ensure_tokenizer(provision.ensure_gguf())
+    prompt = (FIXTURE.parents[2] / "parameters/prompts/chimeraforge_medium.txt").read_text()
+    count = subprocess.run([str(run_peers.ensure_peer("aiperf")), "-c",
+                            "import sys; from tokenizers import Tokenizer; "
+                            "t = Tokenizer.from_file(sys.argv[1]); print(len(t.encode(sys.argv[2]).ids))",
+                            str(directory / "tokenizer.json"), prompt], capture_output=True, text=True)
+    assert count.stdout.strip() == "35", count.stderr
+    counts = {json.loads(x).get("prompt_eval_count") for x in (KEPT / "records.jsonl").read_text().splitlines()}
+    assert max(c for c in counts if c) == 35  # a whole evaluation (a cached prefix counts 1)
+
+
+def test_a_v1_peer_refuses_an_option_v1_cannot_carry(tmp_path):
+    bad = tmp_path / "p.yaml"
+    bad.write_text(ALONE.read_text().replace("../../parameters/prompts/", str(ALONE.parents[2] / "parameters/prompts")
+                                             + "/").replace("seed: 43}", "seed: 43, num_thread: 2}"))
+    with pytest.raises(ParamsError, match="options.num_thread: aiperf speaks /v1/completions"):
+        run_peers.load(bad)

@@ -31,7 +31,14 @@ METRICS = ("throughput_tps", "ttft_ms", "itl_ms", "e2e_ms")
 NAMES = {"throughput_tps": "throughput", "ttft_ms": "TTFT", "itl_ms": "ITL", "e2e_ms": "end-to-end"}
 # A tool's number → the null client's number of the same definition, where the label is shared
 # but the definition is not (run/peers.py DEFINITIONS).
-SAME_DEFINITION = {("chimeraforge", "ttft_ms"): "prompt_eval_ms", ("chimeraforge", "e2e_ms"): "server_total_ms"}
+SAME_DEFINITION = {("chimeraforge", "ttft_ms"): "prompt_eval_ms", ("chimeraforge", "e2e_ms"): "server_total_ms",
+                   ("aiperf", "throughput_tps"): "decode_tps", ("aiperf", "itl_ms"): "itl_mean_ms"}
+# What such a tool's number leaves out or puts in, against the label's usual meaning.
+DIFFERS = {("chimeraforge", "e2e_ms"): "it is the server's total_duration, not the client's wait",
+           ("aiperf", "throughput_tps"): "it is the client's decode rate (1000 / its mean ITL), not the server's "
+                                         "eval_count / eval_duration, which /v1 does not return",
+           ("aiperf", "itl_ms"): "it is a mean gap per request over the server's token count, not a median "
+                                 "of the gaps between chunks"}
 # A client-side metric → its server-side part in the same records (the rest is the client's).
 SERVER_PART = {"ttft_ms": "server_ttft_ms", "e2e_ms": "server_total_ms", "itl_ms": "throughput_tps"}
 CLAIMS_FILE = paths.PACKAGE / "data" / "tr112_claims.json"
@@ -197,16 +204,19 @@ class Peers:
         if same:
             r = self.paired(tool, metric, "null", same, role)
             m, rlo, rhi = ci(r)
-            load = self.median("null", "load_ms", role)
-            client = self.median("null", "ttft_ms", role) - self.median("null", "server_ttft_ms", role)
-            left_out = (f"it leaves out load_duration ({load:.1f} ms) and the client's path ({client:.1f} ms)"
-                        if metric == "ttft_ms" else "it is the server's total_duration, not the client's wait")
+            unit = self.definition(tool, metric)["unit"]
+            if (tool, metric) == ("chimeraforge", "ttft_ms"):
+                load = self.median("null", "load_ms", role)
+                client = self.median("null", "ttft_ms", role) - self.median("null", "server_ttft_ms", role)
+                left_out = f"it leaves out load_duration ({load:.1f} ms) and the client's path ({client:.1f} ms)"
+            else:
+                left_out = DIFFERS[(tool, metric)]
             if rlo <= 0 <= rhi:
                 return ("explained: definition",
                         f"{self.definition(tool, metric)['definition']}; against the null client's {same} of "
-                        f"the same requests it differs by {m:+.1f} ms [{rlo:+.1f}, {rhi:+.1f}]: {left_out}")
-            return "unexplained", (f"even against the null client's {same} it differs by {m:+.1f} ms "
-                                   f"[{rlo:+.1f}, {rhi:+.1f}]")
+                        f"the same rounds it differs by {m:+.1f} {unit} [{rlo:+.1f}, {rhi:+.1f}]: {left_out}")
+            return "unexplained", (f"even against the null client's {same} it differs by {m:+.1f} {unit} "
+                                   f"[{rlo:+.1f}, {rhi:+.1f}]" + self._endpoint_note(tool))
         part = SERVER_PART.get(metric)
         if tool in CLIENTS and part:
             s = self.paired(tool, part, "null", part, role)
@@ -229,7 +239,15 @@ class Peers:
         if metric == "throughput_tps":
             return "unexplained", ("both read the server's counters (eval_count / eval_duration): no client can "
                                    "move them; the server ran at another rate in these batches")
-        return "unexplained", "no definition or named cost accounts for it"
+        return "unexplained", "no definition or named cost accounts for it" + self._endpoint_note(tool)
+
+    def _endpoint_note(self, tool: str) -> str:
+        """For a tool on another endpoint: the costs this run cannot take apart."""
+        if (self.manifest.get("peers", {}).get(tool) or {}).get("api") != "openai":
+            return ""
+        return ("; it posts /v1/completions and langbench's clients /api/generate, so Ollama's /v1 wrapper "
+                "(SSE framing, its own JSON) and the tool's own client path are not separated here (no "
+                "langbench client ran on /v1 in this run)")
 
     def agreement(self) -> Section:
         """Which tool agrees with the server's own durations, and by how much."""
@@ -261,14 +279,20 @@ class Peers:
         t["abs"] = t["ttft_minus_server_ms"].abs()
         best = t.loc[t["abs"].idxmin()]
         worst = t.loc[t["abs"].idxmax()]
-        spread = t["throughput_vs_server_pct"].abs().max()
+        server_side = [tool for tool in t["tool"] if (self.definition(tool, "throughput_tps") or {}).get("side")
+                       == "server"]
+        on_counters = t[t["tool"].isin(server_side)]
+        spread = on_counters["throughput_vs_server_pct"].abs().max()
+        own_clock = t[~t["tool"].isin(server_side) & t["throughput_tps"].notna()]
         sentence = (f"Against the server's own time to first token (load + prompt eval, {srv_ttft:.1f} ms median; "
                     "per request for langbench's clients, which keep it) "
                     f"the {best.client} agrees closest: {best.ttft_minus_server_ms:+.1f} ms "
                     f"({best.ttft_vs_server_pct:+.1f} %); the farthest is the {worst.client}, "
                     f"{worst.ttft_minus_server_ms:+.1f} ms ({worst.ttft_vs_server_pct:+.1f} %). "
-                    f"Every tool's throughput is within {spread:.1f} % of the server's eval rate "
-                    f"({srv_rate:.1f} tok/s in the null client's runs): all read the same counters.")
+                    f"Every tool's throughput that reads the server's counters is within {spread:.1f} % of its "
+                    f"eval rate ({srv_rate:.1f} tok/s in the null client's runs)" +
+                    "".join(f"; the {r.client}'s is its own clock's decode rate, "
+                            f"{r.throughput_vs_server_pct:+.1f} %" for r in own_clock.itertuples()) + ".")
         return Section("Agreement with the server's own durations", sentence, t.drop(columns=["abs"]))
 
     def known_delays(self) -> Section:
@@ -285,6 +309,8 @@ class Peers:
                 d = self.definition(tool, metric)
                 if d is None:
                     continue
+                if metric == "e2e_ms" and d["point"].startswith("last"):  # it ends at the last token, not done
+                    true = k["first_ms"] + (n - 1) * k["gap_ms"]
                 med = self.median(tool, metric, "known")
                 basis = ("client's clock" if d["side"] == "client" else
                          "server-reported: the scripted server reports its own schedule, so this checks parsing only")

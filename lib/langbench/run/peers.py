@@ -12,7 +12,11 @@ options and warm-ups:
   their records land in records.jsonl, in the agents' schema, tagged with tool, round and server;
 - each peer (PEERS) in a venv of its own, made once from pinned versions in the per-user cache
   keyed by tool, version and pins (like the servers), driven by a small script that calls the
-  tool's own benchmark entry (run/peer_drivers/); its raw output is kept under peers/.
+  tool's own benchmark entry (run/peer_drivers/); its raw output is kept under peers/. A peer
+  that speaks only OpenAI's API (AIPerf) posts /v1/completions with the file's options as /v1
+  fields (v1_fields); num_ctx, which /v1 cannot carry, is the embedded server's default context
+  for the run (OLLAMA_CONTEXT_LENGTH), so that its requests use the loaded runner as every other
+  tool's do, and /api/ps after its batch records the context it got.
 
 Then, where the file sets `known_delays` and the checkout has tests/scripted.py, every tool
 again against the scripted server with a known first-token delay and gaps, in a process of its
@@ -24,6 +28,7 @@ first token or first chunk).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import random
@@ -33,18 +38,29 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import yaml
 
 from langbench import paths, storage
-from langbench.run import agents, batches, provenance, server
-from langbench.vocab import ParamsError
+from langbench.run import agents, batches, gguf_tokenizer, provenance, provision, server
+from langbench.vocab import OPENAI_FIELDS, ParamsError
 
 CLIENTS = ("null", "python", "rust")
+
+
+def _pins(name: str) -> list[str]:
+    """A peer's pins kept as a requirements file in the package (lib/langbench/data/peers/)."""
+    text = (paths.PACKAGE / "data" / "peers" / name).read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
 
 # A peer: the version, the complete pinned set its venv is made from (resolved once with uv
 # 0.13.9 on 2026-10 from PyPI; `click` is there because chimeraforge imports it through
 # typer's command line while it no longer comes with typer, and chimeraforge does not declare
-# it: issue 43), and its driver (run/peer_drivers/).
+# it: issue 43), its driver (run/peer_drivers/), the API it speaks (ollama: /api, the file's
+# options as they are; openai: /v1/completions, v1_fields) and whether it needs a tokenizer
+# (made from the GGUF: run/gguf_tokenizer.py). Why AIPerf is the general load generator, and how
+# GuideLLM 0.8 and inference-perf 0.7 failed here: run/peer_drivers/aiperf_profile.py, docs/peers.md.
 PEERS = {
     "chimeraforge": {
         "version": "0.76.0",
@@ -57,6 +73,15 @@ PEERS = {
                  "shellingham==1.5.4"],
         "driver": "chimeraforge_bench.py",
         "label": "chimeraforge 0.76.0 bench",
+        "api": "ollama",
+    },
+    "aiperf": {
+        "version": "0.13.0",
+        "pins": _pins("aiperf-0.13.0.txt"),
+        "driver": "aiperf_profile.py",
+        "label": "AIPerf 0.13.0 profile",
+        "api": "openai",
+        "tokenizer": True,
     },
 }
 
@@ -88,6 +113,31 @@ DEFINITIONS = {
                        "definition": "eval_count"},
         "eval_ms": {"side": "server", "streamed": True, "point": "-", "unit": "ms",
                     "definition": "eval_duration"},
+        "decode_tps": {"side": "client", "streamed": True, "point": "-", "unit": "tok/s",
+                       "definition": "(eval_count - 1) / decode_ms: the client's decode rate, first chunk with a "
+                                     "token to the done line"},
+        "itl_mean_ms": {"side": "client", "streamed": True, "point": "-", "unit": "ms",
+                        "definition": "decode_ms / (eval_count - 1): the mean gap per token after the first, as "
+                                      "the client parsed them"},
+    },
+    "aiperf": {
+        "throughput_tps": {"side": "client", "streamed": True, "point": "-", "unit": "tok/s",
+                           "definition": "its output_token_throughput_per_user: 1000 / its ITL, the client's decode "
+                                         "rate (/v1 returns no server durations)"},
+        "ttft_ms": {"side": "client", "streamed": True, "point": "first SSE event carrying text", "unit": "ms",
+                    "definition": "its time_to_first_token: from just before aiohttp sends the request (a new "
+                                  "connection's set-up included) to the first parsed SSE event with text"},
+        "itl_ms": {"side": "client", "streamed": True, "point": "-", "unit": "ms",
+                   "definition": "its inter_token_latency: (request_latency - TTFT) / (output tokens - 1), a "
+                                 "mean per request over the server's token count"},
+        "e2e_ms": {"side": "client", "streamed": True, "point": "last SSE event carrying text", "unit": "ms",
+                   "definition": "its request_latency: request start to the last SSE event with text; the "
+                                 "finish, usage and [DONE] events after it are left out"},
+        "eval_count": {"side": "server", "streamed": True, "point": "-", "unit": "tokens",
+                       "definition": "usage.completion_tokens of the final usage event (the server's eval_count; "
+                                     "--use-server-token-count)"},
+        "prompt_eval_count": {"side": "server", "streamed": True, "point": "-", "unit": "tokens",
+                              "definition": "usage.prompt_tokens (the server's prompt_eval_count)"},
     },
     "chimeraforge": {
         "throughput_tps": {"side": "server", "streamed": False, "point": "-", "unit": "tok/s",
@@ -108,7 +158,9 @@ DEFINITIONS = {
 # Metrics a tool does not report: named in the report, never filled in.
 NOT_REPORTED = {"chimeraforge": {"itl_ms": "no inter-token time: it never streams",
                                  "server_ttft_ms": "it drops load_duration",
-                                 "load_ms": "it drops load_duration"}}
+                                 "load_ms": "it drops load_duration"},
+                "aiperf": {"server_ttft_ms": "/v1 returns no server durations",
+                           "load_ms": "/v1 returns no server durations"}}
 
 
 def definitions_of(tool: str) -> dict:
@@ -154,6 +206,12 @@ def load(path: str | Path) -> dict:
     if not isinstance(doc["options"], dict) or "num_predict" not in doc["options"]:
         raise ParamsError(f"{path}: options: set num_predict: every tool must stop at the same length "
                           "(chimeraforge sets none, and a base model does not stop)")
+    for peer in (p for p in doc["peers"] if PEERS[p]["api"] == "openai"):
+        for key in doc["options"]:
+            if key not in OPENAI_FIELDS and key != "num_ctx":
+                raise ParamsError(f"{path}: options.{key}: {peer} speaks /v1/completions, which cannot carry it "
+                                  f"(it takes {', '.join(OPENAI_FIELDS)}; num_ctx becomes the embedded server's "
+                                  "default context); leave it out or leave the peer out")
     prompt = doc["prompt"]
     if isinstance(prompt, dict) and "file" in prompt:
         file = path.parent / prompt["file"]
@@ -222,6 +280,52 @@ def ensure_peer(tool: str) -> Path:
     return python
 
 
+# --- a /v1 peer's request ------------------------------------------------------------------------
+# Ollama's /v1 sets these where a request leaves them out (openai/openai.go fromCompleteRequest,
+# v0.11.4), while /api leaves the model's own: a /v1 peer sends the model's value instead.
+V1_DEFAULTED = ("temperature", "top_p")
+# Ollama's own defaults where the model sets none (api/types.go DefaultOptions, v0.11.4).
+OLLAMA_DEFAULTS = {"temperature": 0.8, "top_p": 0.9}
+
+
+def model_parameters(url: str, model: str) -> dict:
+    """The model's own options (/api/show `parameters`, one `name value` a line), where the
+    server says them; {} where it does not (a scripted or OpenAI-only server)."""
+    try:
+        r = httpx.post(f"{url}/api/show", json={"model": model}, timeout=30)
+        text = r.json().get("parameters", "") if r.status_code == 200 else ""
+    except (httpx.HTTPError, ValueError):
+        return {}
+    out = {}
+    for line in (text or "").splitlines():
+        name, _, value = line.strip().partition(" ")
+        try:
+            out[name] = json.loads(value.strip())
+        except ValueError:
+            out[name] = value.strip()
+    return out
+
+
+def v1_fields(options: dict, url: str, model: str) -> dict:
+    """The file's options as /v1/completions fields, every tool's effective options kept: each
+    option /v1 carries under its /v1 name (max_tokens for num_predict); temperature and top_p,
+    where the file leaves them to the model, as the model's (else Ollama's) defaults, since /v1
+    would set 1.0; num_ctx has no field (the run sets the server's default context to it)."""
+    fields = {OPENAI_FIELDS[k]: v for k, v in options.items() if k in OPENAI_FIELDS}
+    own = model_parameters(url, model) if any(k not in options for k in V1_DEFAULTED) else {}
+    for key in V1_DEFAULTED:
+        if key not in options:
+            fields[OPENAI_FIELDS[key]] = own.get(key, OLLAMA_DEFAULTS[key])
+    return fields
+
+
+@functools.cache
+def tokenizer() -> Path:
+    """The tokenizer directory a peer that needs one is given: the embedded GGUF's vocabulary
+    (found once per process: ensure_gguf checks the file's sha256)."""
+    return gguf_tokenizer.ensure_tokenizer(provision.ensure_gguf())
+
+
 # --- running --------------------------------------------------------------------------------------
 def _jobs(doc: dict, batch_id: str, runs: int, warmups: int, model: str) -> dict:
     """A langbench jobs file (schemas/jobs.schema.json) for one tool's batch: warm-ups, then runs."""
@@ -258,9 +362,16 @@ def _run_peer(url: str, run_dir: Path, tool: str, batch_id: str, doc: dict, runs
     prompt_file = peers_dir / "prompt.txt"
     prompt_file.write_text(doc["prompt_text"], encoding="utf-8")
     out, err = peers_dir / f"{batch_id}.json", peers_dir / f"{batch_id}.stderr"
-    cmd = [str(python), str(Path(__file__).parent / "peer_drivers" / PEERS[tool]["driver"]), "--url", url,
-           "--model", model, "--prompt-file", str(prompt_file), "--options", json.dumps(doc["options"]),
-           "--runs", str(runs), "--warmups", str(warmups), "--out", str(out)]
+    spec = PEERS[tool]
+    options, extra = doc["options"], []
+    if spec["api"] == "openai":
+        options = v1_fields(doc["options"], url, model)
+        extra += ["--timeout-s", str(doc["timeouts"]["run_s"])]
+    if spec.get("tokenizer"):
+        extra += ["--tokenizer", str(tokenizer())]
+    cmd = [str(python), str(Path(__file__).parent / "peer_drivers" / spec["driver"]), "--url", url,
+           "--model", model, "--prompt-file", str(prompt_file), "--options", json.dumps(options),
+           "--runs", str(runs), "--warmups", str(warmups), "--out", str(out), *extra]
     started = time.perf_counter()
     with open(err, "wb") as e:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=e, stdin=subprocess.DEVNULL,
@@ -274,10 +385,19 @@ def _run_peer(url: str, run_dir: Path, tool: str, batch_id: str, doc: dict, runs
             raise
     del timeout  # the tool's own per-request timeout (httpx, 300 s) bounds it
     wall = time.perf_counter() - started
-    raw = storage.read_json(out) if out.exists() else {"calls": []}
-    raw.update(tags=tags, command=cmd[1:], exit_code=code)
+    raw = storage.read_json(out) if out.exists() else {}
+    raw.update(tags=tags, command=cmd[1:], exit_code=code, runs_requested={"warmup": warmups, "measured": runs})
+    context = None
+    if spec["api"] == "openai":  # the context its requests got, where the server says (Ollama's /api/ps)
+        try:
+            context = next((m["context_length"] for m in provenance.loaded_models(url)
+                            if m["name"] in (model, f"{model}:latest")), None)
+        except (httpx.HTTPError, ValueError):  # a server without /api/ps (scripted, OpenAI-only): not known
+            context = None
+        raw["server_context_length"] = context
     storage.write_json(out, raw)
     return {**tags, "runs_requested": runs + warmups, "records": None, "exit_code": code, "wall_s": wall,
+            "server_context_length": context,
             "user_cpu_s": usage.ru_utime, "system_cpu_s": usage.ru_stime, "peak_rss_bytes": None,
             "startup_ms": None, "timed_out": False,
             "stderr_tail": "\n".join(err.read_text(errors="replace").splitlines()[-5:])}
@@ -329,20 +449,29 @@ def run_peers(params_path: str | Path, url: str | None = None, run_id: str | Non
         raise storage.RunDirError(f"{run_dir}: exists: a peers run does not resume; choose another --run-id")
     for tool in doc["clients"]:
         agents.check(tool)
-    for tool in doc["peers"]:  # before any server starts: a venv that cannot be made stops here
+    for tool in doc["peers"]:  # before any server starts: a venv (or tokenizer) that cannot be made stops here
         ensure_peer(tool)
+        if PEERS[tool].get("tokenizer"):
+            tokenizer()
+    # A /v1 peer cannot send num_ctx: the embedded server's default context is set to it, so that
+    # its requests get the runner every other tool's requests (num_ctx sent) get, with no reload.
+    env = ({"OLLAMA_CONTEXT_LENGTH": str(doc["options"]["num_ctx"])}
+           if "num_ctx" in doc["options"] and any(PEERS[t]["api"] == "openai" for t in doc["peers"]) else None)
     rng = random.Random(doc["order"]["seed"])
     manifest = {"schema_version": 1, "kind": "peers", "run_id": run_id, "parameters_file": doc["path"],
                 "parameters": {k: v for k, v in doc.items() if k not in ("path",)},
                 "started_at": batches.now(), "labels": {t: LABELS[t] for t in [*doc["clients"], *doc["peers"]]},
-                "peers": {t: {"version": PEERS[t]["version"], "pins": PEERS[t]["pins"], "venv": str(venv_dir(t))}
+                "peers": {t: {"version": PEERS[t]["version"], "pins": PEERS[t]["pins"], "venv": str(venv_dir(t)),
+                              "api": PEERS[t]["api"],
+                              **({"tokenizer": str(tokenizer())} if PEERS[t].get("tokenizer") else {})}
                           for t in doc["peers"]},
                 "definitions": {t: definitions_of(t) for t in [*doc["clients"], *doc["peers"]]},
-                "not_reported": NOT_REPORTED, "git": provenance.git_commit(), "host": provenance.host_info(),
+                "not_reported": NOT_REPORTED, "server_env": env,
+                "git": provenance.git_commit(), "host": provenance.host_info(),
                 "agents": {a: agents.command(a) for a in doc["clients"]}}
     with storage.locked(run_dir, "peers"):
         storage.write_json(run_dir / "manifest.json", manifest)
-        with server.serving(setting, doc["model"], run_dir) as servers:
+        with server.serving(setting, doc["model"], run_dir, env=env) as servers:
             srv = servers.get("ollama") or next(iter(servers.values()))
             manifest["server"] = {"url": srv.url, "embedded": srv.embedded, "kind": srv.kind,
                                   "version": server.server_version(srv.url), "host_setting": setting["host"]}
@@ -376,14 +505,18 @@ def _client_rows(rec: dict) -> dict:
     tput = (rec["eval_count"] / (rec["eval_duration"] / 1e9)
             if rec.get("eval_count") and rec.get("eval_duration") else None)
     load, prompt = ns("load_duration"), ns("prompt_eval_duration")
+    n, decode = rec.get("eval_count"), rec.get("decode_ms")
+    after_first = n - 1 if n and n > 1 and decode else None
     return {"throughput_tps": tput, "ttft_ms": rec.get("ttft_ms"), "itl_ms": (rec.get("itl_ms") or {}).get("p50"),
             "e2e_ms": rec.get("e2e_ms"),
+            "decode_tps": 1e3 * after_first / decode if after_first else None,
+            "itl_mean_ms": decode / after_first if after_first else None,
             "server_ttft_ms": (load or 0) + prompt if prompt is not None else None,
             "prompt_eval_ms": prompt, "load_ms": load, "server_total_ms": ns("total_duration"),
             "eval_count": rec.get("eval_count"), "eval_ms": ns("eval_duration")}
 
 
-def _peer_runs(raw: dict) -> list[tuple[bool, str, dict]]:
+def _chimeraforge_runs(raw: dict) -> list[tuple[bool, str, dict]]:
     """(warm-up?, outcome, metrics) per run of a chimeraforge output: its individual runs, and
     one `error` per run its warnings say failed (it keeps no record of a failed run)."""
     out = []
@@ -399,6 +532,51 @@ def _peer_runs(raw: dict) -> list[tuple[bool, str, dict]]:
         failed = call["requested"] - len(result.get("individual_runs", []))
         why = "; ".join(result.get("warnings", [])[:1]) or call.get("error") or ""
         out += [(warm, "error", {"error": why})] * failed
+    return out
+
+
+def _ms(record: dict, tag: str) -> float | None:
+    """An AIPerf metric in ms, whatever display unit its export used."""
+    value = record["metrics"].get(tag)
+    scale = {"ms": 1.0, "ns": 1e-6, "us": 1e-3, "s": 1e3}.get(record.get("units", {}).get(tag) or "ms")
+    return value * scale if isinstance(value, (int, float)) and scale else None
+
+
+def _aiperf_runs(raw: dict) -> list[tuple[bool, str, dict]]:
+    """(warm-up?, outcome, metrics) per request of an AIPerf output (profile_export.jsonl, as
+    its driver keeps it): its own numbers, each under the name its definition gives it."""
+    out = []
+    for rec in raw.get("records", []):
+        warm = rec.get("phase") == "warmup"
+        if rec.get("error") or rec.get("was_cancelled"):
+            err = rec.get("error") or {}
+            why = (f"{err.get('type') or err.get('code')}: {err.get('message')}" if isinstance(err, dict)
+                   else str(err)) if err else "cancelled"
+            out.append((warm, "error", {"error": why[:300]}))
+            continue
+        m = rec["metrics"]
+        out.append((warm, "ok", {"throughput_tps": m.get("output_token_throughput_per_user"),
+                                 "ttft_ms": _ms(rec, "time_to_first_token"),
+                                 "itl_ms": _ms(rec, "inter_token_latency"), "e2e_ms": _ms(rec, "request_latency"),
+                                 "eval_count": m.get("usage_completion_tokens"),
+                                 "prompt_eval_count": m.get("usage_prompt_tokens")}))
+    return out
+
+
+PARSERS = {"chimeraforge": _chimeraforge_runs, "aiperf": _aiperf_runs}
+
+
+def _peer_runs(raw: dict) -> list[tuple[bool, str, dict]]:
+    """(warm-up?, outcome, metrics) per run of a peer's output, by its parser; a run the tool
+    left no trace of (it crashed, or never started) is an `error`, never a silent loss."""
+    out = PARSERS[raw["tags"]["tool"]](raw)
+    asked = raw.get("runs_requested")
+    if asked:
+        why = (raw.get("error") or f"no result (exit code {raw.get('exit_code')}; see peers/"
+               f"{raw['tags']['batch_id']}.stderr)")[-300:]
+        for warm, key in ((True, "warmup"), (False, "measured")):
+            short = asked[key] - sum(1 for w, _, _ in out if w == warm)
+            out += [(warm, "error", {"error": why})] * max(short, 0)
     return out
 
 
