@@ -148,7 +148,8 @@ pub async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible
     };
     // The schedule starts once the whole request is here, as a real server's work does: a client
     // that sends its headers and, CPU-starved, its body seconds later (an SDK at a thousand
-    // sessions) must not read as the server's lateness.
+    // sessions) must not read as the server's lateness. Every chunk carries this instant
+    // (`t_arrival_ns`), so that a client's delay in getting its request here is measured too.
     let arrival = mono_ns();
     let body: Value = match serde_json::from_slice(&bytes) {
         Ok(v @ Value::Object(_)) => v,

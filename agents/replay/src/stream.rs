@@ -1,6 +1,7 @@
 //! One response body per request: it sends its plan's chunks on the absolute schedule, each JSON
-//! chunk stamped with CLOCK_MONOTONIC ns taken right before its bytes go to hyper, and records its
-//! own lateness. Written into one reusable buffer per stream (no allocation per chunk).
+//! chunk stamped with CLOCK_MONOTONIC ns taken right before its bytes go to hyper (`t_sent_ns`) and
+//! with the request's arrival, the schedule's origin (`t_arrival_ns`), and records its own
+//! lateness. Written into one reusable buffer per stream (no allocation per chunk).
 use crate::plan::{Fault, Schedule};
 use crate::profile::{Chunk, Final, Kind};
 use crate::sched::{self, mono_ns};
@@ -78,6 +79,27 @@ fn num(buf: &mut BytesMut, v: u64) {
     buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
+/// /api's `created_at`, the one field ollama-python keeps of a chunk (a plain str there): both
+/// stamps as `"<t_sent_ns>/<t_arrival_ns>"`, decimal ns. Not a number (nothing reads it as a float
+/// by mistake) and not RFC 3339 (a real Ollama's time reads as no stamp in every client).
+fn created_at(buf: &mut BytesMut, sent: u64, arrival: u64) {
+    buf.extend_from_slice(b"\"created_at\":\"");
+    num(buf, sent);
+    buf.extend_from_slice(b"/");
+    num(buf, arrival);
+    buf.extend_from_slice(b"\",");
+}
+
+/// The stamps as JSON fields, the chunk's last: when it was sent and when its request was in whole
+/// (CLOCK_MONOTONIC ns), then `end`.
+fn stamps(buf: &mut BytesMut, sent: u64, arrival: u64, end: &[u8]) {
+    buf.extend_from_slice(b"\"t_sent_ns\":");
+    num(buf, sent);
+    buf.extend_from_slice(b",\"t_arrival_ns\":");
+    num(buf, arrival);
+    buf.extend_from_slice(end);
+}
+
 impl Stream {
     fn finish_reason(&self) -> &'static str {
         if self.length {
@@ -97,9 +119,8 @@ impl Stream {
         let b = &mut self.buf;
         b.extend_from_slice(b"{\"model\":\"");
         b.extend_from_slice(&self.model);
-        b.extend_from_slice(b"\",\"created_at\":\"");
-        num(b, stamp);
         b.extend_from_slice(b"\",");
+        created_at(b, stamp, self.sched.arrival_ns);
     }
 
     fn v1_head(&mut self, object: &[u8]) {
@@ -116,9 +137,7 @@ impl Stream {
     }
 
     fn stamp_tail(&mut self, stamp: u64, end: &[u8]) {
-        self.buf.extend_from_slice(b"\"t_sent_ns\":");
-        num(&mut self.buf, stamp);
-        self.buf.extend_from_slice(end);
+        stamps(&mut self.buf, stamp, self.sched.arrival_ns, end);
     }
 
     fn usage(&mut self, stamp: u64, sse: bool) {
@@ -478,5 +497,21 @@ impl Drop for Stream {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_at_carries_both_stamps_and_the_tail_both_fields() {
+        let mut b = BytesMut::new();
+        b.extend_from_slice(b"{\"model\":\"m\",");
+        created_at(&mut b, 5_000_123, 4_000_007);
+        stamps(&mut b, 5_000_123, 4_000_007, b"}");
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["created_at"], "5000123/4000007");
+        assert_eq!((v["t_sent_ns"].as_u64(), v["t_arrival_ns"].as_u64()), (Some(5_000_123), Some(4_000_007)));
     }
 }
