@@ -69,4 +69,8 @@ pub struct Chunk {
     /// Any JSON: a stamp of another shape is no stamp, never a failed line.
     #[serde(default)]
     pub t_sent_ns: Option<Value>,
+    /// The replay server's arrival time of the request this line answers: the instant its whole
+    /// body was in (CLOCK_MONOTONIC ns, the same on every line of a stream).
+    #[serde(default)]
+    pub t_arrival_ns: Option<Value>,
 }

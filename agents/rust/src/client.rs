@@ -85,6 +85,8 @@ pub(crate) struct Seen {
     pub(crate) t0_ns: u64,
     /// Parse time less the server's send stamp, per stamped chunk of any kind.
     pub(crate) lags_ns: Vec<i64>,
+    /// The server's arrival stamp of the request (`t_arrival_ns`), from the first chunk carrying one.
+    pub(crate) arrival_ns: Option<u64>,
     /// The chunk trace, when the jobs file asks for it.
     pub(crate) capture: Option<Capture>,
 }
@@ -107,7 +109,7 @@ fn calls_text(calls: &[Value]) -> String {
     serde_json::to_string(&calls).expect("JSON values serialise")
 }
 
-/// The server's send stamp, when it sent one as an unsigned integer.
+/// The server's send (or arrival) stamp, when it sent one as an unsigned integer.
 pub(crate) fn sent_ns(stamp: Option<&Value>) -> Option<u64> {
     stamp.and_then(Value::as_u64)
 }
@@ -116,6 +118,13 @@ impl Seen {
     /// The reading's state for a run: capture on or off, t0 not yet taken.
     pub(crate) fn new(capture: bool) -> Seen {
         Seen { capture: capture.then(Capture::default), ..Seen::default() }
+    }
+
+    /// A chunk's arrival stamp: the first one kept (every chunk of a stream carries the same).
+    pub(crate) fn arrived(&mut self, arrival: Option<u64>) {
+        if self.arrival_ns.is_none() {
+            self.arrival_ns = arrival;
+        }
     }
 
     /// Every parsed chunk, whatever it carries: its lag (when stamped) and its capture entry.
@@ -136,6 +145,7 @@ impl Seen {
     fn take(&mut self, chunk: Chunk, chat: bool, stamp: Stamp, bytes: usize) -> bool {
         let now = stamp.at;
         let sent = sent_ns(chunk.t_sent_ns.as_ref());
+        self.arrived(sent_ns(chunk.t_arrival_ns.as_ref()));
         if let Some(m) = chunk.error.clone() {
             self.note(stamp, sent, bytes, 'e', String::new);
             self.error = Some(err("server_error", m));
@@ -328,8 +338,10 @@ pub fn record(x: Exchange, jobs: &Jobs, job: &Job) -> Record {
     let Exchange { seen, t0, t0_unix, connect_ms } = x;
     let Seen {
         text, thinking_chars, chunk_times, chunks_thinking, chunks_answer, t_first, t_first_answer, t_last, fin, mut error,
-        lags_ns, capture, ..
+        lags_ns, arrival_ns, t0_ns, capture, ..
     } = seen;
+    // t0 to the server's having the whole request: both on CLOCK_MONOTONIC
+    let send_ns = arrival_ns.map(|a| i64::try_from(a).unwrap_or(i64::MAX).saturating_sub(i64::try_from(t0_ns).unwrap_or(i64::MAX)));
     let outcome = if fin.is_some() {
         error = None; // whatever the body's end did after the done line
         "ok"
@@ -387,7 +399,7 @@ pub fn record(x: Exchange, jobs: &Jobs, job: &Job) -> Record {
         response_sha256: format!("{:x}", Sha256::digest(text.as_bytes())),
         outcome,
         error,
-        lag_ms: Lag::of(&lags_ns),
+        lag_ms: Lag::of(&lags_ns, send_ns),
         capture,
         concurrency: None,
         stream: None,
@@ -436,12 +448,13 @@ pub(crate) mod tests {
 
     #[test]
     fn every_line_is_captured_with_its_kind_bytes_time_and_lag() {
+        // the request was in whole at T0 + 0.4 ms (t_arrival_ns, on every stamped line)
         let lines = [
-            (r#"{"response":"","thinking":"h","done":false,"t_sent_ns":5001000000}"#, T0 + 1_000_500),
-            (r#"{"response":"a","done":false,"t_sent_ns":5002000000}"#, T0 + 2_000_250),
+            (r#"{"response":"","thinking":"h","done":false,"t_sent_ns":5001000000,"t_arrival_ns":5000400000}"#, T0 + 1_000_500),
+            (r#"{"response":"a","done":false,"t_sent_ns":5002000000,"t_arrival_ns":5000400000}"#, T0 + 2_000_250),
             (r#"{"response":"b","thinking":"x","done":false}"#, T0 + 3_000_000), // no stamp: no lag
-            (r#"{"response":"","done":false,"t_sent_ns":5003500000}"#, T0 + 3_500_999),
-            (r#"{"response":"","done":true,"done_reason":"stop","eval_count":2,"t_sent_ns":5004000000}"#, T0 + 4_002_000),
+            (r#"{"response":"","done":false,"t_sent_ns":5003500000,"t_arrival_ns":5000400000}"#, T0 + 3_500_999),
+            (r#"{"response":"","done":true,"done_reason":"stop","eval_count":2,"t_sent_ns":5004000000,"t_arrival_ns":5000400000}"#, T0 + 4_002_000),
         ];
         let mut seen = Seen::new(true);
         assert!(feed(&mut seen, false, &lines));
@@ -455,8 +468,25 @@ pub(crate) mod tests {
         let lag = rec.lag_ms.as_ref().unwrap();
         assert_eq!((lag.first, lag.max, lag.n), (500e-6, 2000e-6, 4));
         assert!((lag.p50 - (500e-6 + 999e-6) / 2.0).abs() < 1e-15);
+        assert_eq!(lag.send, Some(0.4)); // t_arrival_ns − t0
+        let v = serde_json::to_value(&rec).unwrap();
+        assert_eq!(v["lag_ms"]["send"], json!(0.4));
         assert_eq!((rec.outcome, rec.chunks, rec.chunks_answer, rec.chunks_thinking), ("ok", 3, 2, 2));
         assert!((rec.ttft_ms.unwrap() - 1.0005).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_send_delay_is_the_first_arrival_stamp_less_t0_even_from_an_error_line() {
+        // an arrival stamp of another shape is none; the first integer one counts
+        let mut seen = Seen::new(false);
+        let going = feed(&mut seen, false, &[
+            (r#"{"response":"a","done":false,"t_sent_ns":5040000000,"t_arrival_ns":"5031000000"}"#, T0 + 41_000_000),
+            (r#"{"error":"scripted failure","t_sent_ns":5042000000,"t_arrival_ns":5031000000}"#, T0 + 42_000_000),
+        ]);
+        assert!(!going);
+        let rec = record(exchange(seen, T0), &jobs("generate", false), &job());
+        let lag = rec.lag_ms.as_ref().unwrap();
+        assert_eq!((lag.send, lag.first, lag.n), (Some(31.0), 1.0, 2));
     }
 
     #[test]
@@ -483,6 +513,9 @@ pub(crate) mod tests {
         assert_eq!(seen.lags_ns, vec![20]); // the error line's stamp counts too
         let rec = record(exchange(seen, T0), &jobs("generate", true), &job());
         assert_eq!((rec.outcome, rec.error.as_ref().unwrap().kind.as_str()), ("truncated", "server_error"));
+        // send stamps without an arrival stamp (a server that stamps only its sends): send is null
+        let v = serde_json::to_value(&rec).unwrap();
+        assert!(v["lag_ms"]["send"].is_null() && v["lag_ms"].as_object().unwrap().contains_key("send"));
     }
 
     #[test]

@@ -104,6 +104,9 @@ struct V1Chunk {
     /// The replay server's send time of this event (CLOCK_MONOTONIC ns; real servers send none).
     #[serde(default)]
     t_sent_ns: Option<Value>,
+    /// The replay server's arrival time of the request (CLOCK_MONOTONIC ns, the whole body in).
+    #[serde(default)]
+    t_arrival_ns: Option<Value>,
 }
 
 /// A tool call streamed in pieces, by index: the name first, then the arguments' text.
@@ -150,6 +153,7 @@ impl Seen {
                usage: &mut Option<Usage>, finish: &mut Option<String>) -> bool {
         let now = stamp.at;
         let sent = sent_ns(chunk.t_sent_ns.as_ref());
+        self.arrived(sent_ns(chunk.t_arrival_ns.as_ref()));
         if let Some(e) = chunk.error.filter(|e| !e.is_null()) {
             let message = e.get("message").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| e.to_string());
             self.note(stamp, sent, bytes, 'e', String::new);
@@ -371,7 +375,7 @@ mod tests {
         going
     }
 
-    const ROLE: &str = r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":null},"finish_reason":null}],"t_sent_ns":9000100000}"#;
+    const ROLE: &str = r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":null},"finish_reason":null}],"t_sent_ns":9000100000,"t_arrival_ns":9000020000}"#;
     const THINK: &str = r#"{"choices":[{"index":0,"delta":{"reasoning_content":"hm"},"finish_reason":null}],"t_sent_ns":9000200000}"#;
     const CALL: &str = r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c1","type":"function","function":{"name":"add","arguments":""}}]},"finish_reason":null}],"t_sent_ns":9000300000}"#;
     const ARGS: &str = r#"{"choices":[{"index":0,"delta":{"content":"x","tool_calls":[{"index":0,"function":{"arguments":"{\"a\":1,\"b\":2}"}}]},"finish_reason":null}]}"#;
@@ -398,6 +402,7 @@ mod tests {
         assert_eq!((cap.text[0].as_str(), cap.text[5].as_str(), cap.text[6].as_str()), ("", "", ""));
         let lag = rec.lag_ms.as_ref().unwrap();
         assert_eq!((lag.first, lag.max, lag.n), (400e-6, 400e-6, 6));
+        assert_eq!(lag.send, Some(0.02)); // the role chunk's t_arrival_ns − t0
         assert_eq!((rec.outcome, rec.chunks, rec.eval_count, rec.done_reason.as_deref()), ("ok", 4, Some(4), Some("tool_calls")));
     }
 
@@ -413,6 +418,9 @@ mod tests {
         assert_eq!(seen.capture.as_ref().unwrap().kinds, "ae");
         assert_eq!(seen.lags_ns, vec![500, 900]);
         assert_eq!(seen.error.as_ref().unwrap().kind, "server_error");
+        assert_eq!(seen.arrival_ns, None); // no event carried an arrival stamp: send will be null
+        let rec = record(exchange(seen, T0), &jobs("openai-chat", true), &job());
+        assert!(rec.lag_ms.as_ref().unwrap().send.is_none());
     }
 
     #[test]

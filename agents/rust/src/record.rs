@@ -13,9 +13,13 @@ pub struct Itl {
 }
 
 /// Per-chunk lag against the server's send stamps (`t_sent_ns`, the replay server's): the
-/// client's parse time less the send time, both on CLOCK_MONOTONIC, in ms.
+/// client's parse time less the send time, both on CLOCK_MONOTONIC, in ms; and the send delay
+/// before them (`t_arrival_ns`, the instant the server had the whole request, less t0).
 #[derive(Debug, Serialize)]
 pub struct Lag {
+    /// t0 (just before the request went to the HTTP client) to the server's having the whole
+    /// request; None when the server stamps no arrival.
+    pub send: Option<f64>,
     /// The first stamped chunk's.
     pub first: f64,
     pub p50: f64,
@@ -26,12 +30,13 @@ pub struct Lag {
 }
 
 impl Lag {
-    /// None when no chunk carried a stamp.
-    pub fn of(lags_ns: &[i64]) -> Option<Lag> {
+    /// None when no chunk carried a stamp; `send_ns`: the arrival stamp less t0, where there was one.
+    pub fn of(lags_ns: &[i64], send_ns: Option<i64>) -> Option<Lag> {
         let first = *lags_ns.first()? as f64 / 1e6;
         let mut ms: Vec<f64> = lags_ns.iter().map(|&l| l as f64 / 1e6).collect();
         ms.sort_by(|a, b| a.partial_cmp(b).expect("lags are finite"));
         Some(Lag {
+            send: send_ns.map(|s| s as f64 / 1e6),
             first,
             p50: percentile(&ms, 0.50)?,
             p99: percentile(&ms, 0.99)?,
@@ -159,16 +164,24 @@ mod tests {
 
     #[test]
     fn lag_is_null_without_stamps_and_in_ms_with_them() {
-        assert!(Lag::of(&[]).is_none());
+        assert!(Lag::of(&[], None).is_none());
+        assert!(Lag::of(&[], Some(3)).is_none()); // no send stamp, no lag: an arrival alone is none
         // 1.5, 0.5, 2.5, 4.5 ms: the first as it came, the rest by numpy's interpolation
-        let lag = Lag::of(&[1_500_000, 500_000, 2_500_000, 4_500_000]).unwrap();
+        let lag = Lag::of(&[1_500_000, 500_000, 2_500_000, 4_500_000], Some(31_250_000)).unwrap();
+        assert_eq!(lag.send, Some(31.25));
         assert_eq!(lag.first, 1.5);
         assert_eq!(lag.n, 4);
         assert_eq!(lag.max, 4.5);
         assert!((lag.p50 - 2.0).abs() < 1e-12);
         assert!((lag.p99 - (2.5 + 2.0 * 0.97)).abs() < 1e-9);
-        let one = Lag::of(&[7]).unwrap();
+        let one = Lag::of(&[7], None).unwrap();
         assert_eq!((one.first, one.p50, one.p99, one.max, one.n), (7e-6, 7e-6, 7e-6, 7e-6, 1));
+        assert!(one.send.is_none());
+        // the record's field order, send first, and send null without an arrival stamp
+        let v = serde_json::to_value(&one).unwrap();
+        assert!(v["send"].is_null());
+        assert_eq!(serde_json::to_string(&Lag::of(&[1_000_000], Some(2_000_000)).unwrap()).unwrap(),
+                   r#"{"send":2.0,"first":1.0,"p50":1.0,"p99":1.0,"max":1.0,"n":1}"#);
     }
 
     #[test]
