@@ -508,8 +508,9 @@ class AgentSSEServer(LoopbackServer):
 
 class StampedServer(LoopbackServer):
     """The replay server's stamps, scripted: every JSON chunk carries `t_sent_ns`, its send time on
-    CLOCK_MONOTONIC (time.monotonic_ns(), taken just before the write; on /api also as a decimal
-    string in `created_at`), on /api/generate, /api/chat (NDJSON) and /v1/chat/completions (SSE).
+    CLOCK_MONOTONIC (time.monotonic_ns(), taken just before the write), and `t_arrival_ns`, when
+    the request's body had been read (on /api both also in `created_at`, as "<sent>/<arrival>"),
+    on /api/generate, /api/chat (NDJSON) and /v1/chat/completions (SSE).
     Request k gets the shape sequence[k] (the last repeats; with `by_turn`, /api/chat answers by
     the assistant messages in the history instead, for an agent task):
 
@@ -535,6 +536,7 @@ class StampedServer(LoopbackServer):
     def __init__(self, sequence: list[str], gap_ms: float = 2.0, stall_s: float = 3.0, by_turn: bool = False):
         self.sequence, self.gap_ms, self.stall_s = sequence, gap_ms, stall_s
         self.requests: list[tuple[str, str]] = []  # (path, shape) as served
+        self.arrival = threading.local()  # the request's arrival stamp, per handler thread
         done = threading.Event()
         self.done = done
         script = self
@@ -543,6 +545,7 @@ class StampedServer(LoopbackServer):
         class Handler(NoDelayHandler):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                script.arrival.ns = time.monotonic_ns()  # the whole request is in
                 k = next(served)
                 if by_turn:
                     k = sum(m.get("role") == "assistant" for m in body.get("messages", []))
@@ -573,12 +576,12 @@ class StampedServer(LoopbackServer):
 
         super().__init__(Handler)
 
-    @staticmethod
-    def _stamped(doc: dict, api: bool):
-        """The chunk as a callable: stamped when it is sent."""
+    def _stamped(self, doc: dict, api: bool):
+        """The chunk as a callable: stamped when it is sent (and with its request's arrival)."""
         def encode() -> bytes:
-            ns = time.monotonic_ns()
-            stamped = {**doc, **({"created_at": str(ns)} if api else {}), "t_sent_ns": ns}
+            ns, arrival = time.monotonic_ns(), self.arrival.ns
+            stamped = {**doc, **({"created_at": f"{ns}/{arrival}"} if api else {}), "t_sent_ns": ns,
+                       "t_arrival_ns": arrival}
             data = json.dumps(stamped, separators=(",", ":")).encode()
             return data + b"\n" if api else b"data: " + data + b"\n\n"
         return encode

@@ -1,9 +1,11 @@
-"""Per-chunk lag against the server's send stamps, and `capture: true` (DESIGN.md, "The replay
-server", "Sessions at scale"), against tests/scripted.py's StampedServer: every chunk carries
-`t_sent_ns` on CLOCK_MONOTONIC. Counts and shapes only, never speeds: the lag is present, as many
-as the stamped chunks, ordered and non-negative, and small enough to show it is the same clock; the
-capture's kinds match the stream chunk for chunk. The replay server's faults end as named outcomes
-in one process that goes on to its next run.
+"""Per-chunk lag against the server's send stamps, the send delay before them, and `capture: true`
+(DESIGN.md, "The replay server", "Sessions at scale"), against tests/scripted.py's StampedServer:
+every chunk carries `t_sent_ns` and its request's `t_arrival_ns` on CLOCK_MONOTONIC. Counts and
+shapes only, never speeds: the lag is present, as many as the stamped chunks, ordered and
+non-negative, and small enough to show it is the same clock; the send delay (arrival − t0) is
+non-negative and before the first chunk was parsed; the capture's kinds match the stream chunk for
+chunk. The replay server's faults end as named outcomes in one process that goes on to its next
+run. The Python clients' stamp reading (agent_jobs.Trace, created_stamps) is checked by hand too.
 
 The Rust agent only for now: the Python agent and the null client gain the same fields in a
 change of their own (add them to CLIENTS when it lands)."""
@@ -11,10 +13,11 @@ change of their own (add them to CLIENTS when it lands)."""
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
-from langbench import schemas
+from langbench import paths, schemas
 from scripted import ScriptedServer, StampedServer
 from test_agents_contract import run_agent
 
@@ -47,6 +50,10 @@ def check_lag(rec: dict, stamped: int) -> None:
     assert lag["n"] == stamped, rec["run_id"]
     assert 0 <= lag["first"] <= lag["max"] < SAME_CLOCK_MS
     assert 0 <= lag["p50"] <= lag["p99"] <= lag["max"]
+    # t0 to the server's having the whole request: the same clock, before any chunk was parsed
+    assert lag["send"] is not None and 0 <= lag["send"] < SAME_CLOCK_MS, rec["run_id"]
+    if "capture" in rec:
+        assert lag["send"] * 1e3 <= rec["capture"]["t_us"][0] + 1  # t_us: whole µs from t0
 
 
 def check_capture(rec: dict, kinds: str) -> None:
@@ -131,6 +138,60 @@ def test_concurrent_sessions_carry_lag_without_capture(agent, tmp_path):
         assert schemas.problems("record", rec) == []
         assert "capture" not in rec  # records stay as they were without capture: true
         check_lag(rec, len(StampedServer.KINDS_API["tokens"]))
+
+
+PYTHON_CLIENTS = ["python", "python-tuned", "python-raw", "null"]
+
+
+@pytest.mark.parametrize("agent", PYTHON_CLIENTS)
+@pytest.mark.parametrize("endpoint", ["generate", "chat", "openai-chat"])
+def test_every_python_client_records_lag_and_send_delay(agent, endpoint, tmp_path):
+    """The send delay through each reader of the stamps: ollama-python's `created_at` (python on
+    /api), the openai SDK's extras (python, python-tuned on /v1), the hand-written parser
+    (python-raw, null). Clean streams only: the faults' outcomes are test_api_lag_capture_and_faults'."""
+    kinds = (StampedServer.KINDS_V1 if endpoint == "openai-chat" else StampedServer.KINDS_API)["tokens"]
+    doc = request_doc(endpoint, ["tokens", "tokens"], capture=True, timeout_s=30)
+    with StampedServer(["tokens"]) as srv:
+        stats, records = run_agent(agent, srv.url, doc, tmp_path, timeout=120)
+    assert stats.exit_code == 0, stats.stderr_tail
+    assert len(records) == 2
+    for rec in records:
+        assert schemas.problems("record", rec) == []
+        assert rec["capture"]["kinds"] == kinds  # its bytes are null through an SDK
+        check_lag(rec, len(kinds))
+
+
+def _agent_jobs():
+    sys.path.insert(0, str(paths.AGENTS / "python"))
+    import agent_jobs
+    return agent_jobs
+
+
+def test_python_clients_read_both_stamps_from_created_at_and_real_ollamas_time_as_none():
+    aj = _agent_jobs()
+    assert aj.created_stamps("5040000000/5031000000") == (5040000000, 5031000000)
+    assert aj.created_stamps("5040000000") == (5040000000, None)  # a server that stamps its sends only
+    for none in ("2026-01-01T00:00:00.123456789Z", "", None, "/5031000000", "1.5", "²/3", 5):
+        assert aj.created_stamps(none) == (None, None), none
+    assert aj.created_stamps("5040000000/x") == (5040000000, None)
+    assert aj.stamp_of(7) == 7 and aj.stamp_of("7") == 7
+    assert aj.stamp_of(True) is None and aj.stamp_of("²") is None and aj.stamp_of(7.0) is None
+
+
+def test_the_python_trace_gives_send_as_arrival_less_t0_and_null_without_an_arrival():
+    aj = _agent_jobs()
+    t0 = 5_000_000_000
+    t = aj.Trace(t0, keep=False)
+    t.add(t0 + 41_000_000, "a", "x", None, t0 + 40_000_000, None)  # no arrival on this one: the next counts
+    t.add(t0 + 43_000_000, "d", "", None, t0 + 42_000_000, t0 + 31_000_000)
+    t.add(t0 + 44_000_000, "d", "", None, t0 + 43_500_000, t0 + 99_000_000)  # the first arrival stays
+    lag = t.fields()["lag_ms"]
+    assert list(lag) == ["send", "first", "p50", "p99", "max", "n"]  # the Rust agent's order
+    assert lag["send"] == pytest.approx(31.0) and lag["first"] == pytest.approx(1.0) and lag["n"] == 3
+    only_sent = aj.Trace(t0, keep=False)
+    only_sent.add(t0 + 2_000_000, "a", "x", None, t0 + 1_000_000)
+    assert only_sent.fields()["lag_ms"]["send"] is None
+    assert aj.Trace(t0, keep=False).fields() == {"lag_ms": None}
 
 
 @pytest.mark.parametrize("agent", CLIENTS)

@@ -217,25 +217,39 @@ def itl(sorted_gaps: list[float]) -> dict:
 
 
 def stamp_of(value) -> int | None:
-    """A chunk's send stamp (the replay server's `t_sent_ns`, CLOCK_MONOTONIC ns) as an int, or
-    None: real servers send none, and on /api the ollama client keeps it only in `created_at`
-    (a decimal string there; a real Ollama's RFC 3339 text is no stamp)."""
+    """A chunk's stamp (the replay server's `t_sent_ns` or `t_arrival_ns`, CLOCK_MONOTONIC ns) as
+    an int, or None: real servers send none; a stamp of another shape is no stamp."""
     if type(value) is int:
         return value
-    if type(value) is str and value.isdigit():
+    if type(value) is str and value.isascii() and value.isdigit():
         return int(value)
     return None
+
+
+def created_stamps(value) -> tuple[int | None, int | None]:
+    """(send stamp, arrival stamp) from an /api chunk's `created_at`, the one field the ollama
+    client keeps of a chunk: the replay server writes "<t_sent_ns>/<t_arrival_ns>" there (one
+    that stamps sends only: "<t_sent_ns>"); a real Ollama's RFC 3339 time is no stamp."""
+    if type(value) is not str:
+        return None, None
+    sent, slash, arrival = value.partition("/")
+    sent_ns = stamp_of(sent)
+    if sent_ns is None:
+        return None, None
+    return sent_ns, stamp_of(arrival) if slash else None
 
 
 class Trace:
     """One run's chunks as the client parsed them (DESIGN.md, "The replay server"): the lag
     behind the server's send stamp of every stamped chunk (parse time − send time, both on
-    CLOCK_MONOTONIC: time.monotonic_ns() here, clock_gettime in the Rust agent), and, when the
-    jobs file asks for `capture`, each chunk's parse time from t0 (µs), its bytes where the client
-    sees them (None through an SDK), its kind and its text. Kinds: t thinking, a answer, c tool
-    call (text: the calls as JSON), d done / finish_reason, u usage only, e no token."""
+    CLOCK_MONOTONIC: time.monotonic_ns() here, clock_gettime in the Rust agent), the send delay
+    before them (the server's arrival stamp − t0: what the client took to get its request to the
+    server), and, when the jobs file asks for `capture`, each chunk's parse time from t0 (µs), its
+    bytes where the client sees them (None through an SDK), its kind and its text. Kinds: t
+    thinking, a answer, c tool call (text: the calls as JSON), d done / finish_reason, u usage
+    only, e no token."""
 
-    __slots__ = ("t0_ns", "keep", "t_us", "sizes", "kinds", "texts", "lags")
+    __slots__ = ("t0_ns", "keep", "t_us", "sizes", "kinds", "texts", "lags", "arrival")
 
     def __init__(self, t0_ns: int, keep: bool):
         self.t0_ns, self.keep = t0_ns, keep
@@ -244,10 +258,14 @@ class Trace:
         self.kinds: list[str] = []
         self.texts: list[str] = []
         self.lags: list[int] = []
+        self.arrival: int | None = None  # the first arrival stamp (every chunk of a stream has the same)
 
-    def add(self, now_ns: int, kind: str, text: str = "", size: int | None = None, stamp=None) -> None:
+    def add(self, now_ns: int, kind: str, text: str = "", size: int | None = None, stamp=None,
+            arrival=None) -> None:
         if stamp is not None:
             self.lags.append(now_ns - stamp)
+        if self.arrival is None:
+            self.arrival = arrival
         if self.keep:
             self.t_us.append((now_ns - self.t0_ns) // 1000)
             self.sizes.append(size)
@@ -255,11 +273,13 @@ class Trace:
             self.texts.append(text)
 
     def fields(self) -> dict:
-        """The record's `lag_ms` (null without stamps) and, when kept, its `capture`."""
+        """The record's `lag_ms` (null without stamps; its `send` null without an arrival stamp)
+        and, when kept, its `capture`."""
         out = {"lag_ms": None}
         if self.lags:
             lags = sorted(v / 1e6 for v in self.lags)
-            out["lag_ms"] = {"first": self.lags[0] / 1e6, "p50": percentile(lags, 0.50),
+            send = None if self.arrival is None else (self.arrival - self.t0_ns) / 1e6
+            out["lag_ms"] = {"send": send, "first": self.lags[0] / 1e6, "p50": percentile(lags, 0.50),
                              "p99": percentile(lags, 0.99), "max": lags[-1], "n": len(lags)}
         if self.keep:
             out["capture"] = {"t_us": self.t_us, "bytes": self.sizes, "kinds": "".join(self.kinds),

@@ -23,7 +23,7 @@ import ollama
 
 import agent_async  # the one asyncio loop of every Python client (sessions at scale)
 import agent_tools  # the loop's tools and bookkeeping, shared with the null client
-from agent_jobs import SERVER_FIELDS, Trace, Writer, itl, kind_of, stamp_of
+from agent_jobs import SERVER_FIELDS, Trace, Writer, created_stamps, itl, kind_of
 
 AGENT_VERSION = f"0.1.0+ollama-python-{version('ollama')}"
 CLIENT = f"ollama-python {version('ollama')} (httpx {version('httpx')})"  # named in every error
@@ -139,9 +139,10 @@ class Timing:
         if calls:  # Ollama sends a call as one chunk once its arguments are complete: it carries tokens
             self.tool_calls.extend(c.model_dump() for c in part.tool_calls)
         kind = kind_of(text, thinking, calls, chunk.done)
+        sent, arrival = created_stamps(chunk.created_at)  # the replay server's stamps, where it sent them
         self.chunks.add(now_ns, kind, json.dumps([{"name": c.function.name, "arguments": dict(c.function.arguments)}
                                                   for c in part.tool_calls]) if kind == "c" else
-                        text if kind == "a" else thinking if kind == "t" else "", None, stamp_of(chunk.created_at))
+                        text if kind == "a" else thinking if kind == "t" else "", None, sent, arrival)
         if text or thinking or calls:
             self.chunk_times.append(now)
             if self.t_first is None:

@@ -145,7 +145,9 @@ class Timing:
                 kind = kind_of(text, thinking, calls, choice.finish_reason is not None)
                 piece = (json.dumps([c.model_dump(exclude_none=True) for c in calls]) if kind == "c" else
                          text if kind == "a" else thinking if kind == "t" else "")
-        self.chunks.add(now_ns, kind, piece, None, stamp_of((chunk.model_extra or {}).get("t_sent_ns")))
+        extra = chunk.model_extra or {}  # the replay server's stamps: fields the SDK keeps as extras
+        self.chunks.add(now_ns, kind, piece, None, stamp_of(extra.get("t_sent_ns")),
+                        stamp_of(extra.get("t_arrival_ns")))
 
     def text(self) -> str:
         return "".join(self.parts)

@@ -114,7 +114,7 @@ def take_line(x: Exchange, line: bytes, now_ns: int, chat: bool) -> None:
     kind = kind_of(text, thinking, calls, bool(chunk.get("done")))
     x.trace.add(now_ns, kind, json.dumps([c.get("function") for c in calls]) if kind == "c" else
                 text if kind == "a" else thinking if kind == "t" else "",
-                len(line.rstrip(b"\r\n")), stamp_of(chunk.get("t_sent_ns")))
+                len(line.rstrip(b"\r\n")), stamp_of(chunk.get("t_sent_ns")), stamp_of(chunk.get("t_arrival_ns")))
 
 
 class SSE:
@@ -176,7 +176,7 @@ def take_event(x: Exchange, event: bytes, now_ns: int, chat: bool) -> None:
             kind = kind_of(text, thinking, calls, choice.get("finish_reason") is not None)
             piece = (json.dumps(calls) if kind == "c" else text if kind == "a" else
                      thinking if kind == "t" else "")
-    x.trace.add(now_ns, kind, piece, len(event), stamp_of(chunk.get("t_sent_ns")))
+    x.trace.add(now_ns, kind, piece, len(event), stamp_of(chunk.get("t_sent_ns")), stamp_of(chunk.get("t_arrival_ns")))
 
 
 def end_sse(x: Exchange) -> None:
