@@ -44,7 +44,7 @@ THREADS = 1
 # last file to start is a short one and the lanes end together, not one lane running
 # test_thinking alone for its last three minutes. Files not named weigh 0 and keep their order.
 FILE_SECONDS = {
-    "test_replay_study.py": 300, "test_scale.py": 240, "test_scale_report.py": 60, "test_chunk_lag.py": 15,
+    "test_replay_study.py": 300, "test_scale.py": 240, "test_scale_report.py": 60, "test_chunk_lag.py": 30,
     "test_replay_server.py": 20, "test_docs.py": 10, "test_thinking.py": 133, "test_peers.py": 320, "test_agent_loops.py": 125, "test_sweep.py": 87, "test_agent_sweep.py": 82,
     "test_gpu.py": 64, "test_report.py": 62, "test_agent_replay.py": 62, "test_cluster.py": 48,
     "test_concurrency.py": 40, "test_agents_contract.py": 33, "test_sequential_sweep.py": 31,

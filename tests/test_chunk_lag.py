@@ -140,15 +140,18 @@ def test_concurrent_sessions_carry_lag_without_capture(agent, tmp_path):
         check_lag(rec, len(StampedServer.KINDS_API["tokens"]))
 
 
-PYTHON_CLIENTS = ["python", "python-tuned", "python-raw", "null"]
+# each reader of the stamps on each wire: ollama-python's `created_at` (python on /api's two
+# response types), the openai SDK's extras (python on httpx, python-tuned on aiohttp), the
+# hand-written parser on NDJSON and SSE (python-raw on asyncio, null on http.client)
+PYTHON_READERS = [("python", "generate"), ("python", "chat"), ("python", "openai-chat"),
+                  ("python-tuned", "openai-chat"), ("python-raw", "chat"), ("python-raw", "openai-chat"),
+                  ("null", "generate"), ("null", "openai-chat")]
 
 
-@pytest.mark.parametrize("agent", PYTHON_CLIENTS)
-@pytest.mark.parametrize("endpoint", ["generate", "chat", "openai-chat"])
+@pytest.mark.parametrize(("agent", "endpoint"), PYTHON_READERS)
 def test_every_python_client_records_lag_and_send_delay(agent, endpoint, tmp_path):
-    """The send delay through each reader of the stamps: ollama-python's `created_at` (python on
-    /api), the openai SDK's extras (python, python-tuned on /v1), the hand-written parser
-    (python-raw, null). Clean streams only: the faults' outcomes are test_api_lag_capture_and_faults'."""
+    """The send delay through every Python reader of the stamps. Clean streams only: the faults'
+    outcomes are test_api_lag_capture_and_faults'."""
     kinds = (StampedServer.KINDS_V1 if endpoint == "openai-chat" else StampedServer.KINDS_API)["tokens"]
     doc = request_doc(endpoint, ["tokens", "tokens"], capture=True, timeout_s=30)
     with StampedServer(["tokens"]) as srv:
