@@ -13,10 +13,22 @@ time, so the batch is the unit, and every CI here is a bootstrap 95 % CI over ba
   (Σ eval_count / Σ e2e) at the endpoint's lowest N, best client: under `load: ideal` the
   replay server's per-session timing does not depend on N, so that is what it offered at N;
 - the client's lag behind the server's send stamp per chunk (record `lag_ms`): p50, p99 and at
-  the first chunk, each the median over the batch's records; the first-chunk lag is the TTFT
-  inflation over the server's own timing;
-- added share per turn = lag_ms.max / e2e_ms (the client's lag at its worst chunk against the
-  turn's time), the median over the batch's turns;
+  the first chunk, and its send delay (`lag_ms.send`: the server's arrival stamp, the instant it
+  had the whole request, less the client's t0), each the median over the batch's records;
+- the client's added time per turn, `added_ms`, and its TTFT inflation, `ttft_added_ms`, each the
+  median over the batch's turns. Where the server stamps its chunks (the replay server: send and
+  arrival stamps) they are measured per turn: added = lag_ms.send + lag_ms.max (getting the request
+  to the server, then the lag at the worst chunk), TTFT inflation = lag_ms.send + lag_ms.first.
+  The lag alone misses the send: the official Python SDK at 1,024 sessions on /api/chat lagged
+  31 ms at its first chunk while its TTFT was 4.4 s against 47 ms at N = 1, the request queued in
+  the client before the server had it. Where the server stamps nothing (a real server, e.g. a
+  llama-server on a GPU: issue 42; or a replay run from before the arrival stamp), they are the
+  turn's e2e (and TTFT) inflation over the Rust agent's median at the same endpoint and N (and
+  mode; its ok measured turns in batches not flagged): the floor there. The Rust agent is then the
+  floor itself, so it has no knee of its own ("the floor"), and the others' added time includes
+  whatever Rust adds at that N. `added_basis` says which (stamps, floor; mixed where a batch has
+  both);
+- added share per turn = added_ms / e2e_ms, the median over the batch's turns;
 - CPU per token and per turn: the agent process's user + system CPU (start-up apart) over its
   tokens and over its requests (metrics.cpu_per_work), and its peak RSS;
 - flagged: the replay server's own lateness p99 in that batch (processes.jsonl `replay`) above
@@ -27,12 +39,15 @@ time, so the batch is the unit, and every CI here is a bootstrap 95 % CI over ba
 Knee: for each client × endpoint, the smallest N whose added-share CI lower bound is above
 1 % (and 5 %) of a turn's time, with the aggregate tok/s received there (mean, CI); "none up to
 N_max" where no N passes, "not decided" where a load point below N_max has no CI (fewer than
-three batches not flagged) and none passes.
+three batches not flagged) and none passes, "the floor" for the Rust agent where the added time
+is measured against it. The knee rule's look before each load level (decided_below) reads the
+same added share.
 
-SDK vs language: at each N, gap = python − rust in the split metric (the client's lag p50 per
-chunk unless told otherwise), SDK share = (python − python-raw) / gap, language share =
-(python-raw − rust) / gap, and the tuned client's share = (python − python-tuned) / gap (how much
-of the gap the tuned transport removes); no shares where the gap is within the margin.
+SDK vs language: at each N, gap = python − rust in the split metric (the client's added time per
+turn, send included, unless told otherwise), SDK share = (python − python-raw) / gap, language
+share = (python-raw − rust) / gap, and the tuned client's share = (python − python-tuned) / gap
+(how much of the gap the tuned transport removes); no shares where the gap is within the margin.
+The language comparison at each N (compare_at_each_n) is on the same value.
 """
 
 from __future__ import annotations
@@ -46,12 +61,21 @@ THRESHOLDS = (0.01, 0.05)
 PYTHON, TUNED, RAW, RUST = "python", "python-tuned", "python-raw", "rust"
 CLIENTS = (PYTHON, TUNED, RAW, RUST)
 MIN_BATCHES_CI = 3  # a bootstrap percentile CI over fewer batches is no interval
-LAG_FIELDS = {"first": "lag_first_ms", "p50": "lag_p50_ms", "p99": "lag_p99_ms", "max": "lag_max_ms"}
+LAG_FIELDS = {"send": "lag_send_ms", "first": "lag_first_ms", "p50": "lag_p50_ms", "p99": "lag_p99_ms",
+              "max": "lag_max_ms"}
 # the per-batch values described per client × endpoint × N
 VALUES = ("tps_received", "in_flight_mean", "in_flight_max", "reached", "lag_p50_ms", "lag_p99_ms",
-          "lag_first_ms", "added_share", "ttft_p50_ms", "cpu_ms_per_token", "cpu_ms_per_turn", "peak_rss_mib")
-SPLIT_LABELS = {"lag_p50_ms": "the client's lag p50 per chunk", "lag_first_ms": "the client's lag at the first chunk",
+          "lag_first_ms", "lag_send_ms", "added_ms", "ttft_added_ms", "added_share", "ttft_p50_ms",
+          "cpu_ms_per_token", "cpu_ms_per_turn", "peak_rss_mib")
+SPLIT_VALUE = "added_ms"  # what the SDK/language split and the comparisons at each N use unless told
+SPLIT_LABELS = {"added_ms": "the client's added time per turn (send delay + lag at its worst chunk, or the "
+                            "e2e inflation over the Rust floor where the server stamps nothing)",
+                "ttft_added_ms": "the client's TTFT inflation (send delay + lag at the first chunk, or over the "
+                                 "Rust floor where the server stamps nothing)",
+                "lag_send_ms": "the client's send delay (t0 to the server's having the whole request)",
+                "lag_p50_ms": "the client's lag p50 per chunk", "lag_first_ms": "the client's lag at the first chunk",
                 "lag_p99_ms": "the client's lag p99 per chunk"}
+STAMPS, FLOOR = "stamps", "floor"  # added_basis: measured on the server's stamps, or over the Rust floor
 
 
 def in_flight(starts, ends) -> tuple[float, int, float]:
@@ -73,8 +97,11 @@ def in_flight(starts, ends) -> tuple[float, int, float]:
 
 
 def with_lag(df: pd.DataFrame) -> pd.DataFrame:
-    """The records with their `lag_ms` dict as columns lag_first_ms … lag_max_ms (NaN where a
-    record has none: a real server stamps no chunk) and added_share = lag_max_ms / e2e_ms."""
+    """The records with their `lag_ms` dict as columns lag_send_ms, lag_first_ms … lag_max_ms
+    (NaN where a record has none: a real server stamps no chunk), and, where the server stamped
+    both the sends and the arrival, the added time measured on them (module docstring):
+    added_ms = send + max, ttft_added_ms = send + first, added_share = added_ms / e2e_ms,
+    added_basis "stamps". The other records' are NaN (basis None) until with_floor."""
     df = df.copy()
     if "lag_ms" in df:  # a frame made from raw records (metrics.frame flattens it already)
         lag = df["lag_ms"]
@@ -83,9 +110,50 @@ def with_lag(df: pd.DataFrame) -> pd.DataFrame:
                                     errors="coerce")
     for col in LAG_FIELDS.values():
         df[col] = pd.to_numeric(df[col], errors="coerce") if col in df else np.nan
+    stamped = df["lag_send_ms"].notna() & df["lag_max_ms"].notna()
+    df["added_ms"] = (df["lag_send_ms"] + df["lag_max_ms"]).where(stamped)
+    df["ttft_added_ms"] = (df["lag_send_ms"] + df["lag_first_ms"]).where(stamped)
+    df["added_basis"] = pd.Series(np.where(stamped, STAMPS, None), index=df.index, dtype=object)
+    return _share(df)
+
+
+def _share(df: pd.DataFrame) -> pd.DataFrame:
     e2e = pd.to_numeric(df["e2e_ms"], errors="coerce")
-    df["added_share"] = df["lag_max_ms"] / e2e.where(e2e > 0)
+    df["added_share"] = df["added_ms"] / e2e.where(e2e > 0)
     return df
+
+
+def with_floor(df: pd.DataFrame, exclude=()) -> pd.DataFrame:
+    """The records without stamped added time (with_lag) get it over the floor: the turn's e2e
+    and TTFT less the Rust agent's medians at the same endpoint × N × mode (its ok measured
+    turns, batches in `exclude` apart; at endpoint × N where Rust ran no turn of that mode), basis
+    "floor"; NaN where Rust has no turn there."""
+    df = df.copy()
+    need = df["added_basis"].isna()
+    if not need.any():
+        return df
+    e2e = pd.to_numeric(df["e2e_ms"], errors="coerce")
+    ttft = pd.to_numeric(df["ttft_ms"], errors="coerce")
+    rust = (df["agent"] == RUST) & ~df["batch_id"].isin(list(exclude))
+    for col, want in (("phase", "measured"), ("outcome", "ok")):
+        if col in df:
+            rust &= df[col] == want
+    floors = pd.DataFrame({"e2e": e2e, "ttft": ttft})
+    coarse_keys = ["endpoint", "concurrency"]
+    keys = coarse_keys + (["mode"] if "mode" in df else [])
+    kf = df[keys].astype(object)
+    kf = kf.where(kf.notna(), "")  # a missing mode is a key of its own
+    floor = pd.DataFrame(np.nan, index=df.index, columns=["e2e", "ttft"])
+    for ks in (keys, coarse_keys):  # the finest key Rust ran at first
+        if not rust.any():
+            break
+        med = floors[rust].groupby([kf.loc[rust, k] for k in ks]).median()
+        got = med.reindex(pd.MultiIndex.from_frame(kf[ks]))
+        floor = floor.fillna(pd.DataFrame(got.to_numpy(), index=df.index, columns=["e2e", "ttft"]))
+    df.loc[need, "added_ms"] = (e2e - floor["e2e"])[need]
+    df.loc[need, "ttft_added_ms"] = (ttft - floor["ttft"])[need]
+    df.loc[need, "added_basis"] = FLOOR
+    return _share(df)
 
 
 def scale_records(df: pd.DataFrame, default_endpoint: str = "generate") -> pd.DataFrame:
@@ -122,6 +190,13 @@ def batch_table(records: pd.DataFrame, procs: pd.DataFrame, attempts: pd.DataFra
     if len(work) and "attempt" in work:
         work = work.sort_values("attempt").groupby("batch_id").tail(1)
     work = work.set_index("batch_id") if len(work) else pd.DataFrame()
+    flagged = {}
+    for batch_id in records["batch_id"].unique():
+        late = _late_p99_ms(work.loc[batch_id].get("replay")) if len(work) and batch_id in work.index else None
+        flagged[batch_id] = (late, bool(bound_ms is not None and late is not None and np.isfinite(late)
+                                        and late > bound_ms))
+    # the added time over the Rust floor where the server stamped nothing, from batches that decide
+    records = with_floor(records, exclude=[k for k, (_, f) in flagged.items() if f])
     rows = []
     for batch_id, g in records.groupby("batch_id", sort=False):
         m = g[g["phase"] == "measured"]
@@ -145,23 +220,27 @@ def batch_table(records: pd.DataFrame, procs: pd.DataFrame, attempts: pd.DataFra
                        session_tps=tokens / busy if busy > 0 else np.nan,
                        in_flight_mean=mean, in_flight_max=peak, reached=mean / row["concurrency"],
                        lag_p50_ms=ok["lag_p50_ms"].median(), lag_p99_ms=ok["lag_p99_ms"].median(),
-                       lag_first_ms=ok["lag_first_ms"].median(), added_share=ok["added_share"].median(),
+                       lag_first_ms=ok["lag_first_ms"].median(), lag_send_ms=ok["lag_send_ms"].median(),
+                       added_ms=ok["added_ms"].median(), ttft_added_ms=ok["ttft_added_ms"].median(),
+                       added_share=ok["added_share"].median(), added_basis=_basis(ok["added_basis"]),
                        ttft_p50_ms=pd.to_numeric(ok["ttft_ms"], errors="coerce").median())
         if len(work) and batch_id in work.index:
             w = work.loc[batch_id]
             row.update(cpu_ms_per_token=w.get("cpu_ms_per_token"), cpu_ms_per_turn=w.get("cpu_ms_per_request"),
-                       peak_rss_mib=w.get("peak_rss_mib"))
-            late = _late_p99_ms(w.get("replay"))
-            row["server_late_p99_ms"] = late
-            row["flagged"] = bool(bound_ms is not None and late is not None and np.isfinite(late) and late > bound_ms)
-        else:
-            row["flagged"] = False
+                       peak_rss_mib=w.get("peak_rss_mib"), server_late_p99_ms=flagged[batch_id][0])
+        row["flagged"] = flagged[batch_id][1]
         rows.append(row)
     b = pd.DataFrame(rows)
-    for c in (*VALUES, "session_tps", "span_s", "tokens", "server_late_p99_ms", "error"):
+    for c in (*VALUES, "session_tps", "span_s", "tokens", "server_late_p99_ms", "error", "added_basis"):
         if c not in b:
             b[c] = np.nan
     return b.sort_values(["endpoint", "agent", "concurrency", "batch_id"]).reset_index(drop=True)
+
+
+def _basis(basis: pd.Series) -> str | None:
+    """A batch's added_basis over its turns: stamps, floor, or mixed."""
+    kinds = set(basis.dropna())
+    return None if not kinds else kinds.pop() if len(kinds) == 1 else "mixed"
 
 
 def _late_p99_ms(replay) -> float | None:
@@ -198,8 +277,8 @@ def _ci(x: pd.Series) -> tuple[float, float, float]:
 
 def cells(b: pd.DataFrame, decided_only: bool = False) -> pd.DataFrame:
     """Per client × endpoint × N over its batches that did not fail (and, decided_only, that
-    were not flagged): batches, flagged, and each value's mean with its CI (value, value_ci_low,
-    value_ci_high)."""
+    were not flagged): batches, flagged, the added time's basis (stamps, floor, mixed) and each
+    value's mean with its CI (value, value_ci_low, value_ci_high)."""
     if b.empty:
         return pd.DataFrame()
     use = b[~b["failed"]]
@@ -209,16 +288,25 @@ def cells(b: pd.DataFrame, decided_only: bool = False) -> pd.DataFrame:
     for (endpoint, agent, n), g in use.groupby(["endpoint", "agent", "concurrency"]):
         row = {"endpoint": endpoint, "agent": agent, "concurrency": int(n), "batches": len(g),
                "flagged": int(g["flagged"].sum()),
-               "tps_offered": g["tps_offered"].mean() if "tps_offered" in g else np.nan}
+               "tps_offered": g["tps_offered"].mean() if "tps_offered" in g else np.nan,
+               "added_basis": _basis(g["added_basis"]) if "added_basis" in g else None}
         for v in VALUES:
             row[v], row[f"{v}_ci_low"], row[f"{v}_ci_high"] = _ci(pd.to_numeric(g[v], errors="coerce"))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+def is_floor(g: pd.DataFrame, agent: str) -> bool:
+    """Whether a client's cells (one endpoint) are the floor the others are measured against:
+    the Rust agent where every cell's added time is over the floor (the server stamps nothing)."""
+    return (agent == RUST and "added_basis" in g and len(g) > 0
+            and bool((g["added_basis"] == FLOOR).all()))
+
+
 def knees(c: pd.DataFrame, thresholds=THRESHOLDS) -> pd.DataFrame:
     """Per client × endpoint and threshold: the smallest N whose added-share CI lower bound is
-    above the threshold, with tok/s received there (mean, CI); `knee` says it in words."""
+    above the threshold, with tok/s received there (mean, CI); `knee` says it in words. The Rust
+    agent's cells measured over the floor (its own median) are the floor: no knee of its own."""
     rows = []
     if c.empty:
         return pd.DataFrame(columns=["endpoint", "agent", "threshold", "knee_n", "knee", "tps_received",
@@ -229,7 +317,10 @@ def knees(c: pd.DataFrame, thresholds=THRESHOLDS) -> pd.DataFrame:
         for t in thresholds:
             passed = g[g["added_share_ci_low"] > t]
             row = {"endpoint": endpoint, "agent": agent, "threshold": t, "n_max": n_max}
-            if len(passed):
+            if is_floor(g, agent):
+                row.update(knee_n=np.nan, tps_received=np.nan, tps_received_ci_low=np.nan,
+                           tps_received_ci_high=np.nan, knee=f"the floor up to N = {n_max} (no stamps)")
+            elif len(passed):
                 k = passed.iloc[0]
                 row.update(knee_n=int(k["concurrency"]), knee=f"N = {int(k['concurrency'])}",
                            tps_received=k["tps_received"], tps_received_ci_low=k["tps_received_ci_low"],
@@ -249,7 +340,9 @@ def decided_below(run_dir, n: int, thresholds=THRESHOLDS) -> dict[str, dict[str,
     """The knee rule's look before load level `n` (run/rounds.py): the clients ("<agent>
     <endpoint>") whose knee at every threshold is decided by the batches of the levels below n,
     with those knees ({"1 %": N, "5 %": N}). A knee is decided where its N's added-share CI lower
-    bound is above the threshold and every level below it has a CI (knees: the smallest such N)."""
+    bound is above the threshold and every level below it has a CI (knees: the smallest such N).
+    The added share is the report's (batches: send delay + worst lag on stamps, else over the Rust
+    floor of those levels); the floor itself is never decided, so Rust keeps every batch there."""
     from langbench.analysis import findings
     try:
         run = findings.Run.load(run_dir)
@@ -291,7 +384,7 @@ def knee_table(b: pd.DataFrame, thresholds=THRESHOLDS) -> pd.DataFrame:
     return out.sort_values(["endpoint", "agent", "threshold"]).reset_index(drop=True)
 
 
-def split(c: pd.DataFrame, value: str = "lag_p50_ms", margin: float = 0.0) -> pd.DataFrame:
+def split(c: pd.DataFrame, value: str = SPLIT_VALUE, margin: float = 0.0) -> pd.DataFrame:
     """Per endpoint × N: each client's mean `value`, the gap python − rust, and the shares of it
     that are the SDK's, the language's and the tuned transport's (NaN where the gap is within
     ±margin or a client is missing)."""
@@ -315,7 +408,7 @@ def split(c: pd.DataFrame, value: str = "lag_p50_ms", margin: float = 0.0) -> pd
     return pd.DataFrame(rows)
 
 
-def compare_at_each_n(b: pd.DataFrame, value: str, margin: float, alpha: float = stats.ALPHA,
+def compare_at_each_n(b: pd.DataFrame, value: str = SPLIT_VALUE, margin: float = 0.0, alpha: float = stats.ALPHA,
                       pairs=((PYTHON, RUST), (RAW, RUST))) -> pd.DataFrame:
     """The language comparison at each endpoint × N (stats.compare: Welch, Mann–Whitney, TOST
     within ±margin; three verdicts), batches not flagged as the units. A cell with flagged
@@ -343,8 +436,8 @@ def compare_at_each_n(b: pd.DataFrame, value: str, margin: float, alpha: float =
 
 def separated(k: pd.DataFrame, endpoint: str, n: int, a: str = PYTHON, z: str = RUST) -> float | None:
     """The lowest threshold at which a knee separates a and z at load n on `endpoint`: one has
-    passed it at or below n, the other has no knee up to n (and its N range reaches n). None
-    where no threshold separates them."""
+    passed it at or below n, the other has no knee up to n (and its N range reaches n; the floor
+    has none). None where no threshold separates them."""
     g = k[k["endpoint"] == endpoint] if len(k) else k
     for t in sorted(g["threshold"].unique()) if len(g) else ():
         at = g[g["threshold"] == t].set_index("agent")
@@ -353,11 +446,15 @@ def separated(k: pd.DataFrame, endpoint: str, n: int, a: str = PYTHON, z: str = 
         ka, kz = at.loc[a], at.loc[z]
         passed_a = pd.notna(ka["knee_n"]) and ka["knee_n"] <= n
         passed_z = pd.notna(kz["knee_n"]) and kz["knee_n"] <= n
-        clear_a = not passed_a and ka["n_max"] >= n and "none" in ka["knee"] or (pd.notna(ka["knee_n"]) and ka["knee_n"] > n)
-        clear_z = not passed_z and kz["n_max"] >= n and "none" in kz["knee"] or (pd.notna(kz["knee_n"]) and kz["knee_n"] > n)
+        clear_a = not passed_a and ka["n_max"] >= n and _no_knee(ka["knee"]) or (pd.notna(ka["knee_n"]) and ka["knee_n"] > n)
+        clear_z = not passed_z and kz["n_max"] >= n and _no_knee(kz["knee"]) or (pd.notna(kz["knee_n"]) and kz["knee_n"] > n)
         if (passed_a and clear_z) or (passed_z and clear_a):
             return float(t)
     return None
+
+
+def _no_knee(words: str) -> bool:
+    return "none" in words or words.startswith("the floor")
 
 
 def has_scale(run) -> bool:

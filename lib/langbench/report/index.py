@@ -136,7 +136,8 @@ def _scale_parts(run) -> tuple[str, str, str, str]:
             counts = loads["verdict"].value_counts()
             loads_note = (f"TR112 found the agent's language mattered less than expected (at one request at a time). "
                           f"Judged at each of {len(loads)} endpoint × N load points of this run: supported at "
-                          f"{counts.get('supported', 0)} (Python and Rust equivalent on the client's lag p50), "
+                          f"{counts.get('supported', 0)} (Python and Rust equivalent on the client's added time "
+                          f"per turn, send delay included), "
                           f"contradicted at {counts.get('contradicted', 0)} (a knee separates them), not shown at "
                           f"{counts.get('not shown', 0)}.")
         return knees_html, section.sentence, loads_html, loads_note

@@ -20,6 +20,21 @@ from langbench.report.sections import Section
 CLIENT_NAMES = {"python": "Python (SDK)", "python-tuned": "Python tuned (aiohttp + uvloop)",
                 "python-raw": "Python raw (no SDK)", "rust": "Rust"}
 THRESHOLD_WORDS = {0.01: "1 %", 0.05: "5 %"}
+# what a client's added time per turn is (analysis/scale.py's module docstring), by its basis
+ADDED_WORDS = {scale.STAMPS: "where the server stamps its chunks (the replay server), its send delay (from its t0 "
+                             "to the server's having the whole request) plus its lag behind the server at its "
+                             "worst chunk",
+               scale.FLOOR: "where the server stamps nothing, the turn's e2e inflation over the Rust agent's median "
+                            "at the same endpoint and N (the floor: Rust itself has no knee there)"}
+
+
+def added_words(b: pd.DataFrame) -> str:
+    """What a client's added time per turn is in this run: the definition of each basis its
+    batches have (both where it has both, or none yet)."""
+    bases = set(b["added_basis"].dropna()) if "added_basis" in b else set()
+    if "mixed" in bases or not bases:
+        bases = set(ADDED_WORDS)
+    return "A client's added time per turn is, " + "; and ".join(w for k, w in ADDED_WORDS.items() if k in bases) + "."
 
 
 def _client(agent: str) -> str:
@@ -95,7 +110,8 @@ def overview(run: Run, b: pd.DataFrame) -> Section:
                 f"{len(failed)} failed (no measured record ended ok)")
     sentence += (f", {len(flagged)} flagged (the replay server's own lateness p99 above {bound:g} ms: they "
                  "decide no knee and no comparison)." if bound is not None else
-                 "; the server is not a replay, so no chunk carries a send stamp to measure lag against.")
+                 "; the server is not a replay, so no chunk carries a send stamp to measure lag against: each "
+                 "client's added time is its inflation over the Rust agent's median (the floor).")
     notes = [n for n in (replay_sentence(run.manifest), _indicative(b).strip()) if n]
     t = (b.groupby(["endpoint", "agent"])
          .agg(batches=("batch_id", "size"), failed=("failed", "sum"),
@@ -130,32 +146,52 @@ def throughput(run: Run, c: pd.DataFrame) -> Section:
                    caption="Mean over batches per client, shaded: bootstrap 95 % CI over batches; dashed: offered.")
 
 
+ADDED_COLUMNS = {"ttft_added_ms": "TTFT inflation (ms)", "ttft_added_ms_ci_low": "TTFT inflation CI low (ms)",
+                 "ttft_added_ms_ci_high": "TTFT inflation CI high (ms)", "added_ms": "added per turn (ms)",
+                 "added_share": "added share per turn (%)", "added_share_ci_low": "added share CI low (%)",
+                 "added_share_ci_high": "added share CI high (%)"}
+
+
+def _added_table(c: pd.DataFrame, lag_columns: dict[str, str]) -> pd.DataFrame:
+    cols = {"endpoint": "endpoint", "agent": "client", "concurrency": "sessions asked (N)", "batches": "batches",
+            **lag_columns, **ADDED_COLUMNS}
+    t = _order(c)[list(cols)].copy()
+    t["agent"] = t["agent"].map(_client)
+    for col in ("added_share", "added_share_ci_low", "added_share_ci_high"):
+        t[col] = 100 * t[col]
+    return t.rename(columns=cols)
+
+
 def lag(run: Run, c: pd.DataFrame) -> Section:
     if c.empty:
         return _none()
     if c["lag_p50_ms"].notna().sum() == 0:
-        return Section("The client's lag per chunk", "No record carries a lag: the server stamps no chunk "
-                       "(only the replay server does), so lag, TTFT inflation and knees are not measurable here.")
+        parts = [f"{_client(agent)} on {endpoint}: {hi.added_ms:.1f} ms a turn ({100 * hi.added_share:.1f} %) at "
+                 f"N = {int(hi.concurrency)}"
+                 for (endpoint, agent), g in _order(c).groupby(["endpoint", "agent"], sort=False)
+                 if agent != scale.RUST and g["added_ms"].notna().any()
+                 for hi in [g.loc[g.loc[g["added_ms"].notna(), "concurrency"].idxmax()]]]
+        sentence = ("No record carries a lag: the server stamps no chunk (only the replay server does), so the lag "
+                    "per chunk is not measurable here. Each client's added time per turn is the turn's e2e "
+                    "inflation over the Rust agent's median at the same endpoint and N (the floor; Rust's own "
+                    "is its spread around it), and its TTFT inflation likewise"
+                    + (": " + "; ".join(parts) + "." if parts else "."))
+        return Section("The client's added time over the Rust floor, and TTFT inflation", sentence,
+                       _added_table(c, {}))
     parts = []
     for (endpoint, agent), g in _order(c).groupby(["endpoint", "agent"], sort=False):
         lo, hi = g.loc[g["concurrency"].idxmin()], g.loc[g["concurrency"].idxmax()]
         parts.append(f"{_client(agent)} on {endpoint}: p50 {lo.lag_p50_ms:.2f} ms at N = {int(lo.concurrency)}, "
-                     f"{hi.lag_p50_ms:.2f} ms (p99 {hi.lag_p99_ms:.2f} ms) at N = {int(hi.concurrency)}")
-    sentence = ("The client's lag behind the replay server's send stamp per chunk (median over each batch's "
-                "records, mean over batches): " + "; ".join(parts) + ". The lag at the first chunk is the TTFT "
-                "inflation over the server's own timing; the added share is the lag at the worst chunk over the "
-                "turn's time.")
-    t = _order(c)[["endpoint", "agent", "concurrency", "batches", "lag_p50_ms", "lag_p99_ms", "lag_first_ms",
-                   "lag_first_ms_ci_low", "lag_first_ms_ci_high", "added_share", "added_share_ci_low",
-                   "added_share_ci_high"]].copy()
-    t["agent"] = t["agent"].map(_client)
-    for col in ("added_share", "added_share_ci_low", "added_share_ci_high"):
-        t[col] = 100 * t[col]
-    t.columns = ["endpoint", "client", "sessions asked (N)", "batches", "lag p50 (ms)", "lag p99 (ms)",
-                 "TTFT inflation: lag at first chunk (ms)", "TTFT inflation CI low (ms)",
-                 "TTFT inflation CI high (ms)", "added share per turn (%)", "added share CI low (%)",
-                 "added share CI high (%)"]
-    return Section("The client's lag per chunk, and TTFT inflation", sentence, t, plots.scale_lag(c),
+                     f"{hi.lag_p50_ms:.2f} ms (p99 {hi.lag_p99_ms:.2f} ms) at N = {int(hi.concurrency)}, "
+                     f"send delay {hi.lag_send_ms:.2f} ms there")
+    sentence = ("The client's lag behind the replay server's send stamp per chunk, and its send delay (from its t0 "
+                "to the server's having the whole request, the server's arrival stamp), each the median over a "
+                "batch's records, mean over batches: " + "; ".join(parts) + ". The TTFT inflation over the "
+                "server's own timing is the send delay plus the lag at the first chunk; the added time per turn "
+                "the send delay plus the lag at the worst chunk, and the added share that over the turn's time.")
+    t = _added_table(c, {"lag_p50_ms": "lag p50 (ms)", "lag_p99_ms": "lag p99 (ms)",
+                         "lag_first_ms": "lag at first chunk (ms)", "lag_send_ms": "send delay (ms)"})
+    return Section("The client's lag per chunk, its send delay, and TTFT inflation", sentence, t, plots.scale_lag(c),
                    caption="Lag p50 (solid) and p99 (dotted) per chunk, mean over batches; both axes log.")
 
 
@@ -225,15 +261,15 @@ def knees(run: Run, b: pd.DataFrame) -> Section:
     found = k[k["knee_n"].notna()]
     parts = [f"{_client(r.agent)} on {r.endpoint} passes {THRESHOLD_WORDS.get(r.threshold, r.threshold)} at "
              f"N = {int(r.knee_n)} ({r.tps_received:,.0f} tok/s)" for r in _order(found).itertuples()]
-    sentence = ("A client's knee is the smallest N whose added share per turn (the client's lag at its worst "
-                f"chunk over the turn's time, median per batch) has its 95 % CI lower bound over batches above "
-                f"1 % (or 5 %); batches the replay server ran late in do not count. "
+    sentence = ("A client's knee is the smallest N whose added share per turn (its added time over the turn's time, "
+                "median per batch) has its 95 % CI lower bound over batches above 1 % (or 5 %); batches the replay "
+                f"server ran late in do not count. {added_words(b)} "
                 + ("; ".join(parts) + "." if parts else "No client passes either threshold in the N this run "
                                                        "covers, or none could be decided (see the table)."))
     return Section("Each client's knee", sentence + _indicative(b), t)
 
 
-def split_section(run: Run, b: pd.DataFrame, value: str = "lag_p50_ms") -> Section:
+def split_section(run: Run, b: pd.DataFrame, value: str = scale.SPLIT_VALUE) -> Section:
     if b.empty:
         return _none()
     margin = run.margins["overhead_ms"]
@@ -259,7 +295,7 @@ def split_section(run: Run, b: pd.DataFrame, value: str = "lag_p50_ms") -> Secti
     return Section("Is it the language or the SDK?", sentence + _indicative(b), t)
 
 
-def languages(run: Run, b: pd.DataFrame, value: str = "lag_p50_ms") -> Section:
+def languages(run: Run, b: pd.DataFrame, value: str = scale.SPLIT_VALUE) -> Section:
     if b.empty:
         return _none()
     margin = run.margins["overhead_ms"]
@@ -274,8 +310,9 @@ def languages(run: Run, b: pd.DataFrame, value: str = "lag_p50_ms") -> Section:
                 f"{counts.get('equivalent', 0)}, inconclusive in {counts.get('inconclusive', 0)} of the "
                 f"{int(counts.sum())} Python–Rust load points; flagged batches decide none.")
     out = t.copy()
-    # more lag is worse: "python higher" means Rust is the better client here
-    out["verdict"] = [f"{_client(r.b if v == f'{r.a} higher' else r.a)} lags less" if v.endswith(" higher") else v
+    # more is worse: "python higher" means Rust is the better client here
+    less = "lags less" if value.startswith("lag_") else "adds less"
+    out["verdict"] = [f"{_client(r.b if v == f'{r.a} higher' else r.a)} {less}" if v.endswith(" higher") else v
                       for r, v in zip(out.itertuples(), out["verdict"])]
     out["a"], out["b"] = out["a"].map(_client), out["b"].map(_client)
     out = out[["endpoint", "concurrency", "a", "b", "n_a", "n_b", "mean_a", "mean_b", "diff", "diff_ci_low",
@@ -312,11 +349,12 @@ def flagged(run: Run, b: pd.DataFrame) -> Section:
 
 def load_claims(run: Run, b: pd.DataFrame) -> pd.DataFrame:
     """TR112's "language matters less than expected", judged at each endpoint × N: supported
-    where Python and Rust are equivalent on the client's lag, contradicted where a knee
+    where Python and Rust are equivalent on the client's added time per turn (send delay
+    included; over the Rust floor where the server stamps nothing), contradicted where a knee
     separates them there (one has passed 1 % or 5 %, the other has not), not shown otherwise."""
     if b.empty:
         return pd.DataFrame()
-    cmp = scale.compare_at_each_n(b, "lag_p50_ms", run.margins["overhead_ms"], run.alpha,
+    cmp = scale.compare_at_each_n(b, scale.SPLIT_VALUE, run.margins["overhead_ms"], run.alpha,
                                   pairs=((scale.PYTHON, scale.RUST),))
     k = scale.knee_table(b)
     rows = []
@@ -326,10 +364,11 @@ def load_claims(run: Run, b: pd.DataFrame) -> pd.DataFrame:
             verdict = "contradicted"
             why = f"a knee at {THRESHOLD_WORDS.get(t, t)} of a turn's time separates them at this N"
         elif r.verdict == "equivalent":
-            verdict, why = "supported", f"lag p50 equivalent within ±{r.margin:g} ms (TOST p = {r.tost_p:.3f})"
+            verdict, why = ("supported", f"added time per turn equivalent within ±{r.margin:g} ms "
+                                         f"(TOST p = {r.tost_p:.3f})")
         else:
-            verdict, why = "not shown", f"lag p50 comparison: {r.verdict}; no knee separates them"
-        measured = (f"lag p50 {r.mean_a:.2f} (Python) vs {r.mean_b:.2f} ms (Rust)" if np.isfinite(r.mean_a)
+            verdict, why = "not shown", f"added time per turn comparison: {r.verdict}; no knee separates them"
+        measured = (f"added {r.mean_a:.2f} (Python) vs {r.mean_b:.2f} ms (Rust) a turn" if np.isfinite(r.mean_a)
                     else "no batch decides")
         rows.append({"endpoint": r.endpoint, "sessions (N)": int(r.concurrency), "measured": measured,
                      "verdict": verdict, "why": why})
