@@ -151,10 +151,14 @@ def test_api_chat_streams_ollama_chunks_stamped_on_the_monotonic_clock(fast):
     for key in ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration"):
         assert isinstance(done[key], int)
     stamps = [c["t_sent_ns"] for c in chunks]
-    assert all(c["created_at"] == str(c["t_sent_ns"]) for c in chunks)
+    # created_at carries both stamps, the one field ollama-python keeps: "<t_sent_ns>/<t_arrival_ns>"
+    assert all(c["created_at"] == f"{c['t_sent_ns']}/{c['t_arrival_ns']}" for c in chunks)
     assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
     for (received, _), stamp in zip(lines, stamps):
         assert sent < stamp <= received < stamp + 5e9  # the same clock as time.monotonic_ns()
+    # the arrival: one instant per stream, after the request was sent, the schedule's origin (ttft 40 ms / 10)
+    (arrival,) = {c["t_arrival_ns"] for c in chunks}
+    assert sent < arrival and arrival + 4e6 <= stamps[0]
 
 
 def test_api_generate_streams_and_answers_once_without_stream(fast):
@@ -166,7 +170,7 @@ def test_api_generate_streams_and_answers_once_without_stream(fast):
     assert r.getheader("Content-Type").startswith("application/json")
     [whole] = ndjson(lines)
     assert whole["response"] == "one two three four" and whole["done"] is True
-    assert whole["created_at"] == str(whole["t_sent_ns"])
+    assert whole["created_at"] == f"{whole['t_sent_ns']}/{whole['t_arrival_ns']}"
     r, lines = fast.post("/api/chat", {**CHAT, "stream": False})
     [whole] = ndjson(lines)
     assert whole["message"] == {"role": "assistant", "content": "Hello, wörld ✓!", "thinking": 'hmm "quoted"\n'}
@@ -180,6 +184,7 @@ def test_v1_chat_streams_sse_with_role_chunk_finish_usage_and_done(fast):
     assert events[-1] == "[DONE]"
     chunks = events[:-1]
     assert all(c["object"] == "chat.completion.chunk" and "t_sent_ns" in c for c in chunks)
+    assert len({c["t_arrival_ns"] for c in chunks}) == 1 and chunks[0]["t_arrival_ns"] < chunks[0]["t_sent_ns"]
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == "ABCD"
     finish = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]

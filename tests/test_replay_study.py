@@ -111,6 +111,10 @@ def test_every_client_reads_the_replay_on_api_and_v1_with_its_lag_behind_each_st
         assert lag is not None and lag["n"] >= rec["chunks"]  # every chunk stamped, done line included
         assert 0 <= lag["first"] and lag["p50"] <= lag["p99"] <= lag["max"]
         assert lag["max"] < rec["e2e_ms"]  # one clock (CLOCK_MONOTONIC): lag is within the stream's time
+        # t0 to the server's having the whole request: before the first chunk, on the same clock
+        assert lag["send"] is not None and 0 <= lag["send"] <= rec["e2e_ms"], (rec["agent"], lag)
+        if rec["ttft_ms"] is not None:
+            assert lag["send"] + lag["first"] <= rec["ttft_ms"] + 0.01
     procs = storage.read_jsonl(replayed / "processes.jsonl")
     assert all(p["replay"]["streams"] > 0 and p["replay"]["late_us"]["p50"] is not None for p in procs)
 

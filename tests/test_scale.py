@@ -49,8 +49,10 @@ def test_every_client_holds_every_session_asked_on_both_endpoints(scaled):
     ran_levels = [level[p["batch_id"]] for p in storage.read_jsonl(scaled / "processes.jsonl")]
     assert ran_levels == sorted(ran_levels)  # the ladder: every batch of a level before the next level
     assert all(r["lag_ms"] is not None and r["lag_ms"]["first"] >= 0 for r in records)
+    assert all(r["lag_ms"]["send"] is not None and r["lag_ms"]["send"] >= 0 for r in records)  # the arrival stamp
     b = scale.batches(Run.load(scaled))
     assert not b["failed"].any()
+    assert (b["added_basis"] == "stamps").all()  # the added time is measured on the stamps, send delay included
     at64 = b[b["concurrency"] == 64]
     assert (at64["in_flight_max"] > 8).all()  # the sessions were in flight together, not one after another
     assert (b["cpu_ms_per_token"] > 0).all()
