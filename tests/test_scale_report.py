@@ -345,3 +345,26 @@ def test_a_run_without_concurrency_does_not_get_the_scale_notebook(tmp_path):
     from langbench.report import render as report
     run_dir = make_run(tmp_path / "plain", reps=2, seed=3)
     assert "scale" not in report.notebooks_for(run_dir)
+
+
+def test_a_replay_run_from_before_the_arrival_stamp_is_measured_over_the_floor(scale_run, tmp_path):
+    """Its chunks carry send stamps but no arrival: the lag is shown, the added time is over the
+    Rust floor (the lag alone would miss the send delay), and no sentence shows a missing number."""
+    import shutil
+
+    from langbench.analysis.findings import Run
+    from langbench.report.sections import scale as sections
+    old = tmp_path / "replay-scale-old"
+    shutil.copytree(scale_run, old, ignore=shutil.ignore_patterns("html", "notebooks", "index.html"))
+    records = storage.read_jsonl(old / "records.jsonl")
+    for r in records:
+        if r.get("lag_ms"):
+            del r["lag_ms"]["send"]
+    (old / "records.jsonl").unlink()
+    storage.append_jsonl(old / "records.jsonl", records)
+    run = Run.load(old)
+    b = scale.batches(run)
+    assert set(b.loc[~b["failed"], "added_basis"]) == {"floor"} and b["lag_send_ms"].isna().all()
+    lag = sections.lag(run, sections.described(b))
+    assert "nan" not in lag.sentence and "send delay 0" not in lag.sentence
+    assert "Rust agent's median" in lag.sentence and "lag p50 (ms)" in lag.table.columns

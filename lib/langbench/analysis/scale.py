@@ -128,7 +128,7 @@ def with_floor(df: pd.DataFrame, exclude=()) -> pd.DataFrame:
     and TTFT less the Rust agent's medians at the same endpoint × N × mode (its ok measured
     turns, batches in `exclude` apart; at endpoint × N where Rust ran no turn of that mode), basis
     "floor"; NaN where Rust has no turn there."""
-    df = df.copy()
+    df = with_lag(df) if "added_basis" not in df else df.copy()
     need = df["added_basis"].isna()
     if not need.any():
         return df

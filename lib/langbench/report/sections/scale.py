@@ -181,14 +181,14 @@ def lag(run: Run, c: pd.DataFrame) -> Section:
     parts = []
     for (endpoint, agent), g in _order(c).groupby(["endpoint", "agent"], sort=False):
         lo, hi = g.loc[g["concurrency"].idxmin()], g.loc[g["concurrency"].idxmax()]
+        send = f", send delay {hi.lag_send_ms:.2f} ms there" if np.isfinite(hi.lag_send_ms) else ""
         parts.append(f"{_client(agent)} on {endpoint}: p50 {lo.lag_p50_ms:.2f} ms at N = {int(lo.concurrency)}, "
-                     f"{hi.lag_p50_ms:.2f} ms (p99 {hi.lag_p99_ms:.2f} ms) at N = {int(hi.concurrency)}, "
-                     f"send delay {hi.lag_send_ms:.2f} ms there")
+                     f"{hi.lag_p50_ms:.2f} ms (p99 {hi.lag_p99_ms:.2f} ms) at N = {int(hi.concurrency)}{send}")
     sentence = ("The client's lag behind the replay server's send stamp per chunk, and its send delay (from its t0 "
                 "to the server's having the whole request, the server's arrival stamp), each the median over a "
-                "batch's records, mean over batches: " + "; ".join(parts) + ". The TTFT inflation over the "
-                "server's own timing is the send delay plus the lag at the first chunk; the added time per turn "
-                "the send delay plus the lag at the worst chunk, and the added share that over the turn's time.")
+                "batch's records, mean over batches: " + "; ".join(parts) + ". " + added_words(c) + " The TTFT "
+                "inflation is the same at the first chunk (on stamps: the send delay plus the lag at the first "
+                "chunk), and the added share is the added time over the turn's time.")
     t = _added_table(c, {"lag_p50_ms": "lag p50 (ms)", "lag_p99_ms": "lag p99 (ms)",
                          "lag_first_ms": "lag at first chunk (ms)", "lag_send_ms": "send delay (ms)"})
     return Section("The client's lag per chunk, its send delay, and TTFT inflation", sentence, t, plots.scale_lag(c),
