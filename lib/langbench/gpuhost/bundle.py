@@ -170,6 +170,9 @@ def pack_llama_cpp(out: Path) -> dict:
                     continue
                 data = sdist.extractfile(member) if member.isfile() else None
                 member.name = f"llama.cpp/{rel}"
+                # a long path rides in the sdist's pax header, which tarfile writes back over
+                # `name`: left in, the file lands at its old path and cmake misses it
+                member.pax_headers = {k: v for k, v in member.pax_headers.items() if k not in ("path", "linkpath")}
                 tar.addfile(member, data)
                 files += member.isfile()
                 unpacked += member.size if member.isfile() else 0
@@ -462,6 +465,24 @@ def write_text_model(bundle_dir: Path) -> dict:
     return {"path": str(target), "written": True, **written}
 
 
+def list_devices(binary: Path) -> list[dict]:
+    """`llama-server --list-devices`: the CUDA devices it sees ("CUDA0: NVIDIA H200 (143155 MiB, …)")."""
+    done = subprocess.run([str(binary), "--list-devices"], capture_output=True, text=True, timeout=60)
+    return [{"name": name, "device": dev} for dev, name in
+            re.findall(r"^\s*(CUDA\d+): (.+?) \(", done.stdout + done.stderr, re.M)]
+
+
+def gpu_mib_of(pid: int) -> int | None:
+    """GPU memory (MiB) that process `pid` holds, from nvidia-smi; None where it holds none."""
+    done = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                          capture_output=True, text=True, timeout=60)
+    for line in done.stdout.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 2 and parts[0] == str(pid) and parts[1].isdigit():
+            return int(parts[1])
+    return None
+
+
 def check_llama_server(work: Path, want_cuda: bool) -> dict:
     """Start llama-server once on the text model, ask it for 32 tokens on /v1/chat/completions,
     and read from its log where the layers went: with CUDA, every layer on the GPU or GpuError."""
@@ -475,9 +496,16 @@ def check_llama_server(work: Path, want_cuda: bool) -> dict:
         if r.status_code != 200:
             raise GpuError(f"llama-server's first completion failed: HTTP {r.status_code} {r.text[:500]}")
         body = r.json()
+        on_gpu = gpu_mib_of(srv.process.pid) if want_cuda else None
     finally:
         server.stop(srv)
     found = server.llama_log_facts(log.read_text(errors="replace"))
+    if want_cuda and not found["cuda_devices"]:  # this llama.cpp logs no devices at info level: ask it
+        found["cuda_devices"] = list_devices(paths.llama_server_cache_bin())
+    if want_cuda and found["layers_gpu"] is None and on_gpu:  # nor the offload: the process's GPU memory says
+        found.update(layers_gpu=server.KINDS["llama-cpp"].GPU_LAYERS, layers_total=None, gpu_mib=on_gpu,
+                     offload="every layer (-ngl 99): the server's process held GPU memory, its log names no count")
+        found["layers_total"] = found["layers_gpu"]
     if want_cuda and not found["cuda_devices"]:
         raise GpuError(f"llama-server found no CUDA device (no 'Device 0: …' in {log}): is it built with "
                        "GGML_CUDA and the driver loaded?")
