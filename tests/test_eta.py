@@ -215,3 +215,20 @@ def test_on_a_recorded_cpu_sweep_the_first_line_and_every_bound_after_it_held(ru
     assert probe["took_s"] <= probe["bound_s"] and took <= probe["bound_s"]
     assert len(seen) == batches + 1 and all(bound >= took - 1 for _, bound in seen), \
         [x for x in seen if x[1] < took - 1]
+
+
+def test_a_replay_run_promises_no_first_bound_and_counts_v1_and_its_sessions_side_by_side():
+    """On a replay server every session keeps its captured pace, so a batch of N sessions takes
+    what one does at the server's rate (side by side), /v1's max_tokens counts as num_predict,
+    and the first line promises nothing: the clients' own pace at N is what the run measures."""
+    from types import SimpleNamespace as B
+    rate = eta.DecodeRate(tokens_per_s=40.0, tokens=32, prompt_eval_ms=20.0, load_ms=0.0)
+    v1 = B(options={"max_tokens": 4}, agent="rust", reload_expected=False, streams=64, runs=[None] * 65)
+    serial = eta.batch_s(v1, 65, rate)
+    side = eta.batch_s(v1, 65, rate, side_by_side=True)
+    assert serial == pytest.approx(65 * (4 / 40 + 0.02) + eta.STARTUP_S["rust"])
+    assert side == pytest.approx(2 * (4 / 40 + 0.02) + eta.STARTUP_S["rust"])  # ceil(65 / 64) rounds
+    assert eta.batch_s(B(options={}, agent="rust", reload_expected=False, streams=1, runs=[None]), 1, rate) is None
+    line = eta.describe(rate, 100.0, 65, side_by_side=True)
+    assert "no first bound" in line and "at most" not in line
+    assert "at most" in eta.describe(rate, 100.0, 65)

@@ -80,3 +80,20 @@ def test_a_current_record_is_read_as_written(tiny_run):
 
 
 RECORD_KEYS = set(json.loads((paths.SCHEMAS / "record.schema.json").read_text())["properties"])
+
+
+def test_a_kept_runs_compressed_files_read_as_the_plain_ones(tmp_path):
+    """A run kept under results/ may hold records.jsonl and plan.json as .xz twins: every reader
+    reads them as written; a plain file wins where both exist; a compressed one is never cut."""
+    import lzma
+    rows = [{"a": 1}, {"b": [2, 3]}]
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    (tmp_path / "records.jsonl.xz").write_bytes(lzma.compress(text.encode() + b'{"torn'))
+    (tmp_path / "plan.json.xz").write_bytes(lzma.compress(b'{"batches": []}'))
+    assert storage.exists(tmp_path / "records.jsonl") and not (tmp_path / "records.jsonl").exists()
+    assert storage.read_jsonl(tmp_path / "records.jsonl", repair=True) == rows  # the torn tail dropped
+    assert lzma.decompress((tmp_path / "records.jsonl.xz").read_bytes()).endswith(b'{"torn')  # not cut
+    assert storage.read_json(tmp_path / "plan.json") == {"batches": []}
+    (tmp_path / "plan.json").write_text('{"batches": [1]}')
+    assert storage.read_json(tmp_path / "plan.json") == {"batches": [1]}
+    assert storage.read_jsonl(tmp_path / "missing.jsonl") == [] and not storage.exists(tmp_path / "missing.jsonl")

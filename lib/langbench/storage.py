@@ -47,14 +47,38 @@ def append_jsonl(path: Path, rows: list[dict]) -> None:
         os.fsync(f.fileno())
 
 
+def kept(path: Path) -> Path:
+    """`path`, or its `.xz` twin where only that exists: a run kept under results/ may hold its
+    big files compressed (records.jsonl.xz), and every reader here reads either."""
+    path = Path(path)
+    if path.exists():
+        return path
+    xz = path.with_name(path.name + ".xz")
+    return xz if xz.exists() else path
+
+
+def exists(path: Path) -> bool:
+    """Whether `path` or its `.xz` twin exists (kept)."""
+    return kept(path).exists()
+
+
+def read_bytes(path: Path) -> bytes:
+    """The bytes of `path`, or of its `.xz` twin decompressed (kept)."""
+    import lzma
+    found = kept(path)
+    return lzma.decompress(found.read_bytes()) if found.suffix == ".xz" and found != Path(path) else found.read_bytes()
+
+
 def read_jsonl(path: Path, repair: bool = False) -> list[dict]:
     """Every line. Only a torn last line (no newline: a crash mid-write) is dropped, and cut
     off the file when `repair` is set, so that appending after it cannot glue two records
     together. A malformed complete line anywhere is a RunDirError naming file and line:
-    nothing after it is ever cut off."""
-    if not path.exists():
+    nothing after it is ever cut off. A kept run's `.xz` twin is read in its place (kept)."""
+    path = Path(path)
+    if not exists(path):
         return []
-    raw = path.read_bytes()
+    repair = repair and path.exists()  # a compressed kept file is never cut
+    raw = read_bytes(path)
     rows, good = [], 0
     for number, line in enumerate(raw.splitlines(keepends=True), 1):
         if not line.endswith(b"\n"):
@@ -129,7 +153,7 @@ def write_json(path: Path, doc: dict) -> None:
 
 
 def read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
+    return json.loads(read_bytes(path).decode("utf-8"))
 
 
 @contextlib.contextmanager

@@ -166,7 +166,7 @@ class Run:
         m = self.manifest
         counts = m.get("counts") or {}
         planned = counts.get("planned_runs")
-        if planned is None and (self.run_dir / "plan.json").exists():
+        if planned is None and storage.exists(self.run_dir / "plan.json"):
             batches = storage.read_json(self.run_dir / "plan.json").get("batches", [])
             planned = sum(len(b.get("runs", [])) for b in batches) or None
         all_runs = pd.concat([self.df, self.floor])

@@ -208,7 +208,7 @@ def turns(df: pd.DataFrame) -> pd.DataFrame:
         return df.iloc[0:0]
     t = df[df["turn"].notna()].copy()
     keys = ["run_id", "attempt"] if "attempt" in t else ["run_id"]
-    ended = t.groupby(keys)["task_outcome"].transform(lambda s: s.notna().any())
+    ended = t["task_outcome"].notna().groupby([t[k] for k in keys]).transform("any")
     t = t[ended.astype(bool)].copy()
     t["turn"] = t["turn"].astype(int)
     count = pd.to_numeric(t["prompt_eval_count"], errors="coerce")
@@ -231,25 +231,27 @@ def tasks(df: pd.DataFrame) -> pd.DataFrame:
     if t.empty:
         return pd.DataFrame()
     keys = [k for k in ("run_id", "attempt") if k in t]
-    rows = []
-    for _, g in t.sort_values("turn").groupby(keys, sort=False):
-        first, last = g.iloc[0], g.iloc[-1]
-        end = last["t0_unix"] + (last["e2e_ms"] / 1e3 if pd.notna(last["e2e_ms"]) else 0.0)
-        e2e_ms = 1e3 * (end - first["t0_unix"])
-        agent_ms = pd.to_numeric(g["agent_ms"], errors="coerce").sum()
-        row = {k: first.get(k) for k in ("run_id", "attempt", "batch_id", "config_id", "mode", "agent", "task_id",
-                                          "phase", "prompt_cache", "actions", "replay", "max_turns", "stream",
-                                          "concurrency", "worker") if k in g}
-        row.update(turns=len(g), task_outcome=last["task_outcome"], task_e2e_ms=e2e_ms,
-                   server_ms=pd.to_numeric(g["total_duration"], errors="coerce").sum() / NS_PER_MS,
-                   ttft_sum_ms=pd.to_numeric(g["ttft_ms"], errors="coerce").sum(),
-                   tool_ms=pd.to_numeric(g["tool_ms"], errors="coerce").sum(),
-                   task_agent_ms=agent_ms, agent_ms_per_turn=agent_ms / max(len(g) - 1, 1) if len(g) > 1 else np.nan,
-                   client_share=agent_ms / e2e_ms if e2e_ms > 0 else np.nan,
-                   prompt_eval_count_last=last["prompt_eval_count"], tokens=pd.to_numeric(g["eval_count"]).sum(),
-                   requests_ok=bool((g["outcome"] == "ok").all()))
-        rows.append(row)
-    return pd.DataFrame(rows)
+    t = t.sort_values("turn", kind="stable")
+    num = {c: pd.to_numeric(t[c], errors="coerce") for c in
+           ("agent_ms", "total_duration", "ttft_ms", "tool_ms", "eval_count", "e2e_ms", "t0_unix")}
+    g = pd.DataFrame({**{k: t[k] for k in keys}, **num, "ok": t["outcome"] == "ok"}).groupby(keys, sort=False)
+    firsts = t.groupby(keys, sort=False).nth(0).set_index(keys)  # one vectorised pass, as a loop per task was
+    lasts = t.groupby(keys, sort=False).nth(-1).set_index(keys)  # (minutes at 1,024 sessions x 40 batches)
+    sums = g[["agent_ms", "total_duration", "ttft_ms", "tool_ms", "eval_count"]].sum()
+    n = g.size()
+    end = lasts["t0_unix"].astype(float) + pd.to_numeric(lasts["e2e_ms"], errors="coerce").fillna(0.0) / 1e3
+    e2e_ms = 1e3 * (end - firsts["t0_unix"].astype(float))
+    agent_ms = sums["agent_ms"]
+    out = firsts[[k for k in ("batch_id", "config_id", "mode", "agent", "task_id", "phase", "prompt_cache", "actions",
+                              "replay", "max_turns", "stream", "concurrency", "worker") if k in firsts]].copy()
+    out = out.assign(turns=n, task_outcome=lasts["task_outcome"], task_e2e_ms=e2e_ms,
+                     server_ms=sums["total_duration"] / NS_PER_MS, ttft_sum_ms=sums["ttft_ms"],
+                     tool_ms=sums["tool_ms"], task_agent_ms=agent_ms,
+                     agent_ms_per_turn=(agent_ms / (n - 1).clip(lower=1)).where(n > 1),
+                     client_share=(agent_ms / e2e_ms).where(e2e_ms > 0),
+                     prompt_eval_count_last=lasts["prompt_eval_count"], tokens=sums["eval_count"],
+                     requests_ok=g["ok"].all())
+    return out.reset_index()
 
 
 def cold(df: pd.DataFrame) -> pd.DataFrame:

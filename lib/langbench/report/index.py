@@ -28,7 +28,7 @@ TITLES = {
 }
 
 
-def glance(run_dir: Path) -> dict:
+def glance(run_dir: Path, run=None) -> dict:
     """What the index's first screen shows, recomputed from the records: the first line (how
     far the run got), the verdict table, the TR112 claim table, two key figures (PNG, base64,
     with captions) and short sentences, one fact each."""
@@ -40,7 +40,7 @@ def glance(run_dir: Path) -> dict:
     from langbench.analysis import findings
     from langbench.report import tables
     from langbench.report.sections import agent_loops, throughput, tr112, ttft
-    run = findings.Run.load(run_dir)
+    run = run if run is not None else findings.Run.load(run_dir)
     header = run.header()
     agent_run = agent_loops.is_agent_run(run)
     if agent_run:  # its runs are tasks: the single-request verdicts and TR112's claims are not its
@@ -104,7 +104,7 @@ def glance(run_dir: Path) -> dict:
             "figures": figures, "sentences": sentences}
 
 
-def scale_glance(run_dir: Path) -> dict:
+def scale_glance(run_dir: Path, run=None) -> dict:
     """The knees table and TR112's "language matters less than expected" judged at each load,
     for a run with a scale study (closed-loop load); empty strings otherwise. Apart from glance:
     a failure of either says so in its own place and leaves the other standing."""
@@ -112,7 +112,7 @@ def scale_glance(run_dir: Path) -> dict:
     from langbench.analysis import scale as scale_analysis
     keys = ("knees", "knees_note", "loads", "loads_note")
     try:
-        run = findings.Run.load(run_dir)
+        run = run if run is not None else findings.Run.load(run_dir)
         if not scale_analysis.has_scale(run):
             return dict.fromkeys(keys, "")
     except Exception:
@@ -158,8 +158,11 @@ def write_index(run_dir: Path, results: dict) -> Path:
     if manifest.get("kind") == "peers":  # its own first screen (report/sections/peers.py)
         from langbench.report.sections import peers
         return peers.write_index(run_dir, results, TITLES)
+    run = None
     try:
-        g = glance(run_dir)
+        from langbench.analysis import findings
+        run = findings.Run.load(run_dir)  # once, for the first screen and the scale glance
+        g = glance(run_dir, run)
     except Exception:
         first = "The findings could not be computed: " + traceback.format_exc(limit=1)
         try:  # how far the run got, even so
@@ -169,7 +172,7 @@ def write_index(run_dir: Path, results: dict) -> Path:
             pass
         g = {"first_line": first, "host": "", "verdicts": "", "verdicts_note": "", "claims": "",
              "agent_verdicts": "", "agent_note": "", "race": "", "race_note": "", "figures": [], "sentences": []}
-    g.update(scale_glance(run_dir))
+    g.update(scale_glance(run_dir, run))
     try:
         replay = replay_note(manifest)
     except Exception:

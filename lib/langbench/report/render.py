@@ -61,7 +61,7 @@ def render(run_dir: str | Path, notebooks=None) -> int:
     """Execute and render every notebook of a stored run (those of its workload); write
     index.html. 0 if all rendered."""
     run_dir = Path(run_dir)
-    if not (run_dir / "manifest.json").exists() or not (run_dir / "records.jsonl").exists():
+    if not (run_dir / "manifest.json").exists() or not storage.exists(run_dir / "records.jsonl"):
         from langbench.vocab import ParamsError
         raise ParamsError(f"{run_dir}: not a run directory (no manifest.json/records.jsonl): "
                           "run `make report` or `python -m langbench sweep` first")

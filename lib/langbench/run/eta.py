@@ -213,15 +213,20 @@ def other_servers(own_pid: int | None) -> int:
 
 
 def describe(rate: DecodeRate | None, bound: float | None, runs_left: int, sequential: bool = False,
-             turns: int | None = None, constrained: bool = False, others: int = 0) -> str:
+             turns: int | None = None, constrained: bool = False, others: int = 0,
+             side_by_side: bool = False) -> str:
     """The line the sweep prints before it starts: the rate and the bound on the time left
     (Pace.bound_s: an upper bound; `sequential`: the study may stop at an earlier round; `turns`:
     the runs are agent tasks of up to that many requests each; `constrained`: the rate was
-    measured under `format`; `others`: model servers beside the sweep's own, said so)."""
+    measured under `format`; `others`: model servers beside the sweep's own, said so;
+    `side_by_side`: a replay server's sessions, whose client pace no estimate knows: no first bound)."""
     if rate is None:
         return "sweep: the server's decode rate could not be measured; no ETA"
     head = (f"sweep: the server decodes {rate.tokens_per_s:.1f} tok/s{' under a JSON grammar' if constrained else ''} "
             f"(measured now: {rate.tokens} tokens; prompt {rate.prompt_eval_ms:.0f} ms, load {rate.load_ms:.0f} ms)")
+    if side_by_side:  # a replay server keeps every session's pace: the clients' own is the unknown
+        return (f"{head}; no first bound: at N sessions a client's own pace is what the run measures (an SDK "
+                "at 1,024 sessions can be CPU-bound for a minute a batch); the bar's bound learns it batch by batch")
     if bound is None:
         return f"{head}; no ETA: num_predict is not fixed"
     what = f"tasks of up to {turns} requests" if turns else "runs"

@@ -317,7 +317,12 @@ def _run(params: Params, run_dir: Path, progress: bool, allow_mixed: bool,
             others = eta.other_servers(srv.process.pid if srv.embedded and srv.process else None)
             if session["decode_probe"] is not None:
                 session["decode_probe"]["other_servers"] = others
-            tqdm.write(eta.describe(rate, bound, total - done, sequential, turns, constrained, others), file=sys.stderr)
+            if side:  # no first bound to promise (eta.describe): the bar's learns from the batches
+                bound = None
+                if session["decode_probe"] is not None:
+                    session["decode_probe"]["bound_s"] = None
+            tqdm.write(eta.describe(rate, bound, total - done, sequential, turns, constrained, others, side),
+                       file=sys.stderr)
             sweep.since = first_line = time.monotonic()
             storage.write_json(manifest_path, manifest)
             keepers = {kind: Keeper(s, run_dir) for kind, s in servers.items()}

@@ -154,7 +154,16 @@ def _aa(run: Run, data: pd.DataFrame, value: str, splits: int = 50) -> dict:
 
 
 def own_time_table(run: Run) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(descriptive rows per agent and level, comparisons python vs rust per level)."""
+    """(descriptive rows per agent and level, comparisons python vs rust per level); computed once
+    per loaded run (the index asks for it twice, and its A/A splits bootstrap hundreds of CIs)."""
+    kept = getattr(run, "_own_time_table", None)
+    if kept is None:
+        kept = _own_time_table(run)
+        run._own_time_table = kept
+    return kept
+
+
+def _own_time_table(run: Run) -> tuple[pd.DataFrame, pd.DataFrame]:
     per_turn = turns(run)
     per_turn = per_turn[per_turn["agent_ms"].notna()].copy()
     per_task = tasks(run)

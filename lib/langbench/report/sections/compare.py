@@ -48,7 +48,7 @@ class Pair:
 
 def load(run_a: str | Path, run_b: str | Path, allow_model_mismatch: bool = False) -> Pair:
     for r in (run_a, run_b):
-        if not (Path(r) / "manifest.json").exists() or not (Path(r) / "records.jsonl").exists():
+        if not (Path(r) / "manifest.json").exists() or not storage.exists(Path(r) / "records.jsonl"):
             raise CompareError(f"{r}: not a run directory (no manifest.json/records.jsonl)")
     a, b = Run.load(run_a), Run.load(run_b)
     ma, mb = (_model_id(r.manifest) for r in (a, b))
