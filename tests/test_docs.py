@@ -153,6 +153,14 @@ def test_every_number_in_the_findings_table_is_read_from_the_run_it_links(kept):
             kinds = ["supported", "contradicted", "not shown"] + (["not measurable here"] if "headline" in finding else [])
             want = f"{len(claims)} claims: " + ", ".join(f"{counts.get(k, 0)} {k}" for k in kinds)
             assert row["verdict"] == want
+        elif finding.startswith("knee at 5 % of a turn"):  # sessions at scale: each client's knee, read here
+            from langbench.analysis import scale
+            endpoint = "chat" if "/api/chat" in finding else "openai-chat"
+            k = scale.knee_table(scale.batches(run)).set_index(["endpoint", "agent", "threshold"])
+            assert row["Python"] == scale.knee_words(k.loc[(endpoint, "python", 0.05)]), row
+            assert row["Rust"] == scale.knee_words(k.loc[(endpoint, "rust", 0.05)]), row
+            assert row["verdict"] == "; ".join(f"{a}: {scale.knee_words(k.loc[(endpoint, a, 0.05)])}"
+                                               for a in ("python-tuned", "python-raw")), row
         elif finding == "agent's own time per turn (ms)":
             v = agent_loops.verdicts(run).set_index("level").loc["per turn"]
             assert (row["Python"], row["Rust"]) == (f"{v['python_ms']:.3f} ms", f"{v['rust_ms']:.3f} ms")

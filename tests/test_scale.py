@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,43 @@ def test_the_scale_notebook_renders_the_knees_with_cis(scaled):
     assert "knee at 1 %: sessions" in page and "Traceback" not in page
     index = (scaled / "index.html").read_text()
     assert "no server-side finding comes from this run" in index and "language matters less than expected" in index
+
+
+KEPT = Path(__file__).resolve().parent.parent / "results" / "scale-cpu"
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_the_kept_scale_run_renders_each_clients_knee_here(tmp_path):
+    """results/scale-cpu (`make report PARAMS=parameters/scale.yaml` on a 2-core EPYC, records and
+    plan kept as .xz): the four clients at N = 1 … 1,024 on /api/chat and /v1/chat/completions,
+    rendered on this machine. Each client has a knee or a "none up to"; the SDK client's knee is
+    decided (a CI) and comes no later than the raw client's; the knee rule skipped only batches
+    of clients whose knees were decided below; CPU per token is there at every N."""
+    import shutil
+    run = tmp_path / KEPT.name
+    shutil.copytree(KEPT, run)
+    manifest = storage.read_json(run / "manifest.json")
+    assert manifest["complete"] and manifest["stopping"]["rule"] == "knee"
+    looks = {x["n"]: x["decided"] for x in manifest["stopping"]["looks"]}
+    planned = storage.read_json(run / "plan.json")["batches"]
+    for b in planned:
+        if b["batch_id"] in set(manifest["stopping"]["skipped"]):
+            assert f"{b['agent']} {b['config']['endpoint']}" in looks[b["streams"]]
+    done = subprocess.run([sys.executable, "-m", "langbench", "render", str(run)],
+                          capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    b = scale.batches(Run.load(run))
+    assert set(b["concurrency"]) == {1, 16, 128, 1024} and set(b["agent"]) == set(CLIENTS)
+    assert (b["added_basis"] == "stamps").all() and not b["failed"].any()
+    cpu = b.groupby(["agent", "concurrency"])["cpu_ms_per_token"].median()
+    assert (cpu > 0).all() and len(cpu) == 4 * 4
+    k = scale.knee_table(b).set_index(["endpoint", "agent", "threshold"])
+    for endpoint in ("chat", "openai-chat"):
+        sdk = k.loc[(endpoint, "python", 0.05)]
+        assert sdk["knee"].startswith("N = ") and sdk["tps_received_ci_low"] > 0, sdk  # decided, with its CI
+        raw = k.loc[(endpoint, "python-raw", 0.05)]
+        assert raw["knee"].startswith("none up to") or raw["knee_n"] >= sdk["knee_n"], (sdk, raw)
+    page = (run / "html" / "scale-nocode.html").read_text()
+    assert "knee at 1 %: sessions" in page and "Traceback" not in page

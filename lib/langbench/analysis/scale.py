@@ -366,6 +366,14 @@ def decided_below(run_dir, n: int, thresholds=THRESHOLDS) -> dict[str, dict[str,
     return out
 
 
+def knee_words(k) -> str:
+    """One knee row (knee_table) as the README's findings table says it: "N = 16 (201 tok/s)",
+    or its words where there is no knee ("none up to N = 128", …)."""
+    if pd.isna(k.get("knee_n")):
+        return str(k["knee"])
+    return f"N = {int(k['knee_n']):,} ({k['tps_received']:,.0f} tok/s)"
+
+
 def knee_table(b: pd.DataFrame, thresholds=THRESHOLDS) -> pd.DataFrame:
     """knees over the batches that decide (not failed, not flagged), with a row for every
     client × endpoint that ran: one whose batches all failed or were all flagged says so."""
