@@ -167,9 +167,9 @@ def run(params, run_dir: Path, manifest: dict, manifest_path: Path, batches: lis
             gone = [b for b in wave if b.batch_id in skipped(manifest)]
             if gone:
                 skip(gone)
-                look = (manifest["stopping"]["looks"] or [{}])[-1]
+                last = (manifest["stopping"]["looks"] or [{}])[-1]
                 say(f"sweep: N = {level_of(wave[0])}: knees decided below it for "
-                    f"{', '.join(sorted(look.get('decided') or {})) or 'no client'}; "
+                    f"{', '.join(sorted(last.get('decided') or {})) or 'no client'}; "
                     f"{len(gone)} of their batches skipped (one batch per cell is kept)")
             run_wave(todo)
         return
