@@ -135,7 +135,7 @@ def test_every_fault_on_purpose_is_a_named_outcome_in_every_client_and_nothing_i
     params = replay_params(captured, profiled, folder, time_scale=20, stall_s=30, seed=5,
                            faults={k: 0.12 for k in NAMED})
     doc = yaml.safe_load(params.read_text())
-    doc.update(retries=0, repetitions=8, timeouts={"run_s": 2, "batch_s": 300})
+    doc.update(retries=0, repetitions=8, batches=1, timeouts={"run_s": 2, "batch_s": 300})
     params.write_text(yaml.safe_dump(doc))
     run = sweep(params, folder / "out", "faults")
     records = storage.read_jsonl(run / "records.jsonl")
