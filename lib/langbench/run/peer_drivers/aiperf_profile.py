@@ -54,12 +54,23 @@ KEEP = ("time_to_first_token", "time_to_first_output_token", "inter_token_latenc
         "usage_prompt_tokens", "usage_completion_tokens", "output_token_count")
 
 
+# Concurrency 1 alone is AIPerf's concurrency-burst mode: while the one request is in flight its
+# timing manager polls for a free slot with `yield_to_event_loop()` in a loop (timing/strategies/
+# request_rate.py), a whole core busy for the length of every stream. On 2 cores that starved the
+# server it measured: 32-token streams of 16-36 s (ITL 520-1,170 ms) where the same server gave
+# 1.1 s to every other tool. With a request rate the manager sleeps to each tick (a timerfd) and
+# skips a tick whose slot is taken; at RATE per second a request waits at most 1/RATE s for its
+# tick, which delays when it starts, not anything it measures.
+RATE = 20
+
+
 def command(a: argparse.Namespace, fields: dict, inputs: Path, artifacts: Path) -> list[str]:
     aiperf = Path(sys.executable).with_name("aiperf")
     cmd = [str(aiperf), "profile", "--model", a.model, "--url", a.url, "--tokenizer", a.tokenizer,
            "--endpoint-type", "completions", "--streaming", "--input-file", str(inputs),
            "--custom-dataset-type", "single_turn", "--use-server-token-count",
-           "--concurrency", "1", "--request-count", str(a.runs), "--workers-max", "1", "--record-processors", "1",
+           "--concurrency", "1", "--request-rate", str(RATE), "--arrival-pattern", "constant",
+           "--request-count", str(a.runs), "--workers-max", "1", "--record-processors", "1",
            "--ui", "none", "--no-gpu-telemetry", "--no-server-metrics", "--artifact-dir", str(artifacts)]
     if a.warmups:
         cmd += ["--warmup-request-count", str(a.warmups)]
