@@ -144,14 +144,15 @@ def _command(args: argparse.Namespace) -> int:
         return 0
     if args.command == "report":  # a sweep, then a render: the runner never imports the report
         run_dir = sweep(args.params, args.run_id, allow_mixed=args.allow_mixed,
-                        cluster=args.cluster, workers=args.workers)
+                        cluster=args.cluster, workers=args.workers, summarise=False)  # render writes it
         from langbench.report import render as report
         return report.render(run_dir)
     from langbench.report import render as report
     return report.render(args.run_dir)
 
 
-def sweep(params_file: str | Path, run_id: str | None = None, outputs: Path | None = None, **kw) -> Path:
+def sweep(params_file: str | Path, run_id: str | None = None, outputs: Path | None = None,
+          summarise: bool = True, **kw) -> Path:
     """A sweep (run/, which writes the records), then summary.csv (analysis/, which reads them):
     the runner imports no analysis, so what a finished sweep leaves beside its records is written
     here, where both floors meet. The same holds for a sequential stop: the decision after each
@@ -162,8 +163,9 @@ def sweep(params_file: str | Path, run_id: str | None = None, outputs: Path | No
     kw.setdefault("decide_knees", _decide_knees)
     run_dir = run_sweep(params_file, run_id, **kw) if outputs is None else \
         run_sweep(params_file, run_id, outputs=outputs, **kw)
-    from langbench.analysis import summary  # pandas and scipy load only once there is a run to read:
-    summary.write_summary(run_dir)          # a parameter file refused with exit 2 costs no import of them
+    if summarise:  # (`report` renders next, and its render writes the summary from the records it reads)
+        from langbench.analysis import summary  # pandas and scipy load only once there is a run to read:
+        summary.write_summary(run_dir)          # a parameter file refused with exit 2 costs no import of them
     return run_dir
 
 

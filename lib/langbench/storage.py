@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
+
 
 class RunDirError(ValueError):
     """A run directory cannot be used as it is (corrupt file, busy, mixed); the message says
@@ -69,6 +71,15 @@ def read_bytes(path: Path) -> bytes:
     return lzma.decompress(found.read_bytes()) if found.suffix == ".xz" and found != Path(path) else found.read_bytes()
 
 
+def _loads(line: bytes):
+    """One JSON line: orjson's parser, and the json module's where orjson refuses what Python
+    writes and reads (NaN, Infinity, integers past 64 bits); a ValueError if neither reads it."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)
+
+
 def read_jsonl(path: Path, repair: bool = False) -> list[dict]:
     """Every line. Only a torn last line (no newline: a crash mid-write) is dropped, and cut
     off the file when `repair` is set, so that appending after it cannot glue two records
@@ -85,7 +96,7 @@ def read_jsonl(path: Path, repair: bool = False) -> list[dict]:
             break  # the torn last line
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                rows.append(_loads(line))
             except ValueError as e:
                 after = raw.count(b"\n") - number
                 raise RunDirError(

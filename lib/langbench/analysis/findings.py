@@ -83,11 +83,13 @@ class Run:
     margin_rel: float = 0.02
 
     @classmethod
-    def load(cls, run_dir: str | Path = "", alpha: float = stats.ALPHA, margin_rel: float = 0.02) -> "Run":
-        """`run_dir` empty: the newest run under outputs/ (what JupyterLab users usually want)."""
+    def load(cls, run_dir: str | Path = "", alpha: float = stats.ALPHA, margin_rel: float = 0.02,
+             attempts: pd.DataFrame | None = None) -> "Run":
+        """`run_dir` empty: the newest run under outputs/ (what JupyterLab users usually want).
+        `attempts`: metrics.load_attempts(run_dir), where the caller has read it already."""
         run_dir = Path(run_dir) if str(run_dir) else newest_run()
         manifest = storage.read_json(run_dir / "manifest.json")
-        attempts = metrics.load_attempts(run_dir)
+        attempts = metrics.load_attempts(run_dir) if attempts is None else attempts
         df = metrics.final_attempts(attempts)
         if df.empty:
             raise ValueError(f"{run_dir}: no records: run the sweep first")

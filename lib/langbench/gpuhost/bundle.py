@@ -52,7 +52,7 @@ GGML_PATHS = ("CMakeLists.txt", "CMakePresets.json", "ml/backend/ggml/ggml")
 # versions of constraints.txt; the Python agent's client stack travels whole so that it is the
 # one measured here.
 WHEELS = ("ollama", "pydantic", "pydantic_core", "annotated-types", "typing-inspection",
-          "typing_extensions", "httpx", "httpcore", "h11", "anyio", "idna", "certifi",
+          "typing_extensions", "httpx", "httpcore", "h11", "anyio", "idna", "certifi", "orjson",
           "jsonschema", "jsonschema-specifications", "referencing", "rpds-py", "gguf",
           # the distributed runner (--cluster): dask.distributed and what the host image lacks
           "dask", "distributed", "partd", "locket", "tblib", "zict", "tornado", "toolz", "cloudpickle",

@@ -153,7 +153,9 @@ def replay_note(manifest: dict) -> str:
     return scale.replay_sentence(manifest)
 
 
-def write_index(run_dir: Path, results: dict) -> Path:
+def write_index(run_dir: Path, results: dict, attempts=None) -> Path:
+    """index.html: the first screen and the notebooks' links. `attempts`: the run's records as
+    metrics.load_attempts reads them, where the caller has them."""
     manifest = storage.read_json(run_dir / "manifest.json")
     if manifest.get("kind") == "peers":  # its own first screen (report/sections/peers.py)
         from langbench.report.sections import peers
@@ -161,7 +163,7 @@ def write_index(run_dir: Path, results: dict) -> Path:
     run = None
     try:
         from langbench.analysis import findings
-        run = findings.Run.load(run_dir)  # once, for the first screen and the scale glance
+        run = findings.Run.load(run_dir, attempts=attempts)  # once, for the first screen and the scale glance
         g = glance(run_dir, run)
     except Exception:
         first = "The findings could not be computed: " + traceback.format_exc(limit=1)

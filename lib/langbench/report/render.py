@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from langbench import stop, storage
-from langbench.analysis import summary
+from langbench.analysis import metrics, summary
 from langbench.report.index import write_index
 from langbench.report.notebooks import Kernel, to_html
 
@@ -66,9 +66,15 @@ def render(run_dir: str | Path, notebooks=None) -> int:
         raise ParamsError(f"{run_dir}: not a run directory (no manifest.json/records.jsonl): "
                           "run `make report` or `python -m langbench sweep` first")
     notebooks = notebooks or notebooks_for(run_dir)
-    storage.read_records(run_dir / "records.jsonl")  # an unreadable record stops it before anything is written
+    # An unreadable record stops it before anything is written. Read once: the summary and the
+    # index are made from these (40,000 records are seconds to parse and frame)
+    if is_peers_run(run_dir):
+        storage.read_records(run_dir / "records.jsonl")
+        attempts = None
+    else:
+        attempts = metrics.load_attempts(run_dir)
     with storage.locked(run_dir, "render"):
-        return _render(run_dir, notebooks)
+        return _render(run_dir, notebooks, attempts)
 
 
 def jobs(n_notebooks: int) -> int:
@@ -77,11 +83,11 @@ def jobs(n_notebooks: int) -> int:
     return max(1, min(4, len(os.sched_getaffinity(0)), n_notebooks))
 
 
-def _render(run_dir: Path, notebooks) -> int:
+def _render(run_dir: Path, notebooks, attempts=None) -> int:
     html_dir = run_dir / "html"
     html_dir.mkdir(parents=True, exist_ok=True)
-    if not is_peers_run(run_dir):  # a peers run's table is its runs.csv
-        summary.write_summary(run_dir)
+    if attempts is not None:  # a peers run's table is its runs.csv
+        summary.write_summary(run_dir, metrics.final_attempts(attempts))
     # Lanes side by side, each a thread with one kernel (a process) that executes its notebooks
     # one after another, reset between them (notebooks.Kernel says why and what is reset); a
     # lane takes the next notebook not yet taken, and the index lists them in the report's
@@ -119,7 +125,7 @@ def _render(run_dir: Path, notebooks) -> int:
         halt.set()
         pool.shutdown(wait=True)
     results = {name: results[name] for name in notebooks}
-    write_index(run_dir, results)
+    write_index(run_dir, results, attempts)
     failed = [n for n, r in results.items() if not r["ok"]]
     say(f"{run_dir / 'index.html'} ({len(notebooks) - len(failed)}/{len(notebooks)} notebooks ok)")
     return 1 if failed else 0

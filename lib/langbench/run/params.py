@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import difflib
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,11 @@ class Params:
         """The replayed conversations, as they are part of what the sweep runs:
         [{"name": TASK NAME, "messages": [...]}] in task order; [] when no task replays."""
         return [{"name": t["name"], "messages": t["messages"]} for t in self.tasks if "messages" in t]
+
+    def excluded(self, agent: str, config: dict) -> bool:
+        """Whether the file's `exclude` leaves this agent out of this config: an entry matches
+        when its agent (if it names one) is this one and every factor it names has its level."""
+        return any(_matches(e, agent, config) for e in self.raw.get("exclude") or ())
 
     def digest(self) -> str:
         """Identity of what the sweep runs: a resumed run must have the same."""
@@ -105,6 +111,7 @@ def load(path: str | Path) -> Params:
     if problems:
         raise ParamsError(f"{path}: " + "; ".join(_friendly(p) for p in problems))
     check_stop(path, doc)
+    check_exclude(path, doc)
     check_agent(path, doc)
     check_endpoints(path, doc)  # before the defaults: what the file itself sets
     check_replay(path, doc)
@@ -360,6 +367,33 @@ def check_scale(path: Path, doc: dict) -> None:
     if limits["ports"] is not None and n > limits["ports"]:
         raise ParamsError(f"{path}: concurrency: {n} sessions need {n} loopback ports, and this host's ephemeral "
                           f"range has {limits['ports']} (net.ipv4.ip_local_port_range): lower concurrency")
+
+
+def _matches(entry: dict, agent: str, config: dict) -> bool:
+    """Whether an `exclude` entry names this agent (if it names one) and this config's levels."""
+    return all((agent if k == "agent" else config.get(k)) == v for k, v in entry.items())
+
+
+def check_exclude(path: Path, doc: dict) -> None:
+    """`exclude:` names only the file's agents and factors, each at a level the file runs, and
+    no entry leaves an agent with nothing to run (ParamsError names the entry and key)."""
+    levels = {"agent": list(doc.get("agents") or ()), **{k: list(v) for k, v in (doc.get("matrix") or {}).items()}}
+    if doc.get("concurrency"):
+        levels["concurrency"] = list(doc["concurrency"])
+    for i, entry in enumerate(doc.get("exclude") or ()):
+        for k, v in entry.items():
+            if k not in levels:
+                raise ParamsError(f"{path}: exclude[{i}].{k}: not an agent or factor of this file "
+                                  f"(it has: {', '.join(levels)})")
+            if v not in levels[k]:
+                raise ParamsError(f"{path}: exclude[{i}].{k}: {v!r} is not a level this file runs "
+                                  f"({', '.join(map(str, levels[k]))})")
+    for agent in levels["agent"]:
+        keys = [k for k in levels if k != "agent"]
+        cells = [dict(zip(keys, combo)) for combo in itertools.product(*(levels[k] for k in keys))]
+        if cells and all(any(_matches(e, agent, cell) for e in doc.get("exclude") or ()) for cell in cells):
+            raise ParamsError(f"{path}: exclude: leaves agent {agent} no cell to run; "
+                              "take it out of `agents` instead")
 
 
 def check_stop(path: Path, doc: dict) -> None:

@@ -165,7 +165,9 @@ def batch_from_dict(doc: dict) -> Batch:
 def _round(params: Params, cells: list, batches: list[Batch], previous: dict | None, suffix: str) -> dict | None:
     for k, (config_id, config) in enumerate(cells):
         modes = MODES if k % 2 == 0 else MODES[::-1]
-        agents = list(params.agents)
+        agents = [a for a in params.agents if not params.excluded(a, config)]
+        if not agents:  # `exclude` left this cell to no agent: nothing of it runs
+            continue
         if k % 4 in (1, 2):  # first agent over configs: A B B A ..., balanced with the mode
             agents.reverse()
         for m, mode in enumerate(modes):
