@@ -68,12 +68,13 @@ def render(run_dir: str | Path, notebooks=None) -> int:
     notebooks = notebooks or notebooks_for(run_dir)
     # An unreadable record stops it before anything is written. Read once: the summary and the
     # index are made from these (40,000 records are seconds to parse and frame)
-    if is_peers_run(run_dir):
-        storage.read_records(run_dir / "records.jsonl")
-        attempts = None
-    else:
-        attempts = metrics.load_attempts(run_dir)
+    # (under the lock: no sweep appends between this read and what is made from it)
     with storage.locked(run_dir, "render"):
+        if is_peers_run(run_dir):
+            storage.read_records(run_dir / "records.jsonl")
+            attempts = None
+        else:
+            attempts = metrics.load_attempts(run_dir)
         return _render(run_dir, notebooks, attempts)
 
 
